@@ -1,0 +1,187 @@
+//! The one error type of the `ca` crate.
+//!
+//! Every variant names the problem precisely enough that a caller (the operator
+//! writing a status condition, the responder writing an HTTP answer) can show it to a
+//! user as is. Variants never carry secret material (PINs, private keys, shares).
+//! [`Error::reason`] gives a stable PascalCase label for metrics, condition reasons
+//! and Events.
+
+use std::fmt;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the CA core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ----- signer (HSM and software keys) -----
+    /// The PKCS#11 module could not be loaded or initialised.
+    #[error("cannot load PKCS#11 module {module}: {detail}")]
+    ModuleLoad {
+        /// Path of the module.
+        module: String,
+        /// What the loader or `C_Initialize` said.
+        detail: String,
+    },
+    /// No token with the requested label is present.
+    #[error("no PKCS#11 token labelled {label:?} is present")]
+    TokenNotFound {
+        /// Token label looked for.
+        label: String,
+    },
+    /// The token rejected the PIN.
+    #[error("the PIN for token {label:?} was rejected")]
+    PinIncorrect {
+        /// Token label.
+        label: String,
+    },
+    /// The token's PIN is locked after too many failures (§6.4.2).
+    #[error("the PIN for token {label:?} is locked")]
+    PinLocked {
+        /// Token label.
+        label: String,
+    },
+    /// No private key with the given label/id exists on the token.
+    #[error("no private key {key:?} on token {label:?}")]
+    KeyNotFound {
+        /// Token label.
+        label: String,
+        /// Key label or id (hex) looked for.
+        key: String,
+    },
+    /// A key with that label already exists (generation never overwrites).
+    #[error("a key {key:?} already exists on token {label:?}")]
+    KeyExists {
+        /// Token label.
+        label: String,
+        /// Key label.
+        key: String,
+    },
+    /// The token went away (removed, module crashed, session closed) mid-operation.
+    #[error("token {label:?} is no longer available: {detail}")]
+    TokenGone {
+        /// Token label.
+        label: String,
+        /// What PKCS#11 said.
+        detail: String,
+    },
+    /// Any other PKCS#11 failure.
+    #[error("PKCS#11 {operation} failed: {detail}")]
+    Pkcs11 {
+        /// The operation (e.g. `C_Sign`).
+        operation: &'static str,
+        /// What PKCS#11 said.
+        detail: String,
+    },
+    /// A software-key operation failed.
+    #[error("software key operation failed: {0}")]
+    SoftwareKey(String),
+    /// A signature produced by the CA did not verify with the CA's public key.
+    #[error("signature check after signing failed: {0}")]
+    SignatureCheck(String),
+
+    // ----- requests, keys, names -----
+    /// A PKCS#10 request or SPKI could not be parsed.
+    #[error("malformed {what}: {detail}")]
+    Malformed {
+        /// What was being parsed (e.g. `certificate request`).
+        what: &'static str,
+        /// Parser detail.
+        detail: String,
+    },
+    /// The CSR's self-signature does not verify (no proof of possession).
+    #[error("the certificate request's signature does not verify (no proof of possession)")]
+    CsrSignatureInvalid,
+    /// A key or signature algorithm that chop does not accept.
+    #[error("unsupported algorithm: {0}")]
+    UnsupportedAlgorithm(String),
+    /// A key weaker than the policy allows.
+    #[error("key too weak: {found}, policy requires {required}")]
+    WeakKey {
+        /// What the key is (e.g. `RSA 1024 bits`).
+        found: String,
+        /// What the policy requires.
+        required: String,
+    },
+    /// The profile does not allow this kind of request.
+    #[error("profile {profile}: {detail}")]
+    ProfileViolation {
+        /// The profile name.
+        profile: String,
+        /// What is not allowed.
+        detail: String,
+    },
+    /// An invalid subject name or attribute.
+    #[error("invalid subject: {0}")]
+    InvalidSubject(String),
+    /// Validity that cannot be honoured.
+    #[error("invalid validity: {0}")]
+    InvalidValidity(String),
+
+    // ----- issuance -----
+    /// The pre-issuance lint found problems; nothing was signed.
+    #[error("lint refused the certificate: {}", .0.join("; "))]
+    Lint(Vec<String>),
+
+    // ----- CRL / OCSP -----
+    /// CRL parameters outside policy.
+    #[error("invalid CRL parameters: {0}")]
+    CrlPolicy(String),
+    /// An OCSP request that cannot be parsed (`malformedRequest`).
+    #[error("malformed OCSP request: {0}")]
+    OcspMalformed(String),
+
+    // ----- encoding -----
+    /// DER encoding or decoding failed.
+    #[error("DER: {0}")]
+    Der(#[from] der::Error),
+}
+
+impl Error {
+    /// A stable PascalCase label for this error: used as condition reason, Event
+    /// reason and metric label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ModuleLoad { .. } => "HsmModuleLoad",
+            Error::TokenNotFound { .. } => "HsmTokenNotFound",
+            Error::PinIncorrect { .. } => "HsmPinIncorrect",
+            Error::PinLocked { .. } => "HsmPinLocked",
+            Error::KeyNotFound { .. } => "HsmKeyNotFound",
+            Error::KeyExists { .. } => "HsmKeyExists",
+            Error::TokenGone { .. } => "HsmUnavailable",
+            Error::Pkcs11 { .. } => "HsmError",
+            Error::SoftwareKey(_) => "SoftwareKeyError",
+            Error::SignatureCheck(_) => "SignatureCheckFailed",
+            Error::Malformed { .. } => "Malformed",
+            Error::CsrSignatureInvalid => "CsrSignatureInvalid",
+            Error::UnsupportedAlgorithm(_) => "UnsupportedAlgorithm",
+            Error::WeakKey { .. } => "WeakKey",
+            Error::ProfileViolation { .. } => "ProfileViolation",
+            Error::InvalidSubject(_) => "InvalidSubject",
+            Error::InvalidValidity(_) => "InvalidValidity",
+            Error::Lint(_) => "LintFailed",
+            Error::CrlPolicy(_) => "CrlPolicy",
+            Error::OcspMalformed(_) => "OcspMalformed",
+            Error::Der(_) => "EncodingError",
+        }
+    }
+
+    /// Whether retrying later may succeed (HSM temporarily gone) as opposed to a
+    /// permanent problem with the input.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::TokenGone { .. } | Error::Pkcs11 { .. } | Error::ModuleLoad { .. }
+        )
+    }
+}
+
+/// A helper to name a thing in errors without printing its value.
+pub(crate) struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}

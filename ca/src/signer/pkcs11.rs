@@ -1,0 +1,1 @@
+//! PKCS#11 signer (see issue 2). Filled in by the HSM work.
