@@ -23,6 +23,7 @@
 //!   the responder's job.
 
 pub mod error;
+pub mod serial;
 pub mod signer;
 
 pub use error::{Error, Result};
