@@ -118,11 +118,19 @@ pub enum Error {
     /// Validity that cannot be honoured.
     #[error("invalid validity: {0}")]
     InvalidValidity(String),
+    /// Information that was not verified may not be put in a certificate (CPS
+    /// §3.2.4), e.g. an e-mail address without `emailVerified`.
+    #[error("unverified information refused: {0}")]
+    Unverified(String),
 
     // ----- issuance -----
     /// The pre-issuance lint found problems; nothing was signed.
     #[error("lint refused the certificate: {}", .0.join("; "))]
     Lint(Vec<String>),
+    /// The issuing CA's certificate, key or settings cannot issue (e.g. the signer's
+    /// key is not the certificate's, no subjectKeyIdentifier, a bad URL).
+    #[error("issuer configuration: {0}")]
+    IssuerConfig(String),
 
     // ----- CRL / OCSP -----
     /// CRL parameters outside policy.
@@ -160,7 +168,9 @@ impl Error {
             Error::ProfileViolation { .. } => "ProfileViolation",
             Error::InvalidSubject(_) => "InvalidSubject",
             Error::InvalidValidity(_) => "InvalidValidity",
+            Error::Unverified(_) => "UnverifiedInformation",
             Error::Lint(_) => "LintFailed",
+            Error::IssuerConfig(_) => "IssuerConfig",
             Error::CrlPolicy(_) => "CrlPolicy",
             Error::OcspMalformed(_) => "OcspMalformed",
             Error::Der(_) => "EncodingError",

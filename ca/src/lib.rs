@@ -22,8 +22,15 @@
 //! - Networking: the OCSP module turns request bytes into response bytes; HTTP is
 //!   the responder's job.
 
+pub mod csr;
 pub mod error;
+pub mod ext;
+pub mod issue;
+pub mod lint;
+pub mod name;
+pub mod profile;
 pub mod serial;
 pub mod signer;
+pub mod time;
 
 pub use error::{Error, Result};
