@@ -532,6 +532,9 @@ pub struct Linted {
     serial: Serial,
     not_before: SystemTime,
     not_after: SystemTime,
+    /// The key of the CA this was prepared for (its AKI, issuer and lint context
+    /// belong to that CA only).
+    issuer_spki: SubjectPublicKeyInfoOwned,
 }
 
 impl Linted {
@@ -561,7 +564,10 @@ impl Linted {
     /// [`Error::IssuerConfig`] if `issuer` is not the CA that prepared this.
     pub fn sign(self, issuer: &Issuer) -> Result<IssuedCertificate> {
         let same_name = name_der(&self.tbs.issuer)? == name_der(&issuer.view.name)?;
-        if !same_name || self.tbs.signature != issuer.view.algorithm.algorithm_identifier() {
+        if !same_name
+            || self.issuer_spki != issuer.view.spki
+            || self.tbs.signature != issuer.view.algorithm.algorithm_identifier()
+        {
             return Err(Error::IssuerConfig(
                 "this certificate was prepared by a different CA".into(),
             ));
@@ -575,6 +581,11 @@ impl Linted {
         ca_spki: &SubjectPublicKeyInfoOwned,
     ) -> Result<IssuedCertificate> {
         let algorithm = signer.algorithm();
+        if self.issuer_spki != *ca_spki {
+            return Err(Error::IssuerConfig(
+                "this certificate was prepared for a different CA key".into(),
+            ));
+        }
         if self.tbs.signature != algorithm.algorithm_identifier() {
             return Err(Error::IssuerConfig(format!(
                 "signer algorithm {algorithm:?} differs from the linted signature algorithm"
@@ -804,6 +815,7 @@ impl Plan<'_> {
             serial: self.serial.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
+            issuer_spki: self.issuer.spki.clone(),
         })
     }
 }
