@@ -127,13 +127,7 @@ pub fn lint(cert: &Certificate, ctx: &LintContext<'_>) -> Vec<String> {
     // RFC 5280 §4.1.2.6, CPS §3.1.
     f.extend(check_name(&tbs.subject, "subject"));
     for required in &profile.required_attributes {
-        let present = tbs
-            .subject
-            .0
-            .iter()
-            .flat_map(|rdn| rdn.0.iter())
-            .any(|atv| atv.oid == required.oid());
-        if !present {
+        if !has_attribute(&tbs.subject, *required) {
             f.push(format!(
                 "subject lacks {required}, required by profile {} (CPS §3.1.5)",
                 profile.name
@@ -587,4 +581,429 @@ pub fn has_attribute(name: &Name, attribute: Attribute) -> bool {
         .iter()
         .flat_map(|rdn| rdn.0.iter())
         .any(|atv| atv.oid == attribute.oid())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use der::asn1::{GeneralizedTime, OctetString};
+    use der::{Any, DateTime};
+    use x509_cert::ext::pkix::certpolicy::{PolicyInformation, PolicyQualifierInfo};
+    use x509_cert::ext::pkix::{CertificatePolicies, SubjectAltName};
+    use x509_cert::time::Time;
+
+    use super::*;
+    use crate::csr::{SubjectKey, build_csr};
+    use crate::ext::extension;
+    use crate::issue::{CaConfig, Email, IssuanceRequest, Issuer, RootRequest, self_sign_root};
+    use crate::name::DistinguishedName;
+    use crate::profile::DEFAULT_POLICY_OID;
+    use crate::signer::software::SoftwareKey;
+    use crate::signer::{Curve, KeySpec, Signer};
+
+    struct Fixture {
+        ca: Certificate,
+        ca_key_id: Vec<u8>,
+        leaf: Certificate,
+        profile: Profile,
+        crl: Vec<String>,
+        ocsp: Vec<String>,
+        issuers: Vec<String>,
+    }
+
+    impl Fixture {
+        fn ctx(&self) -> LintContext<'_> {
+            let t = &self.ca.tbs_certificate;
+            LintContext {
+                profile: &self.profile,
+                issuer_name: &t.subject,
+                issuer_spki: &t.subject_public_key_info,
+                issuer_key_id: &self.ca_key_id,
+                issuer_not_before: time::from_x509(&t.validity.not_before),
+                issuer_not_after: time::from_x509(&t.validity.not_after),
+                signature_algorithm: SignatureAlgorithm::RsaSha256,
+                policy_oids: &[DEFAULT_POLICY_OID],
+                verified_email: Some("wang@example.tw"),
+                crl_urls: &self.crl,
+                ocsp_urls: &self.ocsp,
+                ca_issuers_urls: &self.issuers,
+            }
+        }
+    }
+
+    /// A good subscriber signature certificate (with a verified e-mail) and its CA.
+    fn fixture() -> Fixture {
+        let ca_key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 }).unwrap());
+        let dn = DistinguishedName::parse("C=TW, O=行政院, OU=內政部憑證管理中心").unwrap();
+        let mut root_req = RootRequest::new(&dn).unwrap();
+        root_req.not_before = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        let root = self_sign_root(ca_key.as_ref(), &root_req).unwrap();
+        let (crl, ocsp, issuers) = (
+            vec!["http://ca.example.tw/crl/1.crl".to_string()],
+            vec!["http://ocsp.example.tw".to_string()],
+            vec!["http://ca.example.tw/ca.crt".to_string()],
+        );
+        let mut config = CaConfig::new(root.certificate.clone(), ca_key);
+        config.crl_urls = crl.clone();
+        config.ocsp_urls = ocsp.clone();
+        config.ca_issuers_urls = issuers.clone();
+        let issuer = Issuer::new(config).unwrap();
+        let k = SoftwareKey::generate(KeySpec::Ec(Curve::P521)).unwrap();
+        let subject = DistinguishedName::parse("C=TW, CN=王小明, serialNumber=A1").unwrap();
+        let key =
+            SubjectKey::from_csr(&build_csr(&k, &subject.to_name().unwrap()).unwrap()).unwrap();
+        let profile = Profile::subscriber_signature();
+        let mut req =
+            IssuanceRequest::new(profile.clone(), &subject, key, Serial::random().unwrap())
+                .unwrap();
+        req.email = Some(Email {
+            address: "wang@example.tw".into(),
+            verified: true,
+        });
+        let leaf = issuer.issue(&req).unwrap().certificate;
+        Fixture {
+            ca_key_id: issuer.key_identifier().to_vec(),
+            ca: root.certificate,
+            leaf,
+            profile,
+            crl,
+            ocsp,
+            issuers,
+        }
+    }
+
+    fn exts(c: &mut Certificate) -> &mut Vec<Extension> {
+        c.tbs_certificate.extensions.as_mut().unwrap()
+    }
+
+    fn replace(c: &mut Certificate, e: Extension) {
+        let v = exts(c);
+        let i = v.iter().position(|x| x.extn_id == e.extn_id).unwrap();
+        v[i] = e;
+    }
+
+    fn remove(c: &mut Certificate, id: ObjectIdentifier) {
+        exts(c).retain(|e| e.extn_id != id);
+    }
+
+    #[track_caller]
+    fn expect(fx: &Fixture, cert: &Certificate, needle: &str) {
+        let findings = lint(cert, &fx.ctx());
+        assert!(
+            findings.iter().any(|f| f.contains(needle)),
+            "no finding containing {needle:?} in {findings:?}"
+        );
+    }
+
+    #[test]
+    fn each_check_fires_on_a_hand_made_bad_certificate() {
+        let fx = fixture();
+        assert_eq!(lint(&fx.leaf, &fx.ctx()), Vec::<String>::new());
+        let good = &fx.leaf;
+        let mut c;
+
+        // Version, serial, algorithms.
+        c = good.clone();
+        c.tbs_certificate.version = Version::V2;
+        expect(&fx, &c, "version must be v3");
+        c = good.clone();
+        c.tbs_certificate.serial_number = Serial::from_be_bytes(&[1, 2, 3])
+            .unwrap()
+            .to_serial_number()
+            .unwrap();
+        expect(&fx, &c, "has 17 significant bits");
+        c = good.clone();
+        c.signature_algorithm = SignatureAlgorithm::RsaSha384.algorithm_identifier();
+        expect(&fx, &c, "differs from signatureAlgorithm");
+        c = good.clone();
+        c.tbs_certificate.signature = SignatureAlgorithm::RsaSha384.algorithm_identifier();
+        expect(&fx, &c, "is not the CA's RsaSha256");
+
+        // Validity.
+        let ca_na = fx.ca.tbs_certificate.validity.not_after;
+        c = good.clone();
+        c.tbs_certificate.validity.not_after =
+            time::to_x509(time::from_x509(&ca_na) + Duration::from_secs(86_400)).unwrap();
+        expect(&fx, &c, "is after the CA's notAfter");
+        c = good.clone();
+        c.tbs_certificate.validity.not_after = c.tbs_certificate.validity.not_before;
+        expect(&fx, &c, "is not before notAfter");
+        c = good.clone();
+        let nb = time::from_x509(&c.tbs_certificate.validity.not_before);
+        c.tbs_certificate.validity.not_before = Time::GeneralTime(GeneralizedTime::from_date_time(
+            DateTime::from_system_time(nb).unwrap(),
+        ));
+        expect(&fx, &c, "notBefore must be UTCTime through 2049");
+        c = good.clone();
+        c.tbs_certificate.validity.not_before = time::to_x509(
+            time::from_x509(&fx.ca.tbs_certificate.validity.not_before) - Duration::from_secs(1),
+        )
+        .unwrap();
+        expect(&fx, &c, "is before the CA's notBefore");
+        c = good.clone();
+        c.tbs_certificate.validity.not_after =
+            time::to_x509(time::add_years(nb, 9).unwrap()).unwrap();
+        expect(
+            &fx,
+            &c,
+            "is longer than profile subscriber-signature allows",
+        );
+
+        // Names.
+        c = good.clone();
+        c.tbs_certificate.issuer = c.tbs_certificate.subject.clone();
+        expect(&fx, &c, "issuer DN differs from the CA's subject DN");
+        c = good.clone();
+        c.tbs_certificate.subject = DistinguishedName::parse("C=TW, CN=王小明")
+            .unwrap()
+            .to_name()
+            .unwrap();
+        expect(&fx, &c, "subject lacks serialNumber");
+        c = good.clone();
+        let atv = &mut c.tbs_certificate.subject.0[0].0;
+        let mut v = atv.clone().into_vec();
+        v[0].value = Any::new(der::Tag::Utf8String, "TW".as_bytes()).unwrap();
+        *atv = der::asn1::SetOfVec::try_from(v).unwrap();
+        expect(
+            &fx,
+            &c,
+            "subject C is a UTF8String, expected PrintableString",
+        );
+        c = good.clone();
+        c.tbs_certificate.subject_unique_id = Some(der::asn1::BitString::from_bytes(&[1]).unwrap());
+        expect(&fx, &c, "subjectUniqueID must be absent");
+
+        // Subject key.
+        c = good.clone();
+        let p256 = SoftwareKey::generate(KeySpec::Ec(Curve::P256)).unwrap();
+        c.tbs_certificate.subject_public_key_info = p256.public_key().clone();
+        expect(&fx, &c, "subject key: key too weak: EC 256 bits");
+        expect(&fx, &c, "subjectKeyIdentifier");
+        c = good.clone();
+        c.tbs_certificate.subject_public_key_info =
+            fx.ca.tbs_certificate.subject_public_key_info.clone();
+        expect(&fx, &c, "subject key is the issuing CA's own key");
+
+        // Extensions as a whole.
+        c = good.clone();
+        c.tbs_certificate.extensions = None;
+        expect(&fx, &c, "extensions are missing");
+        c = good.clone();
+        c.tbs_certificate.extensions = Some(vec![]);
+        expect(&fx, &c, "must not be an empty SEQUENCE");
+        c = good.clone();
+        let dup = exts(&mut c)[0].clone();
+        exts(&mut c).push(dup);
+        expect(&fx, &c, "duplicate extension 2.5.29.19");
+        c = good.clone();
+        exts(&mut c).push(extension(oid::ID_CE_NAME_CONSTRAINTS, true, &der::asn1::Null).unwrap());
+        expect(&fx, &c, "nameConstraints must be absent (CPS §7.1.5)");
+        c = good.clone();
+        exts(&mut c)
+            .push(extension(oid::ID_CE_POLICY_CONSTRAINTS, true, &der::asn1::Null).unwrap());
+        expect(&fx, &c, "policyConstraints must be absent (CPS §7.1.7)");
+        c = good.clone();
+        exts(&mut c).push(
+            extension(
+                ObjectIdentifier::new_unwrap("1.2.3.4"),
+                false,
+                &der::asn1::Null,
+            )
+            .unwrap(),
+        );
+        expect(&fx, &c, "unexpected extension 1.2.3.4");
+
+        // keyUsage.
+        let ds_nr = KeyUsages::DigitalSignature | KeyUsages::NonRepudiation;
+        c = good.clone();
+        replace(&mut c, ext::key_usage::build(ds_nr, false).unwrap());
+        assert_eq!(lint(&c, &fx.ctx()), ["keyUsage must be critical"]);
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::key_usage::build(ds_nr | KeyUsages::KeyCertSign, true).unwrap(),
+        );
+        expect(&fx, &c, "must not include keyCertSign or cRLSign");
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::key_usage::build(KeyUsages::DigitalSignature.into(), true).unwrap(),
+        );
+        expect(
+            &fx,
+            &c,
+            "keyUsage digitalSignature differs from profile subscriber-signature",
+        );
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_KEY_USAGE);
+        expect(&fx, &c, "keyUsage is missing");
+
+        // basicConstraints.
+        c = good.clone();
+        replace(&mut c, ext::basic_constraints::build(true, None).unwrap());
+        expect(&fx, &c, "basicConstraints cA must be FALSE");
+        c = good.clone();
+        let mut bc = ext::basic_constraints::build(false, None).unwrap();
+        bc.critical = false;
+        replace(&mut c, bc);
+        expect(&fx, &c, "basicConstraints must be critical");
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_BASIC_CONSTRAINTS);
+        expect(&fx, &c, "basicConstraints is missing");
+
+        // Key identifiers.
+        c = good.clone();
+        replace(
+            &mut c,
+            extension(
+                oid::ID_CE_SUBJECT_KEY_IDENTIFIER,
+                false,
+                &OctetString::new([1u8; 20]).unwrap(),
+            )
+            .unwrap(),
+        );
+        expect(&fx, &c, "(RFC 7093 §2 method 1 of the subject key)");
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_SUBJECT_KEY_IDENTIFIER);
+        expect(&fx, &c, "subjectKeyIdentifier is missing");
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::key_identifier::authority_key_identifier(&[2u8; 20]).unwrap(),
+        );
+        expect(&fx, &c, "differs from the issuer's subjectKeyIdentifier");
+        c = good.clone();
+        let mut aki = ext::key_identifier::authority_key_identifier(&fx.ca_key_id).unwrap();
+        aki.critical = true;
+        replace(&mut c, aki);
+        assert_eq!(
+            lint(&c, &fx.ctx()),
+            ["authorityKeyIdentifier must not be critical"]
+        );
+
+        // certificatePolicies.
+        c = good.clone();
+        let with_qualifier = CertificatePolicies(vec![PolicyInformation {
+            policy_identifier: DEFAULT_POLICY_OID,
+            policy_qualifiers: Some(vec![PolicyQualifierInfo {
+                policy_qualifier_id: ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.2.1"),
+                qualifier: Some(Any::from(
+                    der::asn1::Ia5StringRef::new("http://cps").unwrap(),
+                )),
+            }]),
+        }]);
+        replace(
+            &mut c,
+            extension(oid::ID_CE_CERTIFICATE_POLICIES, false, &with_qualifier).unwrap(),
+        );
+        assert_eq!(
+            lint(&c, &fx.ctx()),
+            ["policy qualifiers are not allowed (CPS §7.1.8)"]
+        );
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::certificate_policies::build(&[ObjectIdentifier::new_unwrap("1.2.3.4")]).unwrap(),
+        );
+        expect(
+            &fx,
+            &c,
+            "certificatePolicies [1.2.3.4] differ from the configured [2.16.886.101.0.3.3]",
+        );
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_CERTIFICATE_POLICIES);
+        expect(&fx, &c, "certificatePolicies is missing");
+
+        // CRL DP, AIA.
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_CRL_DISTRIBUTION_POINTS);
+        expect(&fx, &c, "cRLDistributionPoints is missing");
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::crl_distribution_points::build(&["http://elsewhere/x.crl".into()]).unwrap(),
+        );
+        expect(
+            &fx,
+            &c,
+            "cRLDistributionPoints [\"http://elsewhere/x.crl\"] differ",
+        );
+        c = good.clone();
+        remove(&mut c, oid::ID_PE_AUTHORITY_INFO_ACCESS);
+        expect(&fx, &c, "authorityInfoAccess is missing");
+
+        // EKU, nocheck, SAN.
+        c = good.clone();
+        exts(&mut c).push(ext::extended_key_usage::build(&[ID_KP_OCSP_SIGNING]).unwrap());
+        expect(
+            &fx,
+            &c,
+            "extendedKeyUsage must be absent for profile subscriber-signature",
+        );
+        c = good.clone();
+        exts(&mut c).push(ext::ocsp_nocheck::build().unwrap());
+        expect(&fx, &c, "id-pkix-ocsp-nocheck must be absent");
+        c = good.clone();
+        replace(
+            &mut c,
+            ext::subject_alt_name::build_email("other@example.tw").unwrap(),
+        );
+        expect(
+            &fx,
+            &c,
+            "rfc822Name other@example.tw was not verified (CPS §3.2.4)",
+        );
+        c = good.clone();
+        let dns = SubjectAltName(vec![GeneralName::DnsName(
+            der::asn1::Ia5String::new("x.tw").unwrap(),
+        )]);
+        replace(
+            &mut c,
+            extension(oid::ID_CE_SUBJECT_ALT_NAME, false, &dns).unwrap(),
+        );
+        expect(&fx, &c, "may only hold a verified rfc822Name");
+        c = good.clone();
+        remove(&mut c, oid::ID_CE_SUBJECT_ALT_NAME);
+        expect(&fx, &c, "verified e-mail wang@example.tw is missing");
+    }
+
+    #[test]
+    fn profile_specific_checks() {
+        let fx = fixture();
+        // The same certificate linted as a CA certificate or as a responder.
+        let mut ca_profile = Profile::subordinate_ca();
+        ca_profile.key_policy = fx.profile.key_policy.clone();
+        let ctx = LintContext {
+            profile: &ca_profile,
+            ..fx.ctx()
+        };
+        let f = lint(&fx.leaf, &ctx);
+        assert!(
+            f.iter()
+                .any(|s| s.contains("CA keyUsage must be exactly keyCertSign, cRLSign")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|s| s.contains("basicConstraints cA must be TRUE")),
+            "{f:?}"
+        );
+        let mut responder = Profile::ocsp_responder();
+        responder.key_policy = fx.profile.key_policy.clone();
+        let ctx = LintContext {
+            profile: &responder,
+            ..fx.ctx()
+        };
+        let f = lint(&fx.leaf, &ctx);
+        assert!(
+            f.iter().any(|s| s.contains("lacks id-kp-OCSPSigning")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|s| s.contains("lacks id-pkix-ocsp-nocheck")),
+            "{f:?}"
+        );
+    }
 }
