@@ -177,6 +177,11 @@ pub fn check_value(attribute: Attribute, value: &str) -> Result<()> {
             "{c:?} is not allowed in a PrintableString (letters, digits, space, '()+,-./:=?)"
         ));
     }
+    if attribute == Attribute::SerialNumber && looks_like_national_id(value) {
+        return bad(format!(
+            "{value:?} looks like a national ID number; the serialNumber attribute holds the CA-assigned id, never the national ID (CPS §9.4, DESIGN §4)"
+        ));
+    }
     if attribute == Attribute::Country
         && !(chars == 2 && value.chars().all(|c| c.is_ascii_uppercase()))
     {
@@ -185,6 +190,17 @@ pub fn check_value(attribute: Attribute, value: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether `value` has the shape of a Taiwanese national ID (國民身分證統一編號:
+/// one letter, then `1`/`2`, then 8 digits) or resident certificate number (one
+/// letter, then `8`/`9` or `A`–`D`, then 8 digits).
+pub fn looks_like_national_id(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() == 10
+        && b[0].is_ascii_uppercase()
+        && matches!(b[1], b'1' | b'2' | b'8' | b'9' | b'A'..=b'D')
+        && b[2..].iter().all(u8::is_ascii_digit)
 }
 
 /// A validated distinguished name: attributes in X.500 order (C first), one per
@@ -212,6 +228,16 @@ impl DistinguishedName {
             check_value(*a, v)?;
         }
         Ok(DistinguishedName { attributes })
+    }
+
+    /// The CPS §3.1.5 subscriber name `C=<country>, CN=<name>, serialNumber=<CA-assigned
+    /// id>`, in that order.
+    pub fn subscriber(country: &str, common_name: &str, serial_number: &str) -> Result<Self> {
+        Self::new([
+            (Attribute::Country, country),
+            (Attribute::CommonName, common_name),
+            (Attribute::SerialNumber, serial_number),
+        ])
     }
 
     /// Parse the CPS string form, **in X.500 order** (most general first), the way
@@ -451,6 +477,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.get(Attribute::CommonName), Some("王小明"));
         assert_eq!(a.attributes()[0].0, Attribute::Country);
+        assert_eq!(
+            DistinguishedName::subscriber("TW", "王小明", "A1234").unwrap(),
+            b
+        );
     }
 
     #[test]
@@ -465,6 +495,9 @@ mod tests {
         assert!(msg("C=TW, SN=x").contains("unknown attribute"));
         assert!(msg("CN=a+O=b").contains("multi-valued"));
         assert!(msg("CN=tab\there").contains("control"));
+        assert!(msg("C=TW, CN=x, serialNumber=A123456789").contains("national ID"));
+        assert!(msg("C=TW, CN=x, serialNumber=FC12345678").contains("national ID"));
+        assert!(DistinguishedName::parse("C=TW, CN=x, serialNumber=0000000012345678").is_ok());
         // 64 Chinese characters are fine: the bound counts characters, not octets.
         assert!(DistinguishedName::parse(&format!("CN={}", "字".repeat(64))).is_ok());
     }
