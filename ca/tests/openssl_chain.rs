@@ -155,6 +155,10 @@ fn pkilint(dir: &Path, file: &str) -> bool {
         eprintln!("lint_pkix_cert not on PATH: pkilint check skipped");
         return false;
     };
+    if out.status.code() == Some(127) {
+        eprintln!("lint_pkix_cert is a shim without pkilint behind it: check skipped");
+        return false;
+    }
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
