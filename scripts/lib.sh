@@ -17,3 +17,16 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
   fi
 }
+
+# Python tools the tests run as independent validators (pkilint: PKIX linter).
+CHOP_PIP_PACKAGES=(pkilint==0.13.3)
+
+ensure_python_tools() {
+  if ! python3 -m pip show -q pkilint >/dev/null 2>&1; then
+    echo "== installing ${CHOP_PIP_PACKAGES[*]}"
+    python3 -m pip install -q "${CHOP_PIP_PACKAGES[@]}"
+  fi
+  # pyenv puts console scripts behind shims; refresh them after an install.
+  command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
+  export CHOP_REQUIRE_PKILINT=1
+}

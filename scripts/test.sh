@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 ensure_packages
+ensure_python_tools
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -146,16 +146,27 @@ fn text(dir: &Path, file: &str) -> String {
 
 /// Run pkilint when installed; fail on any finding at NOTICE or above (its only
 /// INFO finding is "SKI is RFC 7093 method 1", which is chop's documented choice).
+/// `scripts/test.sh` installs pkilint and sets `CHOP_REQUIRE_PKILINT=1`, so in CI a
+/// missing pkilint fails the test instead of skipping the check.
 fn pkilint(dir: &Path, file: &str) -> bool {
+    let required = std::env::var_os("CHOP_REQUIRE_PKILINT").is_some();
     let Ok(out) = Command::new("lint_pkix_cert")
         .args(["lint", "-s", "NOTICE", file])
         .current_dir(dir)
         .output()
     else {
+        assert!(
+            !required,
+            "CHOP_REQUIRE_PKILINT is set but lint_pkix_cert is not on PATH"
+        );
         eprintln!("lint_pkix_cert not on PATH: pkilint check skipped");
         return false;
     };
     if out.status.code() == Some(127) {
+        assert!(
+            !required,
+            "CHOP_REQUIRE_PKILINT is set but lint_pkix_cert is a shim without pkilint"
+        );
         eprintln!("lint_pkix_cert is a shim without pkilint behind it: check skipped");
         return false;
     }
