@@ -25,5 +25,7 @@
 pub mod error;
 pub mod serial;
 pub mod signer;
+#[cfg(any(test, feature = "softhsm-fixture"))]
+pub mod softhsm;
 
 pub use error::{Error, Result};
