@@ -66,6 +66,13 @@ pub enum Error {
         /// What PKCS#11 said.
         detail: String,
     },
+    /// A token with that label already exists (token initialisation never
+    /// re-initialises, which would destroy its keys).
+    #[error("a PKCS#11 token labelled {label:?} already exists")]
+    TokenExists {
+        /// Token label.
+        label: String,
+    },
     /// Any other PKCS#11 failure.
     #[error("PKCS#11 {operation} failed: {detail}")]
     Pkcs11 {
@@ -158,6 +165,7 @@ impl Error {
             Error::KeyNotFound { .. } => "HsmKeyNotFound",
             Error::KeyExists { .. } => "HsmKeyExists",
             Error::TokenGone { .. } => "HsmUnavailable",
+            Error::TokenExists { .. } => "HsmTokenExists",
             Error::Pkcs11 { .. } => "HsmError",
             Error::SoftwareKey(_) => "SoftwareKeyError",
             Error::SignatureCheck(_) => "SignatureCheckFailed",

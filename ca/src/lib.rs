@@ -31,6 +31,8 @@ pub mod name;
 pub mod profile;
 pub mod serial;
 pub mod signer;
+#[cfg(any(test, feature = "softhsm-fixture"))]
+pub mod softhsm;
 pub mod time;
 
 pub use error::{Error, Result};

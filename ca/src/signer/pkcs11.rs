@@ -1,1 +1,0 @@
-//! PKCS#11 signer (see issue 2). Filled in by the HSM work.
