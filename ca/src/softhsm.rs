@@ -86,21 +86,7 @@ fn spawn_child() -> std::result::Result<(), String> {
         .filter(|n| *n != "main")
         .ok_or("softhsm::isolated must be called from a libtest test thread")?
         .to_string();
-    let dir = tempfile::Builder::new()
-        .prefix("chop-softhsm-")
-        .tempdir()
-        .map_err(|e| format!("temporary directory: {e}"))?;
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-            tokens.display()
-        ),
-    )
-    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    let (_dir, tokens, conf) = private_token_dir()?;
     let exe = std::env::current_exe().map_err(|e| format!("current test binary: {e}"))?;
     let out = Command::new(exe)
         .args([
@@ -133,6 +119,57 @@ fn spawn_child() -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A fresh temporary directory with a `softhsm2.conf` whose token directory is
+/// inside it: (the directory, its token directory, the conf file).
+fn private_token_dir() -> std::result::Result<(tempfile::TempDir, PathBuf, PathBuf), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("chop-softhsm-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).map_err(|e| format!("{}: {e}", tokens.display()))?;
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+            tokens.display()
+        ),
+    )
+    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    Ok((dir, tokens, conf))
+}
+
+/// For example programs and benchmarks (not tests): run the rest of this program
+/// with a private, temporary SoftHSM2 token directory.
+///
+/// In the parent this re-runs the current executable with the same arguments and
+/// `SOFTHSM2_CONF` pointing at a fresh directory, waits, removes the directory and
+/// returns `Some(exit status)`: the caller exits with it. In the child it returns
+/// `None`: the caller goes on, and [`TestToken::new`] works. Same reason as
+/// [`isolated`]: `SOFTHSM2_CONF` must be set before `C_Initialize`, and setting it
+/// in-process is `unsafe`.
+pub fn with_private_token_dir() -> Result<Option<std::process::ExitStatus>> {
+    if in_isolated_child() {
+        return Ok(None);
+    }
+    let fail = |detail: String| Error::ModuleLoad {
+        module: SOFTHSM2_MODULE.into(),
+        detail,
+    };
+    let (dir, tokens, conf) = private_token_dir().map_err(fail)?;
+    let exe = std::env::current_exe().map_err(|e| fail(format!("current executable: {e}")))?;
+    let status = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, "main")
+        .env(TOKEN_DIR_ENV, &tokens)
+        .env("SOFTHSM2_CONF", &conf)
+        .status()
+        .map_err(|e| fail(format!("cannot re-run this program: {e}")))?;
+    drop(dir);
+    Ok(Some(status))
 }
 
 /// A fresh SoftHSM2 token with a unique label and random SO and user PINs, created
