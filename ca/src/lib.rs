@@ -23,6 +23,7 @@
 //!   the responder's job.
 
 pub mod error;
+pub mod revocation;
 pub mod serial;
 pub mod signer;
 
