@@ -22,6 +22,7 @@
 //! - Networking: the OCSP module turns request bytes into response bytes; HTTP is
 //!   the responder's job.
 
+pub mod crl;
 pub mod error;
 pub mod revocation;
 pub mod serial;
