@@ -24,6 +24,7 @@
 
 pub mod crl;
 pub mod error;
+pub mod ocsp;
 pub mod revocation;
 pub mod serial;
 pub mod signer;
