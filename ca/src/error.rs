@@ -146,6 +146,14 @@ pub enum Error {
     /// An OCSP request that cannot be parsed (`malformedRequest`).
     #[error("malformed OCSP request: {0}")]
     OcspMalformed(String),
+    /// A revocation the index refuses (unknown reason name, `removeFromCRL`,
+    /// resuming a revoked certificate).
+    #[error("invalid revocation: {0}")]
+    InvalidRevocation(String),
+    /// The OCSP responder's certificates or key do not fit together (wrong issuer,
+    /// no id-kp-OCSPSigning, key mismatch).
+    #[error("OCSP responder misconfigured: {0}")]
+    OcspResponderConfig(String),
 
     // ----- encoding -----
     /// DER encoding or decoding failed.
@@ -181,6 +189,8 @@ impl Error {
             Error::IssuerConfig(_) => "IssuerConfig",
             Error::CrlPolicy(_) => "CrlPolicy",
             Error::OcspMalformed(_) => "OcspMalformed",
+            Error::InvalidRevocation(_) => "InvalidRevocation",
+            Error::OcspResponderConfig(_) => "OcspResponderConfig",
             Error::Der(_) => "EncodingError",
         }
     }

@@ -22,13 +22,16 @@
 //! - Networking: the OCSP module turns request bytes into response bytes; HTTP is
 //!   the responder's job.
 
+pub mod crl;
 pub mod csr;
 pub mod error;
 pub mod ext;
 pub mod issue;
 pub mod lint;
 pub mod name;
+pub mod ocsp;
 pub mod profile;
+pub mod revocation;
 pub mod serial;
 pub mod signer;
 #[cfg(any(test, feature = "softhsm-fixture"))]

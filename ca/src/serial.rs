@@ -18,7 +18,7 @@ const RANDOM_OCTETS: usize = 16;
 
 /// A positive certificate serial number of at most 20 octets, kept in minimal
 /// big-endian form (no leading zero octets). Ordered numerically.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Serial(Vec<u8>);
 
 impl Serial {
@@ -128,6 +128,23 @@ impl Serial {
     }
 }
 
+/// Numeric order. The octets are minimal (no leading zeros), so a shorter value is
+/// smaller, and values of one length compare octet by octet.
+impl Ord for Serial {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for Serial {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 fn bad_hex(input: &str) -> Error {
     Error::Malformed {
         what: "serial number",
@@ -170,6 +187,17 @@ mod tests {
         let err = Serial::from_be_bytes(&[0x80; 20]).unwrap_err();
         assert!(err.to_string().contains("21 octets"), "{err}");
         assert!(Serial::from_der_content(&[0xff, 0x01]).is_err());
+    }
+
+    #[test]
+    fn order_is_numeric() {
+        let two = Serial::from_hex("02").unwrap();
+        let big = Serial::from_hex("0100").unwrap();
+        assert!(two < big, "0x02 must sort before 0x0100");
+        assert!(Serial::from_hex("0101").unwrap() > big);
+        let mut v = vec![big.clone(), two.clone(), Serial::from_hex("FF").unwrap()];
+        v.sort();
+        assert_eq!(v, vec![two, Serial::from_hex("FF").unwrap(), big]);
     }
 
     #[test]
