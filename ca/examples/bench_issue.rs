@@ -44,10 +44,10 @@ fn main() -> Result<(), BoxError> {
     let signer: Arc<dyn Signer> = Arc::new(t.signer(&KeyRef::label("bench-ca"))?);
     let ca_dn = DistinguishedName::parse("C=TW, O=行政院, OU=內政部憑證管理中心")?;
     let root = self_sign_root(signer.as_ref(), &RootRequest::new(&ca_dn)?)?;
-    let issuer = Issuer::new(CaConfig::new(
-        Certificate::from_der(&root.der)?,
-        signer.clone(),
-    ))?;
+    let mut config = CaConfig::new(Certificate::from_der(&root.der)?, signer.clone());
+    config.crl_urls = vec!["http://repository.example.tw/crl/moica.crl".into()];
+    config.ocsp_urls = vec!["http://ocsp.example.tw/".into()];
+    let issuer = Issuer::new(config)?;
 
     // Subscriber requests are made client-side, before timing: 16 RSA-2048 keys,
     // reused round-robin (parsing and verifying the CSR is still done per certificate).

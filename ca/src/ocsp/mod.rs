@@ -77,8 +77,8 @@ use std::time::{Duration, SystemTime};
 use der::Encode;
 
 pub use request::{
-    CertIdHash, MAX_GET_PATH, MAX_NONCE_LEN, OcspRequest, RequestedCert, parse_get_path,
-    parse_request,
+    CertIdHash, MAX_GET_PATH, MAX_NONCE_LEN, OcspRequest, RequestedCert, build_request,
+    parse_get_path, parse_request,
 };
 
 use crate::crl::push_extension;

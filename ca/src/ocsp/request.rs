@@ -288,3 +288,81 @@ pub fn parse_get_path(path: &str) -> Result<Vec<u8>> {
         .decode(&b64)
         .map_err(|e| bad(format!("GET path is not base64: {e}")))
 }
+
+/// Build an unsigned DER `OCSPRequest` (RFC 6960 §4.1.1) asking about `serials`
+/// issued by `issuer`, with an optional nonce (RFC 8954: 1 to 32 octets).
+///
+/// For clients of chop's responder: the CLI, the samples, benchmarks and tests.
+/// Per RFC 6960 §4.1.1, issuerNameHash is the hash of the DER of the issuer's
+/// subject name and issuerKeyHash the hash of the value of its subjectPublicKey
+/// BIT STRING (excluding tag, length and unused-bits octet). The hash
+/// AlgorithmIdentifier carries NULL parameters, as OpenSSL sends it.
+pub fn build_request(
+    issuer: &x509_cert::Certificate,
+    serials: &[Serial],
+    hash: CertIdHash,
+    nonce: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    use der::asn1::{Null, OctetString};
+    use der::{Any, Encode};
+    use spki::AlgorithmIdentifierOwned;
+    use x509_cert::ext::{AsExtension, Extensions};
+    use x509_ocsp::{CertId, OcspRequest, Request, TbsRequest, Version};
+
+    if let Some(n) = nonce
+        && (n.is_empty() || n.len() > 32)
+    {
+        return Err(Error::OcspMalformed(format!(
+            "nonce of {} octets; RFC 8954 allows 1 to 32",
+            n.len()
+        )));
+    }
+    let hash_oid = match hash {
+        CertIdHash::Sha1 => const_oid::db::rfc5912::ID_SHA_1,
+        CertIdHash::Sha256 => const_oid::db::rfc5912::ID_SHA_256,
+        CertIdHash::Sha384 => const_oid::db::rfc5912::ID_SHA_384,
+        CertIdHash::Sha512 => const_oid::db::rfc5912::ID_SHA_512,
+    };
+    let subject = issuer.tbs_certificate.subject.to_der()?;
+    let key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let name_hash = OctetString::new(hash.digest(&subject))?;
+    let key_hash = OctetString::new(hash.digest(key))?;
+    let mut request_list = Vec::with_capacity(serials.len());
+    for serial in serials {
+        request_list.push(Request {
+            req_cert: CertId {
+                hash_algorithm: AlgorithmIdentifierOwned {
+                    oid: hash_oid,
+                    parameters: Some(Any::from(Null)),
+                },
+                issuer_name_hash: name_hash.clone(),
+                issuer_key_hash: key_hash.clone(),
+                serial_number: serial.to_serial_number()?,
+            },
+            single_request_extensions: None,
+        });
+    }
+    let request_extensions: Option<Extensions> = match nonce {
+        Some(n) => {
+            let ext = x509_ocsp::ext::Nonce::new(n)?;
+            Some(vec![
+                ext.to_extension(&issuer.tbs_certificate.subject, &[])?,
+            ])
+        }
+        None => None,
+    };
+    let request = OcspRequest {
+        tbs_request: TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list,
+            request_extensions,
+        },
+        optional_signature: None,
+    };
+    Ok(request.to_der()?)
+}
