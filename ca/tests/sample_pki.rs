@@ -3,6 +3,8 @@
 //! `verify -crl_check_all`, and every OCSP response against its own request (so the
 //! nonce is checked too).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
