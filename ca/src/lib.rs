@@ -26,6 +26,8 @@ pub mod crl;
 pub mod csr;
 pub mod error;
 pub mod ext;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issue;
 pub mod lint;
 pub mod name;
