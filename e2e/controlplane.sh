@@ -9,9 +9,11 @@
 #   e2e/controlplane.sh status             exit 0 if the plane answers /readyz
 #   e2e/controlplane.sh env                print `export KUBECONFIG=... CHOP_E2E_DIR=...`
 #   e2e/controlplane.sh user NAME [GROUP...]  mint a client certificate, print a kubeconfig path
+#   e2e/controlplane.sh run -- CMD...      start a plane, run CMD with CHOP_E2E_DIR/KUBECONFIG
+#                                          set, stop the plane (unless it was already running)
 #
 # Environment:
-#   CHOP_E2E_DIR        state directory (default: <repo>/.e2e)
+#   CHOP_E2E_DIR        state directory (default: <repo>/.e2e; for `run`, a new one under /tmp)
 #   CHOP_CACHE          binary cache root (default: ${XDG_CACHE_HOME:-~/.cache}/chop)
 #   CHOP_E2E_WATCH_PID  `up` also starts a watchdog that runs `down` when this pid exits
 #   GO_BUILD_P          go build -p (default 2)
@@ -64,6 +66,7 @@ cmd_build() {
   ) || { rm -rf "$tmp"; die "go build failed"; }
   mv "$tmp/server" "$tmp/etcd"
   rm -rf "$out"
+  chmod 755 "$tmp"
   mv "$tmp" "$out"
   log "built in $(( $(date +%s) - start ))s: $(du -sh "$out" | cut -f1) in $out"
 }
@@ -191,8 +194,8 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --api-audiences https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --cert-dir "$STATE_DIR/apiserver-certs" --profiling=false --v=1 \
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+    --cert-dir "$STATE_DIR/apiserver-certs" --profiling=false \
     </dev/null >"$STATE_DIR/kube-apiserver.log" 2>&1 8>&- 9>&- &
   echo $! > "$STATE_DIR/kube-apiserver.pid"
 }
@@ -221,10 +224,11 @@ stop_pidfile() {
   local f=$1 pid
   [[ -f $f ]] || return 0
   pid=$(cat "$f")
+  # Each daemon was started with setsid: signal its whole process group.
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
 }
@@ -261,6 +265,7 @@ cmd_up() {
 start_watchdog() {
   local watched=$1
   stop_pidfile "$STATE_DIR/watchdog.pid"
+  # shellcheck disable=SC2016 # expanded by the inner bash
   setsid bash -c '
     while kill -0 "$1" 2>/dev/null && [[ -d $3 ]]; do sleep 1; done
     [[ -d $3 ]] && CHOP_E2E_DIR="$3" CHOP_E2E_FROM_WATCHDOG=1 exec "$2" down
@@ -276,7 +281,7 @@ stop_all() {
 
 cmd_down() {
   [[ -d $STATE_DIR ]] || { log "not running"; return 0; }
-  exec 8>>"$STATE_DIR/.lock"
+  { exec 8>>"$STATE_DIR/.lock"; } 2>/dev/null || { log "not running"; return 0; }
   flock 8
   [[ -n ${CHOP_E2E_FROM_WATCHDOG:-} ]] || stop_pidfile "$STATE_DIR/watchdog.pid"
   stop_all
@@ -316,7 +321,25 @@ cmd_user() {
   echo "$kc"
 }
 
-cmd_status() { is_ready && log "running in $STATE_DIR" || { log "not running"; return 1; }; }
+cmd_run() {
+  [[ ${1:-} == -- ]] && shift
+  [[ $# -gt 0 ]] || die "usage: run -- COMMAND [ARG...]"
+  [[ -n ${CHOP_E2E_DIR:-} ]] || STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/chop-e2e-run.XXXXXX")
+  if is_ready; then
+    log "using the plane already running in $STATE_DIR"
+  else
+    trap 'cmd_down' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    CHOP_E2E_WATCH_PID=$$ cmd_up >/dev/null
+  fi
+  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig
+  "$@"
+}
+
+cmd_status() {
+  if is_ready; then log "running in $STATE_DIR"; else log "not running"; return 1; fi
+}
 
 main() {
   local cmd=${1:-}; shift || true
@@ -328,6 +351,7 @@ main() {
     status) cmd_status "$@" ;;
     env) cmd_env "$@" ;;
     user) cmd_user "$@" ;;
+    run) cmd_run "$@" ;;
     *) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 }

@@ -1,4 +1,9 @@
-module chop.invalid/e2e/tools/kube
+// Pins the Kubernetes control plane chop's e2e tests run against: kube-apiserver
+// and kubectl from k8s.io/kubernetes (staging modules replaced by their v0.X.Y
+// releases) and etcd at the version Kubernetes itself requires. Nothing here is
+// imported by chop; e2e/controlplane.sh builds the `tool` entries.
+// To move to another release, see docs/controlplane.md.
+module chop.invalid/e2e/tools
 
 go 1.26.0
 
