@@ -206,6 +206,16 @@ impl ControlPlane {
         Ok(Client::try_from(config)?)
     }
 
+    /// A client that authenticates as the admin and impersonates `user` in `groups`
+    /// (`Impersonate-User` / `Impersonate-Group` headers).
+    pub async fn client_impersonating(&self, user: &str, groups: &[&str]) -> Result<Client, Error> {
+        let mut config = config_from_kubeconfig(&self.admin_kubeconfig()).await?;
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups =
+            Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        Ok(Client::try_from(config)?)
+    }
+
     fn run_script(&self, args: &[&str], watch_pid: Option<u32>) -> Result<String, Error> {
         let mut cmd = Command::new("bash");
         cmd.arg(&self.script)
@@ -449,6 +459,13 @@ pub struct TokenUser {
     pub name: String,
     /// Groups the user belongs to.
     pub groups: Vec<String>,
+}
+
+impl TokenUser {
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
 }
 
 impl std::fmt::Debug for TokenUser {

@@ -86,9 +86,24 @@ where
     }
 }
 
-async fn whoami(client: Client) -> UserInfo {
+fn token_of(env: &TestEnv, name: &str) -> String {
+    let users = env.plane().token_users().unwrap();
+    users
+        .iter()
+        .find(|u| u.name == name)
+        .unwrap()
+        .token()
+        .to_owned()
+}
+
+async fn whoami_result(client: Client) -> Result<SelfSubjectReview, kube::Error> {
     Api::<SelfSubjectReview>::all(client)
         .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+}
+
+async fn whoami(client: Client) -> UserInfo {
+    whoami_result(client)
         .await
         .unwrap()
         .status
@@ -377,6 +392,46 @@ async fn rbac_allows_and_denies_distinct_users() {
     );
     let officer2 = env.token_user("officer-2").await.unwrap();
     widgets(officer2, &env).get("w1").await.unwrap();
+
+    // Impersonation: the admin may act as an officer and gets the officer's rights;
+    // an officer may not impersonate anyone.
+    let as_officer = env
+        .plane()
+        .client_impersonating("officer-3", &["chop:officers"])
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami(as_officer.clone()).await.username.as_deref(),
+        Some("officer-3")
+    );
+    widgets(as_officer.clone(), &env)
+        .create(&pp, &Widget::new("w3", spec(3)))
+        .await
+        .unwrap();
+    let err = api_error(
+        widgets(as_officer, &env)
+            .delete("w3", &DeleteParams::default())
+            .await,
+    );
+    assert_eq!(err.code, 403, "{err:?}");
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(env.plane().admin_kubeconfig()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token_of(&env, "officer-1").into()),
+        impersonate: Some("admin".to_owned()),
+        ..Default::default()
+    };
+    let err = api_error(whoami_result(Client::try_from(config).unwrap()).await);
+    assert_eq!(err.code, 403, "{err:?}");
+    assert!(
+        err.message.contains("cannot impersonate"),
+        "{}",
+        err.message
+    );
 
     // Namespaced grants do not leak: the RA system has none, and nobody reads ConfigMaps.
     let ra = env.token_user("ra-system").await.unwrap();
