@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (SoftHSM2, OpenSSL CLI), then formatting, lints and every test in the workspace.
+# (SoftHSM2, OpenSSL CLI, pkilint, the Go-built control plane), then formatting,
+# lints and every test in the workspace, against a real kube-apiserver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,5 +14,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --locked
+echo "== e2e control plane binaries (built once per pin, then cached)"
+bash e2e/controlplane.sh build
+echo "== cargo test (against a real etcd + kube-apiserver, stopped afterwards)"
+bash e2e/controlplane.sh run -- cargo test --workspace --locked
