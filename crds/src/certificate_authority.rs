@@ -1,0 +1,312 @@
+//! `CertificateAuthority`: one CA, its HSM key, its certificate and its policy.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    Conditions, DistinguishedName, KeySpec, LocalObjectReference, SecretKeySelector,
+};
+
+/// A certification authority whose private key lives in a PKCS#11 token.
+///
+/// A root CA signs its own certificate with its HSM key. A subordinate CA publishes
+/// a PKCS#10 request in `status.csr`; its certificate comes from a parent
+/// CertificateAuthority in the same namespace (`parentRef`) or is supplied back in
+/// `certificate`. The CA owns the chop-responder Deployment and Service that serve
+/// its OCSP answers and repository.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "chop.dev",
+    version = "v1alpha1",
+    kind = "CertificateAuthority",
+    namespaced,
+    doc = "A certification authority whose private key lives in a PKCS#11 token.",
+    status = "CertificateAuthorityStatus",
+    shortname = "chopca",
+    category = "chop",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Issuance", type_ = "string", json_path = ".spec.issuance"),
+    printcolumn(name = "Issued", type_ = "integer", json_path = ".status.issuedCount"),
+    printcolumn(
+        name = "Revoked",
+        type_ = "integer",
+        json_path = ".status.revokedCount"
+    ),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.type == 'Subordinate' || (!has(self.parentRef) && !has(self.certificate))").message("parentRef and certificate are only for subordinate CAs"))]
+#[x_kube(validation = Rule::new("!(has(self.parentRef) && has(self.certificate))").message("give either parentRef or certificate, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuthoritySpec {
+    /// `Root` (self-signed) or `Subordinate` (signed by a parent). Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("type is immutable"))]
+    #[serde(rename = "type")]
+    pub ca_type: CaType,
+
+    /// The CA's distinguished name, e.g. C=TW, O=行政院, OU=內政部憑證管理中心.
+    /// Immutable: a new name is a new CA.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("subject is immutable"))]
+    #[x_kube(validation = Rule::new("has(self.commonName) || has(self.organizationalUnits)").message("a CA subject needs a commonName or an organizationalUnit"))]
+    pub subject: DistinguishedName,
+
+    /// Where the CA's private key lives.
+    pub hsm: HsmSpec,
+
+    /// For a subordinate CA: the CertificateAuthority in this namespace that signs
+    /// its certificate. Leave empty to have an external CA sign `status.csr` and
+    /// supply the result in `certificate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_ref: Option<LocalObjectReference>,
+
+    /// For a subordinate CA signed outside the cluster: its certificate (PEM),
+    /// followed by the rest of the chain up to the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+
+    /// Validity of the CA certificate as a duration (e.g. `175200h` = 20 years).
+    /// Defaults: 20 years for a root, 10 years for a subordinate (CPS §6.3.2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("validity must be a positive duration such as 87600h"))]
+    pub validity: Option<String>,
+
+    /// Certificate policy OIDs placed in every certificate this CA issues, without
+    /// qualifiers (CPS §7.1.6). Default: 2.16.886.101.0.3.3
+    /// (id-tw-gpki-certpolicy-class3Assurance).
+    #[serde(default = "default_policy_oids")]
+    #[x_kube(validation = Rule::new("self.all(o, o.matches('^[0-2](\\\\.(0|[1-9][0-9]*))+$'))").message("each policy OID must be dotted decimal, e.g. 2.16.886.101.0.3.3"))]
+    pub policy_oids: Vec<String>,
+
+    /// CRL distribution point URLs written into issued certificates (http only, RFC 5280 §4.2.1.13).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_distribution_points: Vec<String>,
+
+    /// OCSP responder URLs written into the authorityInfoAccess of issued certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "ocspURLs")]
+    pub ocsp_urls: Vec<String>,
+
+    /// caIssuers URLs (where this CA's certificate can be downloaded) written into
+    /// the authorityInfoAccess of issued certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "caIssuersURLs")]
+    pub ca_issuers_urls: Vec<String>,
+
+    /// `Enabled` to issue certificates, `Suspended` to stop all issuance (CPS §5.2.2:
+    /// an officer action). Revocation, suspension, CRLs and OCSP continue while suspended.
+    #[serde(default)]
+    pub issuance: IssuanceState,
+
+    /// Who may skip manual approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalPolicy>,
+
+    /// Per-profile settings; every value defaults to the CPS.
+    #[serde(default)]
+    pub profiles: ProfileSettings,
+
+    /// How many days an issued request may wait for the applicant's acceptance
+    /// before it lapses (CPS §4.4: 90).
+    #[serde(default = "default_acceptance_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub acceptance_days: u32,
+
+    /// The chop-responder workload that serves OCSP and the repository for this CA.
+    #[serde(default)]
+    pub responder: ResponderSpec,
+}
+
+fn default_policy_oids() -> Vec<String> {
+    vec!["2.16.886.101.0.3.3".to_string()]
+}
+
+fn default_acceptance_days() -> u32 {
+    90
+}
+
+/// Root or subordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum CaType {
+    /// Self-signed trust anchor.
+    Root,
+    /// Signed by a parent CA.
+    Subordinate,
+}
+
+/// Whether the CA issues certificates.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum IssuanceState {
+    /// Requests are signed once approved and accepted.
+    #[default]
+    Enabled,
+    /// No certificate is signed; requests wait with a condition saying why.
+    Suspended,
+}
+
+/// The CA's key in a PKCS#11 token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HsmSpec {
+    /// Path of the PKCS#11 module inside the controller's filesystem.
+    #[serde(default = "default_module")]
+    pub module: String,
+    /// Label of the token that holds the key (tokens are found by label, never by slot id).
+    #[schemars(length(min = 1, max = 32))]
+    pub token_label: String,
+    /// Label of the private key on the token.
+    #[schemars(length(min = 1, max = 64))]
+    pub key_label: String,
+    /// The Secret key that holds the token's user PIN. The PIN is never logged.
+    pub pin_secret_ref: SecretKeySelector,
+    /// Algorithm and size of the key (CPS §6.1.5: RSA 2048).
+    #[serde(default)]
+    pub key: KeySpec,
+    /// `Never`: the key must already exist on the token (made by a KeyCeremony,
+    /// CPS §6.1.1). `IfMissing`: the controller generates it when absent; for
+    /// development only, since no witnesses take part.
+    #[serde(default)]
+    pub key_generation: KeyGeneration,
+}
+
+fn default_module() -> String {
+    "/usr/lib/softhsm/libsofthsm2.so".to_string()
+}
+
+/// Whether the controller may create the CA key.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum KeyGeneration {
+    /// The key must exist; the CA waits with a condition until it does.
+    #[default]
+    Never,
+    /// Generate the key in the token when it is missing (development only).
+    IfMissing,
+}
+
+/// Who may have requests approved without an officer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalPolicy {
+    /// Usernames (e.g. `system:serviceaccount:ra:ra-system`) whose CertificateRequests
+    /// are approved automatically. The creator is taken from the API server's
+    /// managed fields record, not from the object's own claims.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_approve_users: Vec<String>,
+}
+
+/// Settings per certificate profile; defaults follow the CPS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSettings {
+    /// Validity of signature and encryption certificates (CPS §6.3.2.2: 5 years = 43800h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_validity: Option<String>,
+    /// Validity of mobile certificates (CPS §6.3.2.2: 1 year = 8760h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_validity: Option<String>,
+    /// How far a renewal extends a certificate (CPS §6.3.2.2: 3 years = 26280h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_extension: Option<String>,
+    /// Validity of the delegated OCSP responder certificate, renewed automatically
+    /// (default 168h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responder_validity: Option<String>,
+    /// Allow requests that carry a bare public key attested by the RA (keys
+    /// generated on the card, CPS §3.2.1) instead of a PKCS#10 request.
+    #[serde(default)]
+    pub allow_attested_public_keys: bool,
+    /// Smallest RSA subscriber key in bits (CPS §6.1.5: 2048).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2048, max = 8192))]
+    pub min_rsa_bits: Option<u32>,
+    /// Smallest EC subscriber key in bits (CPS §6.1.5: 521).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 256, max = 521))]
+    pub min_ec_bits: Option<u32>,
+}
+
+/// The chop-responder workload of this CA.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponderSpec {
+    /// Number of responder replicas (stateless; scale freely).
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container image of chop-responder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Compute resources of each replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+impl Default for ResponderSpec {
+    fn default() -> Self {
+        ResponderSpec {
+            replicas: default_replicas(),
+            image: None,
+            resources: None,
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// What the controller knows about the CA.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateAuthorityStatus {
+    /// `Ready`, `KeyReady`, `CertificateReady`, `ResponderReady`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Conditions,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The CA certificate (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// The chain above the CA certificate up to the root (PEM), empty for a root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<String>,
+    /// For a subordinate: the PKCS#10 request its parent signs (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
+    /// Serial number of the CA certificate (upper-case hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    /// Start of the CA certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
+    /// End of the CA certificate's validity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// Certificates issued by this CA so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_count: Option<i64>,
+    /// Certificates of this CA currently revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_count: Option<i64>,
+    /// Certificates of this CA currently on hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_count: Option<i64>,
+    /// When the next CRL will be issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "nextCRLTime")]
+    pub next_crl_time: Option<Time>,
+}
