@@ -83,23 +83,38 @@ pub struct CertificateAuthoritySpec {
     /// Certificate policy OIDs placed in every certificate this CA issues, without
     /// qualifiers (CPS §7.1.6). Default: 2.16.886.101.0.3.3
     /// (id-tw-gpki-certpolicy-class3Assurance).
-    #[serde(default = "default_policy_oids")]
-    #[x_kube(validation = Rule::new("self.all(o, o.matches('^[0-2](\\\\.(0|[1-9][0-9]*))+$'))").message("each policy OID must be dotted decimal, e.g. 2.16.886.101.0.3.3"))]
+    #[serde(default = "default_policy_oids", rename = "policyOIDs")]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(max = 128), regex(pattern = r"^[0-2](\.(0|[1-9][0-9]*))+$"))
+    )]
     pub policy_oids: Vec<String>,
 
     /// CRL distribution point URLs written into issued certificates (http only, RFC 5280 §4.2.1.13).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(length(max = 512), regex(pattern = "^(http|ldap)://"))
+    )]
     pub crl_distribution_points: Vec<String>,
 
     /// OCSP responder URLs written into the authorityInfoAccess of issued certificates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(rename = "ocspURLs")]
+    #[schemars(
+        length(max = 8),
+        inner(length(max = 512), regex(pattern = "^(http|ldap)://"))
+    )]
     pub ocsp_urls: Vec<String>,
 
     /// caIssuers URLs (where this CA's certificate can be downloaded) written into
     /// the authorityInfoAccess of issued certificates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[serde(rename = "caIssuersURLs")]
+    #[schemars(
+        length(max = 8),
+        inner(length(max = 512), regex(pattern = "^(http|ldap)://"))
+    )]
     pub ca_issuers_urls: Vec<String>,
 
     /// `Enabled` to issue certificates, `Suspended` to stop all issuance (CPS §5.2.2:
