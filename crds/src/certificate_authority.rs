@@ -134,7 +134,7 @@ pub struct CertificateAuthoritySpec {
     /// before it lapses (CPS §4.4: 90).
     #[serde(default = "default_acceptance_days")]
     #[schemars(range(min = 1, max = 3650))]
-    pub acceptance_days: u32,
+    pub acceptance_days: i32,
 
     /// The chop-responder workload that serves OCSP and the repository for this CA.
     #[serde(default)]
@@ -145,7 +145,7 @@ fn default_policy_oids() -> Vec<String> {
     vec!["2.16.886.101.0.3.3".to_string()]
 }
 
-fn default_acceptance_days() -> u32 {
+fn default_acceptance_days() -> i32 {
     90
 }
 
@@ -246,11 +246,11 @@ pub struct ProfileSettings {
     /// Smallest RSA subscriber key in bits (CPS §6.1.5: 2048).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2048, max = 8192))]
-    pub min_rsa_bits: Option<u32>,
+    pub min_rsa_bits: Option<i32>,
     /// Smallest EC subscriber key in bits (CPS §6.1.5: 521).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 256, max = 521))]
-    pub min_ec_bits: Option<u32>,
+    pub min_ec_bits: Option<i32>,
 }
 
 /// The chop-responder workload of this CA.

@@ -60,7 +60,8 @@ pub struct KeySpec {
     /// `RSA` or `ECDSA`.
     pub algorithm: KeyAlgorithm,
     /// RSA modulus bits (2048, 3072, 4096) or ECDSA curve size (256, 384, 521).
-    pub size: u32,
+    #[schemars(range(min = 256, max = 16384))]
+    pub size: i32,
 }
 
 impl Default for KeySpec {

@@ -60,7 +60,7 @@ pub struct CRLScheduleSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 1024))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("partitions is immutable: certificates already name their partition"))]
-    pub partitions: u32,
+    pub partitions: i32,
 }
 
 fn default_interval() -> String {

@@ -64,3 +64,26 @@ fn every_field_has_a_description() {
         "fields without a doc comment: {missing:#?}"
     );
 }
+
+#[test]
+fn schemas_use_only_formats_kubernetes_knows() {
+    // kube-apiserver warns on unknown formats (e.g. schemars' "uint32") at every apply.
+    let known = [
+        "int32",
+        "int64",
+        "date-time",
+        "byte",
+        "double",
+        "float",
+        "date",
+        "int-or-string",
+    ];
+    for (file, crd) in crds::all() {
+        let text = serde_json::to_string(&crd).unwrap();
+        for (i, _) in text.match_indices("\"format\":\"") {
+            let rest = &text[i + 10..];
+            let format = &rest[..rest.find('"').unwrap()];
+            assert!(known.contains(&format), "{file}: format {format:?}");
+        }
+    }
+}
