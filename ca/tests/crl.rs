@@ -6,12 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{der_of, must, openssl, pem, write_key};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use ca::crl::{CrlConfig, CrlIssuer, CrlRequest, CrlScope, parse_crl};
 use ca::revocation::{MemoryIndex, Reason, RevokedEntry, StatusSource};
 use ca::serial::Serial;
@@ -21,37 +22,6 @@ use ca::{Error, revocation};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
-
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(dir: &Path, args: &[&str]) -> String {
-    let (ok, text) = openssl(dir, args);
-    assert!(ok, "openssl {args:?} failed:\n{text}");
-    text
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for c in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(c).unwrap());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
-}
 
 /// A CA whose key is a chop `SoftwareKey` and whose certificate openssl made.
 struct TestCa {
@@ -67,28 +37,6 @@ impl TestCa {
     fn cert_file(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.pem", self.name))
     }
-}
-
-fn write_key(dir: &Path, name: &str, key: &SoftwareKey) {
-    let p = pem("PRIVATE KEY", &key.to_pkcs8().unwrap());
-    std::fs::write(dir.join(format!("{name}.key")), p).unwrap();
-}
-
-fn der_of(dir: &Path, pem_file: &str) -> Vec<u8> {
-    let out = dir.join(format!("{pem_file}.der"));
-    must(
-        dir,
-        &[
-            "x509",
-            "-in",
-            pem_file,
-            "-outform",
-            "DER",
-            "-out",
-            out.to_str().unwrap(),
-        ],
-    );
-    std::fs::read(out).unwrap()
 }
 
 fn root_ca(dir: &Path, name: &str, subject: &str) -> TestCa {

@@ -4,12 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use base64::Engine;
+use common::{der_of, must, openssl, write_key};
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use ca::crl::{CrlConfig, CrlIssuer, CrlRequest, CrlScope, parse_crl};
 use ca::ocsp::{CertOutcome, OcspConfig, OcspResponder, ResponseStatus, parse_get_path};
 use ca::revocation::{MemoryIndex, Reason, RevokedEntry};
@@ -21,54 +23,6 @@ use x509_ocsp::{BasicOcspResponse, OcspResponse};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
-
-fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn must(dir: &Path, args: &[&str]) -> String {
-    let (ok, text) = openssl(dir, args);
-    assert!(ok, "openssl {args:?} failed:\n{text}");
-    text
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for c in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(c).unwrap());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
-}
-
-fn write_key(dir: &Path, name: &str, key: &SoftwareKey) {
-    std::fs::write(
-        dir.join(format!("{name}.key")),
-        pem("PRIVATE KEY", &key.to_pkcs8().unwrap()),
-    )
-    .unwrap();
-}
-
-fn der_of(dir: &Path, pem_file: &str) -> Vec<u8> {
-    let out = format!("{pem_file}.der");
-    must(
-        dir,
-        &["x509", "-in", pem_file, "-outform", "DER", "-out", &out],
-    );
-    std::fs::read(dir.join(out)).unwrap()
-}
 
 fn now() -> SystemTime {
     UNIX_EPOCH
