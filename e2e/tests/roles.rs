@@ -490,189 +490,104 @@ async fn roles_grant_what_the_cps_assigns() {
     let f = Fixture::new().await;
     let ns = f.ns().to_owned();
     let signer = format!("{ns}.moica");
-    // (group, verb, resource, name, allowed)
-    let matrix: &[(&str, &str, &str, &str, bool)] = &[
-        (
-            "chop:administrators",
-            "create",
-            "certificateauthorities",
-            "",
-            true,
-        ),
-        (
-            "chop:administrators",
-            "update",
-            "certificateauthorities",
-            "",
-            true,
-        ),
-        ("chop:administrators", "delete", "crlschedules", "", true),
-        ("chop:administrators", "create", "keyceremonies", "", true),
-        (
-            "chop:administrators",
-            "list",
-            "certificaterequests",
-            "",
-            true,
-        ),
-        ("chop:administrators", "approve", "signers", &signer, false),
-        (
-            "chop:administrators",
-            "patch",
-            "certificaterequests/status",
-            "",
-            false,
-        ),
-        (
-            "chop:administrators",
-            "update",
-            "certificateauthorities/issuance",
-            "",
-            false,
-        ),
-        ("chop:administrators", "create", "revocations", "", false),
-        ("chop:administrators", "create", "secrets.core", "", false),
-        ("chop:officers", "approve", "signers", &signer, true),
-        (
-            "chop:officers",
-            "patch",
-            "certificaterequests/status",
-            "",
-            true,
-        ),
-        ("chop:officers", "create", "revocations", "", true),
-        ("chop:officers", "create", "suspensions", "", true),
-        ("chop:officers", "patch", "suspensions", "", true),
-        ("chop:officers", "patch", "certificateauthorities", "", true),
-        (
-            "chop:officers",
-            "update",
-            "certificateauthorities/issuance",
-            "",
-            true,
-        ),
-        (
-            "chop:officers",
-            "update",
-            "certificateauthorities",
-            "",
-            false,
-        ),
-        (
-            "chop:officers",
-            "create",
-            "certificateauthorities",
-            "",
-            false,
-        ),
-        ("chop:officers", "delete", "certificaterequests", "", false),
-        ("chop:officers", "update", "revocations", "", false),
-        ("chop:auditors", "list", "certificaterequests", "", true),
-        (
-            "chop:auditors",
-            "get",
-            "certificaterequests/status",
-            "",
-            true,
-        ),
-        ("chop:auditors", "watch", "revocations", "", true),
-        ("chop:auditors", "list", "auditrecords", "", true),
-        ("chop:auditors", "create", "certificaterequests", "", false),
-        (
-            "chop:auditors",
-            "patch",
-            "certificaterequests/status",
-            "",
-            false,
-        ),
-        ("chop:auditors", "approve", "signers", &signer, false),
-        (
-            "chop:operators",
-            "get",
-            "certificateauthorities/status",
-            "",
-            true,
-        ),
-        ("chop:operators", "delete", "pods.core", "", true),
-        ("chop:operators", "get", "deployments.apps", "", true),
-        ("chop:operators", "patch", "deployments.apps", "", false),
-        (
-            "chop:operators",
-            "patch",
-            "certificateauthorities",
-            "",
-            false,
-        ),
-        ("chop:controllers", "get", "keyceremonies", "", true),
-        (
-            "chop:controllers",
-            "list",
-            "certificateauthorities",
-            "",
-            true,
-        ),
-        (
-            "chop:controllers",
-            "watch",
-            "certificateauthorities",
-            "",
-            false,
-        ),
-        ("chop:controllers", "create", "keyceremonies", "", false),
-        (
-            "chop:registration-authorities",
-            "create",
-            "certificaterequests",
-            "",
-            true,
-        ),
-        (
-            "chop:registration-authorities",
-            "create",
-            "revocations",
-            "",
-            true,
-        ),
-        (
-            "chop:registration-authorities",
-            "create",
-            "suspensions",
-            "",
-            true,
-        ),
-        (
-            "chop:registration-authorities",
-            "patch",
-            "certificaterequests",
-            "",
-            true,
-        ),
-        (
-            "chop:registration-authorities",
-            "approve",
-            "signers",
-            &signer,
-            false,
-        ),
-        (
-            "chop:registration-authorities",
-            "patch",
-            "certificaterequests/status",
-            "",
-            false,
-        ),
-        (
-            "chop:registration-authorities",
-            "delete",
-            "certificaterequests",
-            "",
-            false,
-        ),
-    ];
+    // group, verb, resource (`.group` when not chop.dev, `/subresource`), name
+    // (SIGNER: this namespace's CA moica; `-`: none), allowed.
+    const MATRIX: &str = "
+    chop:administrators            create   certificateauthorities           -              yes
+    chop:administrators            update   certificateauthorities           -              yes
+    chop:administrators            delete   crlschedules                     -              yes
+    chop:administrators            create   keyceremonies                    -              yes
+    chop:administrators            list     certificaterequests              -              yes
+    chop:administrators            approve  signers                          SIGNER         no
+    chop:administrators            patch    certificaterequests/status       -              no
+    chop:administrators            update   certificateauthorities/issuance  -              no
+    chop:administrators            create   revocations                      -              no
+    chop:administrators            create   secrets.core                     -              no
+    chop:officers                  approve  signers                          SIGNER         yes
+    chop:officers                  patch    certificaterequests/status       -              yes
+    chop:officers                  create   revocations                      -              yes
+    chop:officers                  create   suspensions                      -              yes
+    chop:officers                  patch    suspensions                      -              yes
+    chop:officers                  patch    certificateauthorities           -              yes
+    chop:officers                  update   certificateauthorities/issuance  -              yes
+    chop:officers                  update   certificateauthorities           -              no
+    chop:officers                  create   certificateauthorities           -              no
+    chop:officers                  delete   certificaterequests              -              no
+    chop:officers                  update   revocations                      -              no
+    chop:auditors                  list     certificaterequests              -              yes
+    chop:auditors                  get      certificaterequests/status       -              yes
+    chop:auditors                  watch    revocations                      -              yes
+    chop:auditors                  list     auditrecords                     -              yes
+    chop:auditors                  create   certificaterequests              -              no
+    chop:auditors                  patch    certificaterequests/status       -              no
+    chop:auditors                  approve  signers                          SIGNER         no
+    chop:operators                 get      certificateauthorities/status    -              yes
+    chop:operators                 delete   pods.core                        -              yes
+    chop:operators                 get      deployments.apps                 -              yes
+    chop:operators                 patch    deployments.apps                 -              no
+    chop:operators                 patch    certificateauthorities           -              no
+    chop:controllers               get      keyceremonies                    -              yes
+    chop:controllers               list     certificateauthorities           -              yes
+    chop:controllers               watch    certificateauthorities           -              no
+    chop:controllers               create   keyceremonies                    -              no
+    chop:registration-authorities  create   certificaterequests              -              yes
+    chop:registration-authorities  create   revocations                      -              yes
+    chop:registration-authorities  create   suspensions                      -              yes
+    chop:registration-authorities  patch    certificaterequests              -              yes
+    chop:registration-authorities  approve  signers                          SIGNER         no
+    chop:registration-authorities  patch    certificaterequests/status       -              no
+    chop:registration-authorities  delete   certificaterequests              -              no
+    # Each role holds its own trusted-role marker and no other.
+    chop:administrators            assume   trustedroles                     administrator  yes
+    chop:administrators            assume   trustedroles                     officer        no
+    chop:administrators            assume   trustedroles                     auditor        no
+    chop:administrators            assume   trustedroles                     operator       no
+    chop:administrators            assume   trustedroles                     controller     no
+    chop:officers                  assume   trustedroles                     administrator  no
+    chop:officers                  assume   trustedroles                     officer        yes
+    chop:officers                  assume   trustedroles                     auditor        no
+    chop:officers                  assume   trustedroles                     operator       no
+    chop:officers                  assume   trustedroles                     controller     no
+    chop:auditors                  assume   trustedroles                     administrator  no
+    chop:auditors                  assume   trustedroles                     officer        no
+    chop:auditors                  assume   trustedroles                     auditor        yes
+    chop:auditors                  assume   trustedroles                     operator       no
+    chop:auditors                  assume   trustedroles                     controller     no
+    chop:operators                 assume   trustedroles                     administrator  no
+    chop:operators                 assume   trustedroles                     officer        no
+    chop:operators                 assume   trustedroles                     auditor        no
+    chop:operators                 assume   trustedroles                     operator       yes
+    chop:operators                 assume   trustedroles                     controller     no
+    chop:controllers               assume   trustedroles                     administrator  no
+    chop:controllers               assume   trustedroles                     officer        no
+    chop:controllers               assume   trustedroles                     auditor        no
+    chop:controllers               assume   trustedroles                     operator       no
+    chop:controllers               assume   trustedroles                     controller     yes
+    chop:registration-authorities  assume   trustedroles                     administrator  no
+    chop:registration-authorities  assume   trustedroles                     officer        no
+    chop:registration-authorities  assume   trustedroles                     auditor        no
+    chop:registration-authorities  assume   trustedroles                     operator       no
+    chop:registration-authorities  assume   trustedroles                     controller     no
+    ";
     let mut wrong = Vec::new();
-    for (group, verb, res, name, expected) in matrix {
-        if f.allowed("someone", &[group], verb, res, name).await != *expected {
-            wrong.push(format!("{group} {verb} {res} {name}: expected {expected}"));
+    for line in MATRIX
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#'))
+    {
+        let [group, verb, res, name, expected] = line.split_whitespace().collect::<Vec<_>>()[..]
+        else {
+            panic!("bad matrix line {line:?}");
+        };
+        let name = match name {
+            "SIGNER" => signer.as_str(),
+            "-" => "",
+            other => other,
+        };
+        let expected = expected == "yes";
+        if f.allowed("someone", &[group], verb, res, name).await != expected {
+            wrong.push(format!(
+                "{group} {verb} {res} {name}: expected allowed={expected}"
+            ));
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
