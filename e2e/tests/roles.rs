@@ -1033,6 +1033,17 @@ async fn trusted_roles_are_kept_apart() {
         403,
         "holds the trusted roles controller and officer",
     );
+    // Whoever holds every permission holds every role: not a CA identity.
+    f.bind_user("ClusterRole", "cluster-admin", "root-1").await;
+    f.wait_allowed("root-1", &[], "assume", "trustedroles", "officer")
+        .await;
+    let root = f.requests(f.user("root-1", &[]).await);
+    assert_rejected(
+        root.patch_status("wang", &mp, &conditions(&[condition("Approved", "True")]))
+            .await,
+        403,
+        "user root-1 holds the trusted roles administrator and officer",
+    );
     // Officer and operator may be combined (§5.2.4 rule 1).
     let on_call = f.requests(
         f.user("on-call-1", &["chop:officers", "chop:operators"])
