@@ -1106,3 +1106,36 @@ async fn trusted_roles_are_kept_apart() {
         .unwrap();
     f.cleanup().await;
 }
+
+/// `manifests/kustomization.yaml` lists every file of `manifests/rbac`,
+/// `manifests/policies` and `crds/yaml`, so what the tests apply is what ships.
+#[test]
+fn kustomization_lists_every_manifest() {
+    let root = repo();
+    let kustomization: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root.join("manifests/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let mut listed: Vec<String> = kustomization["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    let mut present = Vec::new();
+    for (dir, prefix) in [
+        ("manifests/rbac", "rbac/"),
+        ("manifests/policies", "policies/"),
+        ("crds/yaml", "../crds/yaml/"),
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".yaml") {
+                present.push(format!("{prefix}{name}"));
+            }
+        }
+    }
+    present.sort();
+    assert_eq!(listed, present);
+}
