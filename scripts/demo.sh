@@ -33,12 +33,32 @@ step "Kubernetes API server is up"
 k version 2>/dev/null | sed 's/^/  /'
 k get --raw /readyz >/dev/null && check "/readyz answers"
 
-step "Install chop's CRDs (generated from crds/src)"
-k apply --server-side -f crds/yaml/ | sed 's/^/  /'
+step "Install chop: CRDs, trusted roles and admission policies (manifests/, docs/roles.md)"
+k kustomize --load-restrictor LoadRestrictionsNone manifests | k apply --server-side -f - | sed 's/^/  /'
 k wait --for condition=Established --timeout=60s crd --all >/dev/null && check "CRDs established"
+k create namespace moica >/dev/null
+k create rolebinding officers -n moica --clusterrole=chop:officer --group=chop:officers >/dev/null
+k create rolebinding auditors -n moica --clusterrole=chop:auditor --group=chop:auditors >/dev/null
+OFFICER=$(bash e2e/controlplane.sh user officer-1 chop:officers)
+AUDITOR=$(bash e2e/controlplane.sh user auditor-1 chop:auditors)
+check "officer-1 (group chop:officers) and auditor-1 (chop:auditors) bound in namespace moica"
+# Admission policies take effect a moment after they are created: wait until the
+# one that records who asked for a request (chop.dev/requested-by) is active.
+for i in $(seq 1 60); do
+  who=$(k create --dry-run=server -n moica -o jsonpath='{.metadata.annotations.chop\.dev/requested-by}' -f - 2>/dev/null <<'YAML' || true
+apiVersion: chop.dev/v1alpha1
+kind: CertificateRequest
+metadata: {name: probe}
+spec: {caRef: {name: moica}, profile: Signature, subscriber: {reference: probe, commonName: probe}, publicKey: "x"}
+YAML
+)
+  [[ -n $who ]] && break
+  [[ $i == 60 ]] && fail "admission policies did not become active"
+  sleep 1
+done
+check "admission policies active (requests record their requester: $who)"
 
 step "Apply the MOICA-shaped examples (examples/*.yaml) in namespace moica"
-k create namespace moica >/dev/null
 k apply --server-side -n moica -f examples/ | sed 's/^/  /'
 k get chop -n moica | sed 's/^/  /'
 
@@ -60,6 +80,18 @@ if msg=$(k patch -n moica revocation wang-xiaoming-key-compromise --type merge -
 fi
 echo "  $msg" | head -2
 check "a Revocation cannot be changed or undone"
+
+step "Only officers approve, and only through the API server's own checks"
+approve='{"status":{"conditions":[{"type":"Approved","status":"True","reason":"OfficerApproved","message":"identity checked at the counter","lastTransitionTime":"2026-11-29T00:00:00Z"}]}}'
+if msg=$(KUBECONFIG=$AUDITOR k patch -n moica certificaterequest wang-xiaoming-signature --subresource=status --type=merge -p "$approve" 2>&1); then
+  fail "an auditor approved a request"
+fi
+echo "  auditor-1: $msg" | head -2
+check "an auditor cannot approve (CPS §5.2)"
+KUBECONFIG=$OFFICER k patch -n moica certificaterequest wang-xiaoming-signature --subresource=status --type=merge -p "$approve" >/dev/null \
+  || fail "officer-1 could not approve"
+check "officer-1 approved wang-xiaoming-signature"
+k get certificaterequest -n moica wang-xiaoming-signature | sed 's/^/  /'
 
 step "A sample PKI from chop's core, CA keys in a fresh SoftHSM2 token"
 rm -rf "$OUT"
