@@ -1,8 +1,70 @@
 //! # chop-controller
 //!
 //! Reconciles chop.dev resources: reads a custom resource, asks the `ca` core to
-//! compute, writes the outcome to status by server-side apply. The binary
-//! (`src/main.rs`) is a thin shell over this library.
+//! compute, writes the outcome to status by server-side apply (one field manager,
+//! `chop-controller`). The binary (`src/main.rs`) is a thin shell over this
+//! library: leader election, then [`run`].
 
+pub mod conditions;
+pub mod context;
 pub mod error;
 pub mod leader;
+pub mod metrics;
+pub mod reconcilers;
+pub mod subscribers;
+
+use std::sync::Arc;
+
+use crds::{CertificateAuthority, CertificateRequest};
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+
+use crate::context::Context;
+use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
+
+/// Run the CertificateAuthority and CertificateRequest controllers until both
+/// streams end (on shutdown). `namespace`: watch one namespace, or all.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    let client = ctx.client.clone();
+    let (cas, crs): (Api<CertificateAuthority>, Api<CertificateRequest>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
+        .run(ca_rec::reconcile, ca_rec::error_policy, Arc::clone(&ctx))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CertificateAuthority controller event");
+            }
+        });
+    let cr_controller = Controller::new(crs, watcher::Config::default());
+    let store = cr_controller.store();
+    // A CA change (Ready, issuance resumed) re-examines the requests waiting on it.
+    let cr_controller = cr_controller
+        .watches(
+            cas,
+            watcher::Config::default(),
+            move |ca: CertificateAuthority| {
+                let ns = ca.metadata.namespace.clone();
+                let name = ca.metadata.name.clone().unwrap_or_default();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.metadata.namespace == ns && cr.spec.ca_ref.name == name)
+                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(cr_rec::reconcile, cr_rec::error_policy, Arc::clone(&ctx))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CertificateRequest controller event");
+            }
+        });
+    tokio::join!(ca_controller, cr_controller);
+}
