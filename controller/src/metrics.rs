@@ -190,11 +190,16 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-            let mut buf = [0u8; 2048];
-            let Ok(n) = stream.read(&mut buf) else {
-                continue;
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            // Read up to the end of the request head (or 4 KiB).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while buf.len() < 4096 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let (status, content_type, body) = match path {
                 "/metrics" => (
