@@ -15,7 +15,7 @@ pub mod subscribers;
 
 use std::sync::Arc;
 
-use crds::{CertificateAuthority, CertificateRequest};
+use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate};
 use futures::StreamExt;
 use kube::Api;
 use kube::runtime::reflector::ObjectRef;
@@ -35,7 +35,24 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
+    // A new IssuedCertificate updates its CA's issuedCount.
+    let issued: Api<IssuedCertificate> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
+        .watches(
+            issued,
+            watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
+            |ic: IssuedCertificate| {
+                let ns = ic.metadata.namespace.clone().unwrap_or_default();
+                ic.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
+                    .map(|ca| ObjectRef::<CertificateAuthority>::new(ca).within(&ns))
+            },
+        )
         .run(ca_rec::reconcile, ca_rec::error_policy, Arc::clone(&ctx))
         .for_each(|r| async move {
             if let Err(e) = r {

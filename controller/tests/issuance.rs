@@ -9,6 +9,10 @@
 //!   the IssuedCertificate survives deleting the request; a malformed CSR fails
 //!   with a specific condition and Event while a good request beside it issues;
 //!   `/metrics` counts the issuance.
+//! - `waits_and_refusals`: a CA whose key is missing with `keyGeneration: Never`
+//!   reports `KeyNotFound`; while issuance is Suspended an approved, accepted
+//!   request waits (`IssuanceSuspended`) and issues once resumed; a denied request
+//!   is never issued; a bare public key is refused unless the CA allows attested keys.
 //! - `a_crash_after_the_reservation_issues_exactly_once`: the controller aborts
 //!   right after reserving a serial (test hook); after a restart there is exactly
 //!   one IssuedCertificate, with the reserved serial, and the root was not re-signed.
@@ -152,38 +156,8 @@ impl Harness {
     }
 
     async fn create_ca(&self) -> CertificateAuthority {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "hsm-pin"},
-            "stringData": {"pin": PIN},
-        }))
-        .unwrap();
-        self.api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-        let ca: CertificateAuthority = serde_json::from_value(json!({
-            "apiVersion": "chop.dev/v1alpha1",
-            "kind": "CertificateAuthority",
-            "metadata": {"name": "root"},
-            "spec": {
-                "type": "Root",
-                "subject": {"country": "TW", "organization": "行政院", "organizationalUnits": ["內政部憑證管理中心"]},
-                "hsm": {
-                    "tokenLabel": "moica",
-                    "keyLabel": "moica-root",
-                    "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
-                    "keyGeneration": "IfMissing"
-                },
-                "crlDistributionPoints": ["http://repository.moica.example.tw/crl/root.crl"],
-                "ocspURLs": ["http://ocsp.moica.example.tw"],
-                "caIssuersURLs": ["http://repository.moica.example.tw/certs/root.cer"]
-            }
-        }))
-        .unwrap();
-        self.api::<CertificateAuthority>()
-            .create(&PostParams::default(), &ca)
-            .await
-            .unwrap();
+        self.create_ca_named("root", "moica-root", "IfMissing")
+            .await;
         let api = self.api::<CertificateAuthority>();
         self.wait("CA Ready", 90, || {
             let api = api.clone();
@@ -198,6 +172,46 @@ impl Harness {
             }
         })
         .await
+    }
+
+    async fn create_ca_named(&self, name: &str, key_label: &str, key_generation: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "hsm-pin"},
+            "stringData": {"pin": PIN},
+        }))
+        .unwrap();
+        match self
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("{e}"),
+        }
+        let ca: CertificateAuthority = serde_json::from_value(json!({
+            "apiVersion": "chop.dev/v1alpha1",
+            "kind": "CertificateAuthority",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "Root",
+                "subject": {"country": "TW", "organization": "行政院", "organizationalUnits": ["內政部憑證管理中心"]},
+                "hsm": {
+                    "tokenLabel": "moica",
+                    "keyLabel": key_label,
+                    "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
+                    "keyGeneration": key_generation
+                },
+                "crlDistributionPoints": ["http://repository.moica.example.tw/crl/root.crl"],
+                "ocspURLs": ["http://ocsp.moica.example.tw"],
+                "caIssuersURLs": ["http://repository.moica.example.tw/certs/root.cer"]
+            }
+        }))
+        .unwrap();
+        self.api::<CertificateAuthority>()
+            .create(&PostParams::default(), &ca)
+            .await
+            .unwrap();
     }
 
     fn csr(&self, name: &str) -> String {
@@ -253,13 +267,18 @@ impl Harness {
     /// An officer approves: server-side apply of the Approved condition on the
     /// status subresource with field manager `officer`.
     async fn approve(&self, name: &str) {
+        self.officer_sets(name, "Approved", "OfficerApproved").await;
+    }
+
+    /// An officer sets condition `type_` to True (SSA, field manager `officer`).
+    async fn officer_sets(&self, name: &str, type_: &str, reason: &str) {
         let body = json!({
             "apiVersion": "chop.dev/v1alpha1",
             "kind": "CertificateRequest",
             "status": {"conditions": [{
-                "type": "Approved",
+                "type": type_,
                 "status": "True",
-                "reason": "OfficerApproved",
+                "reason": reason,
                 "message": "identity checked in person",
                 "lastTransitionTime": jiff::Timestamp::now().to_string(),
             }]}
@@ -534,6 +553,17 @@ async fn issues_end_to_end() {
         .unwrap();
     assert_eq!(all.items.len(), 3);
 
+    // The CA counts its register.
+    let cas = h.api::<CertificateAuthority>();
+    h.wait("issuedCount = 3", 30, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("root").await.ok()?;
+            (ca.status?.issued_count == Some(3)).then_some(())
+        }
+    })
+    .await;
+
     // Metrics.
     let body = http_get(h.metrics_port, "/metrics");
     assert!(
@@ -641,6 +671,99 @@ async fn a_crash_after_the_reservation_issues_exactly_once() {
         "{}",
         h.logs()
     );
+
+    h.child.stop();
+    let Harness { env, .. } = h;
+    env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn waits_and_refusals() {
+    let mut h = Harness::new().await;
+    h.start(false);
+
+    // keyGeneration Never and no key: KeyNotFound, nothing generated.
+    h.create_ca_named("ceremony-pending", "not-generated-yet", "Never")
+        .await;
+    let cas = h.api::<CertificateAuthority>();
+    h.wait("KeyReady=False KeyNotFound", 60, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("ceremony-pending").await.ok()?;
+            ca.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "KeyReady" && c.status == "False" && c.reason == "KeyNotFound")
+                .then_some(())
+        }
+    })
+    .await;
+
+    h.create_ca().await;
+    // Issuance suspended: an approved, accepted request waits, then issues on resume.
+    let suspend = |state: &str| json!({"spec": {"issuance": state}});
+    cas.patch(
+        "root",
+        &PatchParams::default(),
+        &Patch::Merge(suspend("Suspended")),
+    )
+    .await
+    .unwrap();
+    let csr = h.csr("erin");
+    h.create_request("erin", "Signature", "ra-0100", &csr, true)
+        .await;
+    h.approve("erin").await;
+    let erin = h
+        .wait_condition("erin", "Issued", "False", Some("IssuanceSuspended"))
+        .await;
+    assert!(erin.status.unwrap().serial_number.is_none());
+    cas.patch(
+        "root",
+        &PatchParams::default(),
+        &Patch::Merge(suspend("Enabled")),
+    )
+    .await
+    .unwrap();
+    h.wait_condition("erin", "Issued", "True", None).await;
+
+    // Denied: never issued.
+    let csr = h.csr("frank");
+    h.create_request("frank", "Signature", "ra-0101", &csr, true)
+        .await;
+    h.officer_sets("frank", "Denied", "OfficerDenied").await;
+    let frank = h
+        .wait_condition("frank", "Issued", "False", Some("Denied"))
+        .await;
+    assert!(frank.status.unwrap().serial_number.is_none());
+
+    // A bare public key when the CA does not accept attested keys.
+    let key = h.path("erin.key");
+    let spki = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(spki.status.success());
+    let cr: CertificateRequest = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": "gina"},
+        "spec": {
+            "caRef": {"name": "root"},
+            "profile": "Signature",
+            "subscriber": {"reference": "ra-0102", "commonName": "林美玲"},
+            "publicKey": String::from_utf8(spki.stdout).unwrap(),
+            "accepted": true
+        }
+    }))
+    .unwrap();
+    h.api::<CertificateRequest>()
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    h.approve("gina").await;
+    h.wait_condition("gina", "Failed", "True", Some("ProfileViolation"))
+        .await;
 
     h.child.stop();
     let Harness { env, .. } = h;

@@ -109,6 +109,16 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // Fast path: this CA (uid, generation, certificate) already has a signing
+    // context, so the token, key and certificate were checked: only refresh the
+    // counters, without logging in to the token again.
+    if let (Some(pem), Some(serial)) = (&status.certificate, &status.serial_number)
+        && let Some(sc) = ctx.signing(&cache_key(ca, serial))
+    {
+        let pem = pem.clone();
+        return ready(ca, ctx, status, pem, sc).await;
+    }
+
     let Some(pin) = read_pin(ca, ctx).await? else {
         let msg = format!(
             "Secret {:?} with key {:?} not found",
@@ -193,10 +203,36 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
             }
             pem
         }
-        None => self_sign(ca, ctx, &mut status, Arc::clone(&signer)).await?,
+        None => match self_sign(ca, ctx, &mut status, Arc::clone(&signer)).await {
+            Ok(pem) => pem,
+            Err(Error::Ca { object, source }) => {
+                let cond = Cond::no("Ready", source.reason(), source.to_string());
+                write_status(ca, ctx, &mut status, &[cond]).await?;
+                if source.is_transient() {
+                    return Err(Error::Ca { object, source });
+                }
+                ctx.event(ca, true, source.reason(), source.to_string())
+                    .await;
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e),
+        },
     };
 
     let sc = build_context(ca, &pem, signer, &id).await?;
+    ready(ca, ctx, status, pem, sc).await
+}
+
+/// The CA can sign: cache its signing context, record certificate, validity and
+/// `issuedCount`, and set `Ready=True`.
+async fn ready(
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    mut status: CertificateAuthorityStatus,
+    pem: String,
+    sc: Arc<SigningContext>,
+) -> Result<Action> {
+    let id = object_id(ca);
     let cert = sc.issuer.certificate();
     let serial =
         Serial::from_serial_number(&cert.tbs_certificate.serial_number).map_err(|e| Error::Ca {
@@ -283,6 +319,10 @@ async fn self_sign(
     request.serial = serial;
     request.not_before = not_before;
     request.profile = Profile::root_ca();
+    if let Some(v) = &ca.spec.validity {
+        request.profile.validity =
+            super::parse_period(v).map_err(|m| cerr(ca::Error::InvalidValidity(m)))?;
+    }
     request.policy_oids = policy_oids(ca, &id)?;
     let started = Instant::now();
     let root = tokio::task::spawn_blocking(move || self_sign_root(signer.as_ref(), &request))

@@ -89,6 +89,8 @@ pub enum Gate {
     Resume,
     /// The request lapsed now (not accepted in time).
     Lapse,
+    /// An officer denied the request: it is never issued.
+    Denied,
     /// Wait, with this `Issued=False` reason and message; re-check after the duration.
     Wait(&'static str, String, Option<Duration>),
     /// Go ahead: validate, reserve, sign.
@@ -99,10 +101,7 @@ pub enum Gate {
 pub fn gate(cr: &CertificateRequest, ca: Option<&CertificateAuthority>, now: SystemTime) -> Gate {
     let status = cr.status.clone().unwrap_or_default();
     let conds = &status.conditions;
-    if status.certificate.is_some()
-        || conditions::is_true(conds, "Lapsed")
-        || conditions::is_true(conds, "Denied")
-    {
+    if status.certificate.is_some() || conditions::is_true(conds, "Lapsed") {
         return Gate::Done;
     }
     if conditions::find(conds, "Failed").is_some_and(|f| {
@@ -110,8 +109,13 @@ pub fn gate(cr: &CertificateRequest, ca: Option<&CertificateAuthority>, now: Sys
     }) {
         return Gate::Done;
     }
+    // Once a serial is reserved the approval was valid and the certificate may
+    // already be committed: finish that issuance (a later Denied is for revocation).
     if status.serial_number.is_some() {
         return Gate::Resume;
+    }
+    if conditions::is_true(conds, "Denied") {
+        return Gate::Denied;
     }
     let Some(ca) = ca else {
         return Gate::Wait(
@@ -197,6 +201,18 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
             ctx.event(cr, true, "Lapsed", msg.into()).await;
             Ok(Action::await_change())
         }
+        Gate::Denied => {
+            let cond = Cond::no("Issued", "Denied", "an officer denied the request");
+            write_status(
+                cr,
+                ctx,
+                cr.status.clone().unwrap_or_default(),
+                &[cond],
+                None,
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
         Gate::Wait(reason, message, recheck) => {
             let cond = Cond::no("Issued", reason, message);
             write_status(
@@ -237,19 +253,50 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
     }
 }
 
-/// The core profile for a CRD profile name, with the CA's settings.
-pub fn profile_for(name: ProfileName, ca: &CertificateAuthority) -> Profile {
-    let mut p = match name {
-        ProfileName::Signature => Profile::subscriber_signature(),
-        ProfileName::Encryption => Profile::subscriber_encryption(),
-        ProfileName::MobileSignature => Profile::mobile_signature(),
-        ProfileName::OcspResponder => Profile::ocsp_responder(),
-        ProfileName::SubordinateCa => Profile::subordinate_ca(),
+/// The core profile for a CRD profile name, with the CA's `profiles` settings
+/// (validity, attested keys, minimum key sizes; the core's floors still apply).
+pub fn profile_for(name: ProfileName, ca: &CertificateAuthority) -> Result<Profile, ca::Error> {
+    let settings = &ca.spec.profiles;
+    let (mut p, validity) = match name {
+        ProfileName::Signature => (
+            Profile::subscriber_signature(),
+            settings.subscriber_validity.as_ref(),
+        ),
+        ProfileName::Encryption => (
+            Profile::subscriber_encryption(),
+            settings.subscriber_validity.as_ref(),
+        ),
+        ProfileName::MobileSignature => (
+            Profile::mobile_signature(),
+            settings.mobile_validity.as_ref(),
+        ),
+        ProfileName::OcspResponder => (
+            Profile::ocsp_responder(),
+            settings.responder_validity.as_ref(),
+        ),
+        ProfileName::SubordinateCa => (Profile::subordinate_ca(), None),
     };
-    if ca.spec.profiles.allow_attested_public_keys {
+    if let Some(v) = validity {
+        p.validity = super::parse_period(v).map_err(|m| {
+            ca::Error::InvalidValidity(format!(
+                "CertificateAuthority {:?} profiles: {m}",
+                ca.name_any()
+            ))
+        })?;
+    }
+    if settings.allow_attested_public_keys {
         p.allow_attested_spki = true;
     }
-    p
+    if let Some(bits) = settings.min_rsa_bits.and_then(|b| u32::try_from(b).ok()) {
+        p.key_policy.min_rsa_bits = p.key_policy.min_rsa_bits.max(bits);
+    }
+    if let (Some(bits), Some(min)) = (
+        settings.min_ec_bits.and_then(|b| u32::try_from(b).ok()),
+        p.key_policy.min_ec_bits,
+    ) {
+        p.key_policy.min_ec_bits = Some(min.max(bits));
+    }
+    Ok(p)
 }
 
 /// The profile's name as written in the CRD.
@@ -327,8 +374,12 @@ fn build_request(
 ) -> Result<IssuanceRequest, ca::Error> {
     let key = subject_key(cr, ca)?;
     let dn = subject(cr, ca, r.subscriber_id.as_deref())?;
-    let mut req =
-        IssuanceRequest::new(profile_for(cr.spec.profile, ca), &dn, key, r.serial.clone())?;
+    let mut req = IssuanceRequest::new(
+        profile_for(cr.spec.profile, ca)?,
+        &dn,
+        key,
+        r.serial.clone(),
+    )?;
     req.not_before = r.not_before;
     req.not_after = Some(r.not_after);
     if let (Some(address), true) = (&cr.spec.email, cr.spec.email_verified) {
@@ -387,7 +438,10 @@ async fn issue(
         source,
     };
     let not_before = ca::time::truncate_to_seconds(SystemTime::now()).map_err(cerr)?;
-    let profile = profile_for(cr.spec.profile, ca);
+    let profile = match profile_for(cr.spec.profile, ca) {
+        Ok(p) => p,
+        Err(e) => return fail(cr, ca, ctx, &e).await,
+    };
     let ca_not_after =
         ca::time::from_x509(&sc.issuer.certificate().tbs_certificate.validity.not_after);
     let not_after = match profile.validity.after(not_before) {
@@ -689,6 +743,8 @@ async fn write_status(
         .iter()
         .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
         .filter(|c| !conds.iter().any(|n| n.type_ == c.type_))
+        // A failure of an earlier generation no longer describes the request.
+        .filter(|c| c.type_ != "Failed" || c.observed_generation == generation)
         .cloned()
         .collect();
     for c in conds {
@@ -885,6 +941,6 @@ mod tests {
             )],
             ..Default::default()
         });
-        assert_eq!(gate(&cr, Some(&ca(true)), SystemTime::now()), Gate::Done);
+        assert_eq!(gate(&cr, Some(&ca(true)), SystemTime::now()), Gate::Denied);
     }
 }
