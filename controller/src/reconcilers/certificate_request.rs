@@ -514,6 +514,23 @@ async fn resume(
     ca: &CertificateAuthority,
     ctx: &Context,
 ) -> Result<Action> {
+    // The watch cache may lag behind our own last write (the reservation event
+    // arriving after the issuance finished): read the object itself first, so a
+    // finished issuance is neither recorded twice nor announced twice.
+    let api: Api<CertificateRequest> =
+        Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+    let fresh = api
+        .get(&cr.name_any())
+        .await
+        .map_err(Error::kube("get CertificateRequest"))?;
+    if fresh
+        .status
+        .as_ref()
+        .is_some_and(|s| s.certificate.is_some())
+    {
+        return Ok(Action::await_change());
+    }
+    let cr = &fresh;
     let id = object_id(cr);
     let status = cr.status.clone().unwrap_or_default();
     let cerr = |source: ca::Error| Error::Ca {
