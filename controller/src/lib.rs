@@ -11,6 +11,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod reconcilers;
+pub mod register;
 pub mod subscribers;
 
 use std::sync::Arc;

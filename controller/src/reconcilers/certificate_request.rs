@@ -24,7 +24,6 @@
 //! the creator cannot be read reliably from managedFields; it needs an admission
 //! policy that stamps the requester. Approved/Denied are only ever read here.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,16 +35,9 @@ use ca::serial::Serial;
 use crds::certificate_authority::IssuanceState;
 use crds::certificate_request::ProfileName;
 use crds::common::LocalObjectReference;
-use crds::issued_certificate::{
-    LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_STATUS, LABEL_SUBSCRIBER_ID,
-};
-use crds::{
-    CertificateAuthority, CertificateRequest, CertificateRequestStatus, IssuedCertificate,
-    IssuedCertificateSpec,
-};
-use der::Encode;
+use crds::{CertificateAuthority, CertificateRequest, CertificateRequestStatus, IssuedCertificate};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
@@ -55,7 +47,7 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, object_id};
 use crate::error::{Error, Result};
-use crate::subscribers;
+use crate::{register, subscribers};
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateRequest";
@@ -549,7 +541,7 @@ async fn resume(
     let issued_api: Api<IssuedCertificate> =
         Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
     if let Some(record) = issued_api
-        .get_opt(&record_name(&ca.name_any(), &serial))
+        .get_opt(&register::record_name(&ca.name_any(), &serial))
         .await
         .map_err(Error::kube("get IssuedCertificate"))?
     {
@@ -588,11 +580,6 @@ async fn resume(
     };
     tracing::info!(serial = %reserved.serial.to_hex(), "resuming issuance with the reserved serial");
     sign_and_record(cr, ca, ctx, &sc, &reserved).await
-}
-
-/// `<ca>-<serial lower hex>`.
-pub fn record_name(ca: &str, serial: &Serial) -> String {
-    format!("{ca}-{}", serial.to_hex().to_ascii_lowercase())
 }
 
 async fn sign_and_record(
@@ -636,73 +623,20 @@ async fn sign_and_record(
         }
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
-    let pem = signed.to_pem().map_err(cerr)?;
-    let spki_der = signed
-        .certificate
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| cerr(ca::Error::Der(e)))?;
-    let fingerprint = subscribers::hex_lower(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki_der).as_ref(),
-    );
-    let subject = DistinguishedName::from_name(&signed.certificate.tbs_certificate.subject)
-        .map(|d| d.to_string())
-        .unwrap_or_default();
-    let ca_name = ca.name_any();
-    let mut labels = BTreeMap::from([
-        (LABEL_CA.to_string(), ca_name.clone()),
-        (
-            LABEL_KEY_FINGERPRINT.to_string(),
-            fingerprint.chars().take(63).collect(),
-        ),
-        (LABEL_STATUS.to_string(), "Valid".to_string()),
-    ]);
-    if let Some(sid) = &reserved.subscriber_id {
-        labels.insert(LABEL_SUBSCRIBER_ID.to_string(), sid.clone());
-    }
-    let record = IssuedCertificate {
-        metadata: ObjectMeta {
-            name: Some(record_name(&ca_name, &signed.serial)),
-            namespace: cr.namespace(),
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        spec: IssuedCertificateSpec {
-            ca_ref: LocalObjectReference {
-                name: ca_name.clone(),
-            },
-            serial_number: signed.serial.to_hex(),
-            subject,
-            profile: profile_label(cr.spec.profile).to_string(),
-            not_before: to_time(signed.not_before, &id)?,
-            not_after: to_time(signed.not_after, &id)?,
-            key_fingerprint: fingerprint,
-            subscriber_id: reserved.subscriber_id.clone(),
-            certificate: pem,
-            request_ref: Some(LocalObjectReference {
-                name: cr.name_any(),
-            }),
-            renewal_of: cr.spec.renewal_of.clone(),
-        },
-        status: None,
-    };
     let api: Api<IssuedCertificate> =
         Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+    let entry = register::Entry {
+        ca: ca.name_any(),
+        profile: profile_label(cr.spec.profile).to_string(),
+        subscriber_id: reserved.subscriber_id.clone(),
+        request_ref: Some(LocalObjectReference {
+            name: cr.name_any(),
+        }),
+        renewal_of: cr.spec.renewal_of.clone(),
+    };
     // The commit point: creating the record. AlreadyExists means an earlier
     // attempt committed; use what it recorded.
-    let record = match api.create(&PostParams::default(), &record).await {
-        Ok(r) => r,
-        Err(kube::Error::Api(s)) if s.code == 409 => api
-            .get(&record_name(&ca_name, &signed.serial))
-            .await
-            .map_err(Error::kube("get IssuedCertificate"))?,
-        Err(e) => return Err(Error::kube("create IssuedCertificate")(e)),
-    };
+    let record = register::commit(&api, &signed, entry, &id).await?;
     record_in_status(cr, ca, ctx, &record, Some(sc.chain_pem.clone())).await
 }
 

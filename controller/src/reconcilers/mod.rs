@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::error::{Error, Result};
 
 /// A `SystemTime` as a Kubernetes `Time`.
-pub(crate) fn to_time(t: SystemTime, object: &str) -> Result<Time> {
+pub fn to_time(t: SystemTime, object: &str) -> Result<Time> {
     jiff::Timestamp::try_from(t)
         .map(Time)
         .map_err(|e| Error::Invalid {
@@ -36,7 +36,7 @@ pub fn parse_period(s: &str) -> std::result::Result<ca::profile::Period, String>
 }
 
 /// A Kubernetes `Time` as a `SystemTime`.
-pub(crate) fn from_time(t: &Time) -> SystemTime {
+pub fn from_time(t: &Time) -> SystemTime {
     SystemTime::from(t.0)
 }
 
