@@ -13,6 +13,9 @@
 //!   reports `KeyNotFound`; while issuance is Suspended an approved, accepted
 //!   request waits (`IssuanceSuspended`) and issues once resumed; a denied request
 //!   is never issued; a bare public key is refused unless the CA allows attested keys.
+//! - `subordinate_ca_signed_by_its_parent`: a subordinate CA (`parentRef`) gets
+//!   its certificate from the root (recorded in the root's register) and issues
+//!   certificates that `openssl verify` chains up to the root.
 //! - `a_crash_after_the_reservation_issues_exactly_once`: the controller aborts
 //!   right after reserving a serial (test hook); after a restart there is exactly
 //!   one IssuedCertificate, with the reserved serial, and the root was not re-signed.
@@ -164,6 +167,23 @@ impl Harness {
             let api = api.clone();
             async move {
                 let ca = api.get("root").await.ok()?;
+                let st = ca.status.as_ref()?;
+                let ready = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (ready && st.certificate.is_some()).then_some(ca)
+            }
+        })
+        .await
+    }
+
+    async fn wait_ca_ready(&self, name: &str) -> CertificateAuthority {
+        let api = self.api::<CertificateAuthority>();
+        self.wait(&format!("CA {name} Ready"), 90, || {
+            let api = api.clone();
+            async move {
+                let ca = api.get(name).await.ok()?;
                 let st = ca.status.as_ref()?;
                 let ready = st
                     .conditions
@@ -767,6 +787,98 @@ async fn waits_and_refusals() {
     h.approve("gina").await;
     h.wait_condition("gina", "Failed", "True", Some("ProfileViolation"))
         .await;
+
+    h.child.stop();
+    let Harness { env, .. } = h;
+    env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn subordinate_ca_signed_by_its_parent() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    let root = h.create_ca().await;
+    let root_pem = root.status.unwrap().certificate.unwrap();
+    let sub: CertificateAuthority = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateAuthority",
+        "metadata": {"name": "moica"},
+        "spec": {
+            "type": "Subordinate",
+            "parentRef": {"name": "root"},
+            "subject": {"country": "TW", "organization": "行政院", "organizationalUnits": ["內政部憑證管理中心"], "commonName": "MOICA"},
+            "hsm": {
+                "tokenLabel": "moica",
+                "keyLabel": "moica-sub",
+                "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
+                "keyGeneration": "IfMissing"
+            },
+            "crlDistributionPoints": ["http://repository.moica.example.tw/crl/moica.crl"],
+            "ocspURLs": ["http://ocsp.moica.example.tw"],
+            "caIssuersURLs": ["http://repository.moica.example.tw/certs/moica.cer"]
+        }
+    }))
+    .unwrap();
+    h.api::<CertificateAuthority>()
+        .create(&PostParams::default(), &sub)
+        .await
+        .unwrap();
+    let sub = h.wait_ca_ready("moica").await;
+    let st = sub.status.unwrap();
+    assert!(
+        st.csr
+            .as_deref()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE REQUEST")
+    );
+    assert_eq!(st.chain.as_deref().map(str::trim), Some(root_pem.trim()));
+    let root_file = h.write("root.pem", &root_pem);
+    let sub_file = h.write("moica.pem", st.certificate.as_deref().unwrap());
+    openssl(
+        &["verify", "-x509_strict", "-CAfile"],
+        &[&root_file, &sub_file],
+    );
+    // The root's register holds the subordinate's certificate.
+    let record = h
+        .api::<IssuedCertificate>()
+        .get(&issued_name(st.serial_number.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(record.spec.profile, "SubordinateCA");
+    assert_eq!(record.spec.certificate, st.certificate.clone().unwrap());
+
+    // A subscriber certificate from the subordinate verifies up to the root.
+    let csr = h.csr("hank");
+    let cr: CertificateRequest = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": "hank"},
+        "spec": {
+            "caRef": {"name": "moica"},
+            "profile": "Signature",
+            "subscriber": {"reference": "ra-0200", "commonName": "陳大文"},
+            "csr": csr,
+            "accepted": true
+        }
+    }))
+    .unwrap();
+    h.api::<CertificateRequest>()
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    h.approve("hank").await;
+    let hank = h.wait_condition("hank", "Issued", "True", None).await;
+    let hst = hank.status.unwrap();
+    let cert = h.write("hank.pem", hst.certificate.as_deref().unwrap());
+    openssl(
+        &["verify", "-x509_strict", "-CAfile"],
+        &[&root_file, Path::new("-untrusted"), &sub_file, &cert],
+    );
+    let chain = hst.chain.unwrap();
+    assert!(
+        chain.contains(st.certificate.as_deref().unwrap().trim())
+            && chain.contains(root_pem.trim())
+    );
 
     h.child.stop();
     let Harness { env, .. } = h;

@@ -1,16 +1,22 @@
-//! CertificateAuthority reconciler (Root in this slice).
+//! CertificateAuthority reconciler (root and subordinate).
 //!
 //! 1. Read the token PIN from the referenced Secret (never logged or written).
 //! 2. Open the token by label and find the key by label; generate it when
 //!    missing and `keyGeneration: IfMissing`, else `KeyReady=False KeyNotFound`.
-//! 3. Self-sign the root once: serial and notBefore are reserved in status
-//!    first, so the (deterministic RSA) signature is reproducible after a crash;
-//!    an existing `status.certificate` whose key is the HSM key is reused, never
+//! 3. Get the CA certificate once, never twice:
+//!    - a root self-signs; serial and notBefore are reserved in status first, so
+//!      the (deterministic RSA) signature is reproducible after a crash;
+//!    - a subordinate publishes its PKCS#10 request in `status.csr` and takes its
+//!      certificate from `spec.certificate` (signed outside) or from its parent
+//!      (`parentRef`): serial and validity reserved in its status, the parent's
+//!      IssuedCertificate is the commit point, as for CertificateRequests.
+//!
+//!    An existing `status.certificate` whose key is the HSM key is reused, never
 //!    re-signed; one whose key is not stops with `CertificateKeyMismatch`.
 //! 4. Build the signing context (issuer + HSM signer) and cache it by CA uid,
 //!    generation and certificate serial, for the CertificateRequest reconciler.
-//! 5. Status by server-side apply: `KeyReady`, `Ready`, certificate, serial,
-//!    validity, `issuedCount`.
+//! 5. Status by server-side apply: `KeyReady`, `Ready`, certificate, chain,
+//!    serial, validity, `issuedCount`.
 //!
 //! A wrong PIN is not retried by itself (three failures lock the token,
 //! CPS §6.4.2): the CA waits for a change of its spec.
@@ -18,12 +24,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ca::issue::{CaConfig, Issuer, RootRequest, self_sign_root};
+use ca::csr::SubjectKey;
+use ca::issue::{CaConfig, IssuanceRequest, Issuer, RootRequest, self_sign_root};
 use ca::profile::Profile;
 use ca::serial::Serial;
 use ca::signer::pkcs11::{KeyRef, Pkcs11Module, Token};
 use ca::signer::{KeySpec, Pin, Signer};
-use crds::certificate_authority::{CaType, KeyGeneration};
+use crds::certificate_authority::{CaType, IssuanceState, KeyGeneration};
 use crds::common::KeyAlgorithm;
 use crds::issued_certificate::LABEL_CA;
 use crds::{CertificateAuthority, CertificateAuthorityStatus, IssuedCertificate};
@@ -39,6 +46,7 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, SigningKey, object_id};
 use crate::error::{Error, Result};
+use crate::register;
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateAuthority";
@@ -82,7 +90,7 @@ pub async fn signing_context(
     let Some((signer, _)) = signer else {
         return Ok(None);
     };
-    let sc = build_context(ca, pem, signer, &id).await?;
+    let sc = build_context(ca, pem, status.chain.clone(), signer, &id).await?;
     ctx.cache_signing(key, Arc::clone(&sc));
     Ok(Some(sc))
 }
@@ -98,16 +106,6 @@ fn cache_key(ca: &CertificateAuthority, serial: &str) -> SigningKey {
 async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     let id = object_id(ca);
     let mut status = ca.status.clone().unwrap_or_default();
-
-    if ca.spec.ca_type == CaType::Subordinate {
-        let cond = Cond::no(
-            "Ready",
-            "SubordinateNotSupported",
-            "this controller version reconciles root CAs only",
-        );
-        write_status(ca, ctx, &mut status, &[cond]).await?;
-        return Ok(Action::await_change());
-    }
 
     // Fast path: this CA (uid, generation, certificate) already has a signing
     // context, so the token, key and certificate were checked: only refresh the
@@ -203,8 +201,9 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
             }
             pem
         }
-        None => match self_sign(ca, ctx, &mut status, Arc::clone(&signer)).await {
-            Ok(pem) => pem,
+        None => match obtain_certificate(ca, ctx, &mut status, Arc::clone(&signer)).await {
+            Ok(Obtained::Certificate(pem)) => pem,
+            Ok(Obtained::Wait(action)) => return Ok(action),
             Err(Error::Ca { object, source }) => {
                 let cond = Cond::no("Ready", source.reason(), source.to_string());
                 write_status(ca, ctx, &mut status, &[cond]).await?;
@@ -219,7 +218,7 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         },
     };
 
-    let sc = build_context(ca, &pem, signer, &id).await?;
+    let sc = build_context(ca, &pem, status.chain.clone(), signer, &id).await?;
     ready(ca, ctx, status, pem, sc).await
 }
 
@@ -272,6 +271,262 @@ async fn ready(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
+/// The outcome of trying to get the CA's certificate.
+enum Obtained {
+    /// The certificate (PEM); `status.chain` is set.
+    Certificate(String),
+    /// Not yet (status says why); come back per the action.
+    Wait(Action),
+}
+
+/// A root self-signs; a subordinate publishes its CSR and takes its certificate
+/// from `spec.certificate` or has its parent (`parentRef`) sign it.
+async fn obtain_certificate(
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    status: &mut CertificateAuthorityStatus,
+    signer: Arc<dyn Signer>,
+) -> Result<Obtained> {
+    match ca.spec.ca_type {
+        CaType::Root => Ok(Obtained::Certificate(
+            self_sign(ca, ctx, status, signer).await?,
+        )),
+        CaType::Subordinate => subordinate(ca, ctx, status, signer).await,
+    }
+}
+
+/// Split a PEM bundle into its certificate blocks (each with its armour).
+fn pem_blocks(bundle: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = bundle;
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        let Some(end) = rest[start..].find(END) else {
+            break;
+        };
+        let stop = start + end + END.len();
+        out.push(format!("{}\n", &rest[start..stop]));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+/// The subordinate flow. Serial, notBefore and notAfter are reserved in this CA's
+/// status before the parent signs (as for CertificateRequests), and the parent's
+/// IssuedCertificate is the commit point, so a crash never yields two
+/// certificates for one subordinate key.
+async fn subordinate(
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    status: &mut CertificateAuthorityStatus,
+    signer: Arc<dyn Signer>,
+) -> Result<Obtained> {
+    let id = object_id(ca);
+    let cerr = |source: ca::Error| Error::Ca {
+        object: id.clone(),
+        source,
+    };
+    let subject = dn_from_spec(&ca.spec.subject).map_err(cerr)?;
+    if status.csr.is_none() {
+        let (s2, subj) = (Arc::clone(&signer), subject.clone());
+        let started = Instant::now();
+        let der =
+            tokio::task::spawn_blocking(move || ca::issue::subordinate_csr(s2.as_ref(), &subj))
+                .await
+                .map_err(|e| Error::Invalid {
+                    object: id.clone(),
+                    message: format!("CSR task failed: {e}"),
+                })?
+                .map_err(cerr)?;
+        ctx.metrics.hsm("csr", started);
+        status.csr = Some(ca::csr::to_pem("CERTIFICATE REQUEST", &der).map_err(cerr)?);
+    }
+    let csr = status.csr.clone().unwrap_or_default();
+
+    // Signed outside the cluster and supplied back.
+    if let Some(bundle) = &ca.spec.certificate {
+        let blocks = pem_blocks(bundle);
+        let Some(first) = blocks.first() else {
+            let cond = Cond::no(
+                "Ready",
+                "InvalidCertificate",
+                "spec.certificate holds no PEM certificate",
+            );
+            write_status(ca, ctx, status, &[cond]).await?;
+            return Ok(Obtained::Wait(Action::await_change()));
+        };
+        let cert = Certificate::from_pem(first.as_bytes()).map_err(|e| Error::Invalid {
+            object: id.clone(),
+            message: format!("spec.certificate does not parse: {e}"),
+        })?;
+        if cert.tbs_certificate.subject_public_key_info != *signer.public_key() {
+            let cond = Cond::no(
+                "Ready",
+                "CertificateKeyMismatch",
+                "spec.certificate is not for the HSM key",
+            );
+            write_status(ca, ctx, status, &[cond]).await?;
+            return Ok(Obtained::Wait(Action::await_change()));
+        }
+        let chain: String = blocks[1..].concat();
+        status.chain = (!chain.is_empty()).then_some(chain);
+        return Ok(Obtained::Certificate(first.clone()));
+    }
+
+    let Some(parent_ref) = &ca.spec.parent_ref else {
+        let cond = Cond::no(
+            "Ready",
+            "WaitingForCertificate",
+            "have status.csr signed and put the certificate (and chain) in spec.certificate",
+        );
+        write_status(ca, ctx, status, &[cond]).await?;
+        return Ok(Obtained::Wait(Action::await_change()));
+    };
+    let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(ca));
+    let parent = cas
+        .get_opt(&parent_ref.name)
+        .await
+        .map_err(Error::kube("get parent CertificateAuthority"))?;
+    let parent_ready = parent
+        .as_ref()
+        .and_then(|p| p.status.as_ref())
+        .is_some_and(|s| conditions::is_true(&s.conditions, "Ready"));
+    let psc = match (&parent, parent_ready) {
+        (Some(p), true) => signing_context(p, ctx).await?,
+        _ => None,
+    };
+    let (Some(parent), Some(psc)) = (parent, psc) else {
+        let cond = Cond::no(
+            "Ready",
+            "ParentNotReady",
+            format!(
+                "parent CertificateAuthority {:?} is not Ready",
+                parent_ref.name
+            ),
+        );
+        write_status(ca, ctx, status, &[cond]).await?;
+        return Ok(Obtained::Wait(Action::requeue(Duration::from_secs(10))));
+    };
+    if parent.spec.issuance == IssuanceState::Suspended {
+        let cond = Cond::no(
+            "Ready",
+            "IssuanceSuspended",
+            format!(
+                "issuance by parent CertificateAuthority {:?} is suspended",
+                parent_ref.name
+            ),
+        );
+        write_status(ca, ctx, status, &[cond]).await?;
+        return Ok(Obtained::Wait(Action::requeue(Duration::from_secs(60))));
+    }
+
+    let mut profile = Profile::subordinate_ca();
+    profile.validity = match &ca.spec.validity {
+        Some(v) => super::parse_period(v).map_err(|m| cerr(ca::Error::InvalidValidity(m)))?,
+        None => ca::profile::Period::Years(10),
+    };
+    let parent_not_after =
+        ca::time::from_x509(&psc.issuer.certificate().tbs_certificate.validity.not_after);
+    let (serial, not_before, not_after) =
+        match (&status.serial_number, &status.not_before, &status.not_after) {
+            (Some(s), Some(nb), Some(na)) => (
+                Serial::from_hex(s).map_err(cerr)?,
+                from_time(nb),
+                from_time(na),
+            ),
+            _ => {
+                let serial = Serial::random().map_err(cerr)?;
+                let nb = ca::time::truncate_to_seconds(SystemTime::now()).map_err(cerr)?;
+                let na = profile
+                    .validity
+                    .after(nb)
+                    .map_err(cerr)?
+                    .min(parent_not_after);
+                status.serial_number = Some(serial.to_hex());
+                status.not_before = Some(to_time(nb, &id)?);
+                status.not_after = Some(to_time(na, &id)?);
+                reserve(ca, ctx, status, "reserve subordinate serial").await?;
+                (serial, nb, na)
+            }
+        };
+
+    let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &namespace(ca));
+    let existing = issued
+        .get_opt(&register::record_name(&parent.name_any(), &serial))
+        .await
+        .map_err(Error::kube("get IssuedCertificate"))?;
+    let pem = match existing {
+        Some(record) => record.spec.certificate,
+        None => {
+            let key = SubjectKey::from_csr(csr.as_bytes()).map_err(cerr)?;
+            let mut request = IssuanceRequest::new(profile, &subject, key, serial).map_err(cerr)?;
+            request.not_before = not_before;
+            request.not_after = Some(not_after);
+            let psc2 = Arc::clone(&psc);
+            let started = Instant::now();
+            let signed = tokio::task::spawn_blocking(move || {
+                psc2.issuer.prepare(&request)?.sign(&psc2.issuer)
+            })
+            .await
+            .map_err(|e| Error::Invalid {
+                object: id.clone(),
+                message: format!("signing task failed: {e}"),
+            })?
+            .map_err(cerr)?;
+            ctx.metrics.hsm("sign", started);
+            let entry = register::Entry {
+                ca: parent.name_any(),
+                profile: "SubordinateCA".into(),
+                subscriber_id: None,
+                request_ref: None,
+                renewal_of: None,
+            };
+            let record = register::commit(&issued, &signed, entry, &id).await?;
+            ctx.metrics
+                .issued(&parent.name_any(), "SubordinateCA", "Issued");
+            ctx.event(
+                ca,
+                false,
+                "CertificateSigned",
+                format!(
+                    "certificate serial {} signed by {:?}",
+                    record.spec.serial_number,
+                    parent.name_any()
+                ),
+            )
+            .await;
+            record.spec.certificate
+        }
+    };
+    status.chain = Some(psc.chain_pem.clone());
+    Ok(Obtained::Certificate(pem))
+}
+
+/// Apply `status` conditional on the resourceVersion this reconcile read, so two
+/// writers can never both reserve.
+async fn reserve(
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    status: &CertificateAuthorityStatus,
+    action: &'static str,
+) -> Result<()> {
+    let api: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(ca));
+    let body = serde_json::json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": KIND,
+        "metadata": { "resourceVersion": ca.resource_version() },
+        "status": status,
+    });
+    api.patch_status(
+        &ca.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(action))?;
+    Ok(())
+}
+
 fn namespace(ca: &CertificateAuthority) -> String {
     ca.namespace().unwrap_or_default()
 }
@@ -296,21 +551,7 @@ async fn self_sign(
             let nb = ca::time::truncate_to_seconds(SystemTime::now()).map_err(cerr)?;
             status.serial_number = Some(serial.to_hex());
             status.not_before = Some(to_time(nb, &id)?);
-            let api: Api<CertificateAuthority> =
-                Api::namespaced(ctx.client.clone(), &namespace(ca));
-            let body = serde_json::json!({
-                "apiVersion": "chop.dev/v1alpha1",
-                "kind": KIND,
-                "metadata": { "resourceVersion": ca.resource_version() },
-                "status": status,
-            });
-            api.patch_status(
-                &ca.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-            .map_err(Error::kube("reserve root serial"))?;
+            reserve(ca, ctx, status, "reserve root serial").await?;
             (serial, nb)
         }
     };
@@ -384,6 +625,7 @@ pub fn dn_from_spec(
 async fn build_context(
     ca: &CertificateAuthority,
     pem: &str,
+    chain: Option<String>,
     signer: Arc<dyn Signer>,
     id: &str,
 ) -> Result<Arc<SigningContext>> {
@@ -411,7 +653,7 @@ async fn build_context(
         .certificate()
         .to_pem(der::pem::LineEnding::LF)
         .map_err(|e| cerr(ca::Error::Der(e)))?;
-    let chain_pem = match ca.status.as_ref().and_then(|s| s.chain.clone()) {
+    let chain_pem = match chain {
         Some(chain) => format!("{cert_pem}{chain}"),
         None => cert_pem,
     };
