@@ -70,7 +70,9 @@ fn random_u64() -> Result<u64> {
 pub async fn assign(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<String> {
     let name = configmap_name(ca);
     let key = key_for(reference);
-    for _ in 0..16 {
+    // Each conflict means another writer made progress, so this terminates;
+    // the bound only guards against a pathological storm.
+    for _ in 0..64 {
         let existing = api
             .get_opt(&name)
             .await
