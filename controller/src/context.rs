@@ -39,6 +39,10 @@ pub struct Context {
     /// Test hook: abort the process right after a serial was reserved
     /// (`CHOP_TEST_CRASH_AFTER_RESERVE=1`). Never set in production.
     pub crash_after_reserve: bool,
+    /// Test hook: abort the process right after an IssuedCertificate was created,
+    /// before the request's status records it (`CHOP_TEST_CRASH_AFTER_COMMIT=1`).
+    /// Never set in production.
+    pub crash_after_commit: bool,
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -47,6 +51,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("crash_after_reserve", &self.crash_after_reserve)
+            .field("crash_after_commit", &self.crash_after_commit)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +75,7 @@ impl Context {
             metrics,
             recorder,
             crash_after_reserve: false,
+            crash_after_commit: false,
             signing: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }

@@ -13,9 +13,11 @@
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
 //!
-//! Test-only hook: `CHOP_TEST_CRASH_AFTER_RESERVE=1` makes the process abort
-//! right after it reserved a serial in a CertificateRequest's status (used by the
-//! crash-recovery e2e test). Never set it in a deployment.
+//! Test-only hooks: `CHOP_TEST_CRASH_AFTER_RESERVE=1` makes the process abort
+//! right after it reserved a serial in a CertificateRequest's status;
+//! `CHOP_TEST_CRASH_AFTER_COMMIT=1` right after it created the IssuedCertificate,
+//! before the request's status records it (used by the crash-recovery e2e
+//! tests). Never set them in a deployment.
 
 use std::sync::Arc;
 
@@ -129,7 +131,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
-    if ctx.crash_after_reserve {
+    ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
+    if ctx.crash_after_reserve || ctx.crash_after_commit {
         tracing::warn!(
             "CHOP_TEST_CRASH_AFTER_RESERVE=1: test hook active, the process aborts after reserving a serial"
         );

@@ -19,6 +19,9 @@
 //! - `a_crash_after_the_reservation_issues_exactly_once`: the controller aborts
 //!   right after reserving a serial (test hook); after a restart there is exactly
 //!   one IssuedCertificate, with the reserved serial, and the root was not re-signed.
+//! - `a_crash_after_the_commit_records_without_re_signing`: the controller aborts
+//!   right after creating the IssuedCertificate; after a restart the request's
+//!   status gets exactly that certificate, taken from the record, not re-signed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -107,6 +110,15 @@ impl Harness {
     }
 
     fn start(&mut self, crash_after_reserve: bool) {
+        self.start_with(if crash_after_reserve {
+            Some("CHOP_TEST_CRASH_AFTER_RESERVE")
+        } else {
+            None
+        });
+    }
+
+    /// Start the controller, with the crash hook `hook` (an env var name) set.
+    fn start_with(&mut self, hook: Option<&str>) {
         self.starts += 1;
         let log =
             std::fs::File::create(self.path(&format!("controller-{}.log", self.starts))).unwrap();
@@ -120,10 +132,10 @@ impl Harness {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if crash_after_reserve {
-            cmd.env("CHOP_TEST_CRASH_AFTER_RESERVE", "1");
-        } else {
-            cmd.env_remove("CHOP_TEST_CRASH_AFTER_RESERVE");
+        cmd.env_remove("CHOP_TEST_CRASH_AFTER_RESERVE")
+            .env_remove("CHOP_TEST_CRASH_AFTER_COMMIT");
+        if let Some(hook) = hook {
+            cmd.env(hook, "1");
         }
         self.child.0 = Some(cmd.spawn().unwrap());
     }
@@ -878,6 +890,64 @@ async fn subordinate_ca_signed_by_its_parent() {
     assert!(
         chain.contains(st.certificate.as_deref().unwrap().trim())
             && chain.contains(root_pem.trim())
+    );
+
+    h.child.stop();
+    let Harness { env, .. } = h;
+    env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_after_the_commit_records_without_re_signing() {
+    let mut h = Harness::new().await;
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_COMMIT"));
+    h.create_ca().await;
+    let csr = h.csr("ivy");
+    h.create_request("ivy", "Signature", "ra-0300", &csr, true)
+        .await;
+    h.approve("ivy").await;
+    let mut child = h.child.0.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the controller did not abort after the commit\n{}",
+                h.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let issued = h.api::<IssuedCertificate>();
+    let records = issued.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(records.len(), 1);
+    let cr = h.api::<CertificateRequest>().get("ivy").await.unwrap();
+    assert!(cr.status.as_ref().unwrap().certificate.is_none());
+
+    h.start(false);
+    let cr = h.wait_condition("ivy", "Issued", "True", None).await;
+    let st = cr.status.unwrap();
+    assert_eq!(
+        st.certificate.as_deref(),
+        Some(records[0].spec.certificate.as_str())
+    );
+    assert_eq!(
+        issued
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let logs = h.logs();
+    assert!(
+        logs.contains("found the IssuedCertificate of the reserved serial"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("resuming issuance with the reserved serial"),
+        "re-signed: {logs}"
     );
 
     h.child.stop();

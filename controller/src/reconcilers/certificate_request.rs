@@ -637,6 +637,10 @@ async fn sign_and_record(
     // The commit point: creating the record. AlreadyExists means an earlier
     // attempt committed; use what it recorded.
     let record = register::commit(&api, &signed, entry, &id).await?;
+    if ctx.crash_after_commit {
+        tracing::error!("CHOP_TEST_CRASH_AFTER_COMMIT is set: aborting after the commit");
+        std::process::abort();
+    }
     record_in_status(cr, ca, ctx, &record, Some(sc.chain_pem.clone())).await
 }
 
