@@ -52,6 +52,9 @@ use crate::{register, subscribers};
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateRequest";
 
+/// The longest single requeue delay.
+const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+
 /// Condition types this controller writes (officers own `Approved`/`Denied`).
 const OWN_CONDITIONS: [&str; 3] = ["Issued", "Failed", "Lapsed"];
 
@@ -215,8 +218,10 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                 None,
             )
             .await?;
+            // Re-check at the deadline, but at least daily: the runtime's delay
+            // queue refuses delays of years (acceptanceDays may be 3650).
             Ok(recheck.map_or_else(Action::await_change, |d| {
-                Action::requeue(d + Duration::from_secs(1))
+                Action::requeue((d + Duration::from_secs(1)).min(MAX_REQUEUE))
             }))
         }
         Gate::Resume => match ca {
