@@ -16,6 +16,9 @@
 //! - `subordinate_ca_signed_by_its_parent`: a subordinate CA (`parentRef`) gets
 //!   its certificate from the root (recorded in the root's register) and issues
 //!   certificates that `openssl verify` chains up to the root.
+//! - `only_the_leader_signs_and_a_follower_takes_over`: two replicas; only the
+//!   Lease holder runs the controllers (`/readyz` 200 vs 503); after the leader
+//!   is killed the follower takes over once the Lease lapses and issues.
 //! - `a_crash_after_the_reservation_issues_exactly_once`: the controller aborts
 //!   right after reserving a serial (test hook); after a restart there is exactly
 //!   one IssuedCertificate, with the reserved serial, and the root was not re-signed.
@@ -119,15 +122,21 @@ impl Harness {
 
     /// Start the controller, with the crash hook `hook` (an env var name) set.
     fn start_with(&mut self, hook: Option<&str>) {
+        let port = self.metrics_port;
+        self.child.0 = Some(self.spawn("chop-controller-test", port, hook));
+    }
+
+    /// Spawn one controller replica named `pod` serving metrics on `port`.
+    fn spawn(&mut self, pod: &str, port: u16, hook: Option<&str>) -> Child {
         self.starts += 1;
         let log =
             std::fs::File::create(self.path(&format!("controller-{}.log", self.starts))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chop-controller"));
         cmd.args(["--namespace", self.ns(), "--metrics-addr"])
-            .arg(format!("127.0.0.1:{}", self.metrics_port))
+            .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", self.env.plane().admin_kubeconfig())
             .env("SOFTHSM2_CONF", &self.conf)
-            .env("POD_NAME", "chop-controller-test")
+            .env("POD_NAME", pod)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -137,7 +146,7 @@ impl Harness {
         if let Some(hook) = hook {
             cmd.env(hook, "1");
         }
-        self.child.0 = Some(cmd.spawn().unwrap());
+        cmd.spawn().unwrap()
     }
 
     fn logs(&self) -> String {
@@ -951,6 +960,54 @@ async fn a_crash_after_the_commit_records_without_re_signing() {
     );
 
     h.child.stop();
+    let Harness { env, .. } = h;
+    env.cleanup().await.unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn only_the_leader_signs_and_a_follower_takes_over() {
+    let mut h = Harness::new().await;
+    let port_a = h.metrics_port;
+    h.child.0 = Some(h.spawn("replica-a", port_a, None));
+    h.create_ca().await;
+    let port_b = free_port();
+    let mut b = ChildGuard(Some(h.spawn("replica-b", port_b, None)));
+    // Give b time to come up and try the Lease.
+    h.wait("replica b serving /readyz", 30, || async move {
+        std::net::TcpStream::connect(("127.0.0.1", port_b))
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(http_get(port_a, "/readyz").starts_with("HTTP/1.1 200"));
+    assert!(http_get(port_b, "/readyz").starts_with("HTTP/1.1 503"));
+
+    // The leader dies; the follower takes over after the Lease lapses (15 s).
+    h.child.stop();
+    let csr = h.csr("jade");
+    h.create_request("jade", "Signature", "ra-0400", &csr, true)
+        .await;
+    h.approve("jade").await;
+    let cr = h.wait_condition("jade", "Issued", "True", None).await;
+    assert!(cr.status.unwrap().certificate.is_some());
+    assert!(http_get(port_b, "/readyz").starts_with("HTTP/1.1 200"));
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = h.api();
+    let lease = leases.get("chop-controller").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("replica-b")
+    );
+
+    b.stop();
     let Harness { env, .. } = h;
     env.cleanup().await.unwrap();
 }
