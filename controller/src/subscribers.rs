@@ -97,7 +97,7 @@ pub async fn assign(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<S
                     metadata: ObjectMeta {
                         name: Some(name.clone()),
                         labels: Some(BTreeMap::from([(
-                            chop_crds_label_ca().to_string(),
+                            crds::issued_certificate::LABEL_CA.to_string(),
                             ca.to_string(),
                         )])),
                         ..ObjectMeta::default()
@@ -118,10 +118,6 @@ pub async fn assign(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<S
         object: format!("ConfigMap/{name}"),
         message: "too many concurrent updates of the subscriber register".into(),
     })
-}
-
-fn chop_crds_label_ca() -> &'static str {
-    crds::issued_certificate::LABEL_CA
 }
 
 #[cfg(test)]

@@ -55,7 +55,22 @@ pub const KIND: &str = "CertificateAuthority";
 pub async fn reconcile(ca: Arc<CertificateAuthority>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %ca.namespace().unwrap_or_default(), name = %ca.name_any());
-    let action = apply(&ca, &ctx).instrument(span).await?;
+    let action = async {
+        // Decide on the object as it is now, not as the watch cache last saw it
+        // (see the CertificateRequest reconciler): a status computed from a stale
+        // copy could drop the certificate and lead to a second root.
+        let api: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(&ca));
+        match api
+            .get_opt(&ca.name_any())
+            .await
+            .map_err(Error::kube("get CertificateAuthority"))?
+        {
+            Some(current) => apply(&current, &ctx).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+    .instrument(span)
+    .await?;
     ctx.reset_backoff(&ca.uid().unwrap_or_default());
     Ok(action)
 }

@@ -62,7 +62,26 @@ const OWN_CONDITIONS: [&str; 3] = ["Issued", "Failed", "Lapsed"];
 pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %cr.namespace().unwrap_or_default(), name = %cr.name_any());
-    let action = apply(&cr, &ctx).instrument(span).await?;
+    let action = async {
+        // Decide on the object as it is now, not as the watch cache last saw it:
+        // the cache may not yet hold this controller's own last write, and a
+        // status computed from it would drop a reservation or a certificate
+        // (server-side apply removes owned fields an apply omits). Reconciles of
+        // one object are serialised and only the leader writes, so this read
+        // always includes every earlier write of ours.
+        let api: Api<CertificateRequest> =
+            Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+        match api
+            .get_opt(&cr.name_any())
+            .await
+            .map_err(Error::kube("get CertificateRequest"))?
+        {
+            Some(current) => apply(&current, &ctx).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+    .instrument(span)
+    .await?;
     ctx.reset_backoff(&cr.uid().unwrap_or_default());
     Ok(action)
 }
@@ -467,19 +486,10 @@ async fn issue(
             Some(subscribers::assign(&cms, &ca.name_any(), &s.reference).await?);
     }
 
-    // Reserve, conditional on the resourceVersion of a fresh read: if anyone
-    // (another replica, a stale cache) reserved first, this fails and the retry
-    // resumes that reservation instead.
-    let api: Api<CertificateRequest> =
-        Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    let fresh = api
-        .get(&cr.name_any())
-        .await
-        .map_err(Error::kube("get CertificateRequest"))?;
-    let mut status = fresh.status.clone().unwrap_or_default();
-    if status.serial_number.is_some() || status.certificate.is_some() {
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
+    // Reserve, conditional on the resourceVersion this reconcile read: if anyone
+    // (an officer, another replica) wrote since, this fails with a conflict and
+    // the retry decides again on the new state.
+    let mut status = cr.status.clone().unwrap_or_default();
     status.serial_number = Some(reserved.serial.to_hex());
     status.subscriber_id = reserved.subscriber_id.clone();
     status.not_before = Some(to_time(reserved.not_before, &id)?);
@@ -489,20 +499,17 @@ async fn issue(
         "Signing",
         format!("serial {} reserved; signing", reserved.serial.to_hex()),
     );
-    write_status(
-        &fresh,
-        ctx,
-        status.clone(),
-        &[cond],
-        fresh.resource_version(),
-    )
-    .await?;
+    write_status(cr, ctx, status.clone(), &[cond], cr.resource_version()).await?;
+    // From here on, every status write must carry the reservation (a server-side
+    // apply that omits a field this manager owns removes it).
+    let mut reserved_cr = cr.clone();
+    reserved_cr.status = Some(status);
     tracing::info!(serial = %reserved.serial.to_hex(), "serial reserved");
     if ctx.crash_after_reserve {
         tracing::error!("CHOP_TEST_CRASH_AFTER_RESERVE is set: aborting after the reservation");
         std::process::abort();
     }
-    sign_and_record(&fresh, ca, ctx, &sc, &reserved).await
+    sign_and_record(&reserved_cr, ca, ctx, &sc, &reserved).await
 }
 
 /// A serial is reserved but the status has no certificate: finish that issuance.
@@ -511,23 +518,6 @@ async fn resume(
     ca: &CertificateAuthority,
     ctx: &Context,
 ) -> Result<Action> {
-    // The watch cache may lag behind our own last write (the reservation event
-    // arriving after the issuance finished): read the object itself first, so a
-    // finished issuance is neither recorded twice nor announced twice.
-    let api: Api<CertificateRequest> =
-        Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    let fresh = api
-        .get(&cr.name_any())
-        .await
-        .map_err(Error::kube("get CertificateRequest"))?;
-    if fresh
-        .status
-        .as_ref()
-        .is_some_and(|s| s.certificate.is_some())
-    {
-        return Ok(Action::await_change());
-    }
-    let cr = &fresh;
     let id = object_id(cr);
     let status = cr.status.clone().unwrap_or_default();
     let cerr = |source: ca::Error| Error::Ca {
