@@ -2,8 +2,33 @@
 //!
 //! Reconciles chop.dev resources: reads a custom resource, asks the `ca` core to
 //! compute, writes the outcome to status by server-side apply (one field manager,
-//! `chop-controller`). The binary (`src/main.rs`) is a thin shell over this
-//! library: leader election, then [`run`].
+//! `chop-controller`; officers own `Approved`/`Denied`). The binary
+//! (`src/main.rs`) is a thin shell over this library: leader election, then
+//! [`run`].
+//!
+//! ## Never issue twice
+//! Each reconcile starts from a fresh read of its object (reconciles of one
+//! object are serialised and only the Lease holder writes, so the read includes
+//! every earlier write). A CertificateRequest's serial, validity and subscriber
+//! identifier are reserved in its status, conditional on the resourceVersion
+//! read, *before* the HSM signs; the TBSCertificate is a pure function of them
+//! and RSA PKCS#1 v1.5 is deterministic. Creating the `IssuedCertificate`
+//! (`<ca>-<serial>`) is the commit point; the request's status follows. After a
+//! crash: a reserved serial with a record is copied into status (no signing); a
+//! reserved serial without one is signed again, giving the same certificate.
+//! Roots and parent-signed subordinates follow the same pattern.
+//!
+//! ## Permissions the controller needs
+//! `get` Secrets (PINs); `get/create/update` ConfigMaps (`<ca>-subscribers`);
+//! `get/list/watch` CertificateAuthorities, CertificateRequests,
+//! IssuedCertificates; `patch` their `status`; `create` IssuedCertificates;
+//! `create/patch` events.k8s.io Events; `get/create/update` Leases.
+//!
+//! ## Not in this slice
+//! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
+//! reliably from managedFields; it needs an admission policy that stamps the
+//! requester), renewal (`renewalOf` is only copied into the record), the
+//! responder workload, CRLs, revocation and suspension reconcilers.
 
 pub mod conditions;
 pub mod context;
