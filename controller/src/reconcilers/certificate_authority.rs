@@ -70,7 +70,8 @@ pub async fn reconcile(ca: Arc<CertificateAuthority>, ctx: Arc<Context>) -> Resu
         }
     }
     .instrument(span)
-    .await?;
+    .await
+    .map_err(|e| e.about(&object_id(ca.as_ref())))?;
     ctx.reset_backoff(&ca.uid().unwrap_or_default());
     Ok(action)
 }

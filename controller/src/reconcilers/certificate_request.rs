@@ -81,7 +81,8 @@ pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result
         }
     }
     .instrument(span)
-    .await?;
+    .await
+    .map_err(|e| e.about(&object_id(cr.as_ref())))?;
     ctx.reset_backoff(&cr.uid().unwrap_or_default());
     Ok(action)
 }
