@@ -464,6 +464,11 @@ async fn issues_end_to_end() {
         .await;
     let st = cr.status.clone().unwrap();
     assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True")
+    );
+    assert!(
         cr.status
             .as_ref()
             .unwrap()

@@ -56,7 +56,7 @@ pub const KIND: &str = "CertificateRequest";
 const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
 
 /// Condition types this controller writes (officers own `Approved`/`Denied`).
-const OWN_CONDITIONS: [&str; 3] = ["Issued", "Failed", "Lapsed"];
+const OWN_CONDITIONS: [&str; 4] = ["Accepted", "Issued", "Failed", "Lapsed"];
 
 /// Reconcile one CertificateRequest.
 pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result<Action> {
@@ -682,6 +682,17 @@ async fn write_status(
 ) -> Result<()> {
     let generation = cr.meta().generation;
     let existing = status.conditions.clone();
+    // `Accepted` mirrors spec.accepted (CPS §4.4), for `kubectl describe` and
+    // for tools that read conditions only.
+    let mut conds = conds.to_vec();
+    if cr.spec.accepted {
+        conds.push(Cond::yes(
+            "Accepted",
+            "AcceptedByApplicant",
+            "the applicant reviewed and accepted the certificate's content",
+        ));
+    }
+    let conds = conds.as_slice();
     let all_unchanged = resource_version.is_none()
         && conds
             .iter()
