@@ -9,10 +9,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("Kubernetes API: {action}: {source}")]
+    #[error("{}Kubernetes API: {action}: {source}", prefix(.object))]
     Kube {
         /// What the controller was doing.
         action: &'static str,
+        /// `Kind/namespace/name` of the object being reconciled, once known
+        /// (filled in by [`Error::about`] at the reconcile boundary).
+        object: Option<String>,
         /// The client error.
         #[source]
         source: Box<kube::Error>,
@@ -41,7 +44,24 @@ impl Error {
     pub fn kube(action: &'static str) -> impl Fn(kube::Error) -> Error {
         move |e| Error::Kube {
             action,
+            object: None,
             source: Box::new(e),
+        }
+    }
+
+    /// Name the object this error concerns, if it does not already.
+    pub fn about(self, object: &str) -> Self {
+        match self {
+            Error::Kube {
+                action,
+                object: None,
+                source,
+            } => Error::Kube {
+                action,
+                object: Some(object.to_string()),
+                source,
+            },
+            other => other,
         }
     }
 
@@ -52,5 +72,30 @@ impl Error {
             Error::Ca { source, .. } => source.reason(),
             Error::Invalid { .. } => "Invalid",
         }
+    }
+}
+
+fn prefix(object: &Option<String>) -> String {
+    object
+        .as_deref()
+        .map(|o| format!("{o}: "))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kube_errors_name_their_object_once_known() {
+        let e = Error::kube("get Secret")(kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert!(e.to_string().starts_with("Kubernetes API: get Secret"));
+        let e = e.about("CertificateAuthority/ns/root");
+        assert!(
+            e.to_string()
+                .starts_with("CertificateAuthority/ns/root: Kubernetes API: get Secret"),
+            "{e}"
+        );
+        assert_eq!(e.metric_label(), "KubeApi");
     }
 }

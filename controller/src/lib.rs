@@ -1,8 +1,113 @@
 //! # chop-controller
 //!
 //! Reconciles chop.dev resources: reads a custom resource, asks the `ca` core to
-//! compute, writes the outcome to status by server-side apply. The binary
-//! (`src/main.rs`) is a thin shell over this library.
+//! compute, writes the outcome to status by server-side apply (one field manager,
+//! `chop-controller`; officers own `Approved`/`Denied`). The binary
+//! (`src/main.rs`) is a thin shell over this library: leader election, then
+//! [`run`].
+//!
+//! ## Never issue twice
+//! Each reconcile starts from a fresh read of its object (reconciles of one
+//! object are serialised and only the Lease holder writes, so the read includes
+//! every earlier write). A CertificateRequest's serial, validity and subscriber
+//! identifier are reserved in its status, conditional on the resourceVersion
+//! read, *before* the HSM signs; the TBSCertificate is a pure function of them
+//! and RSA PKCS#1 v1.5 is deterministic. Creating the `IssuedCertificate`
+//! (`<ca>-<serial>`) is the commit point; the request's status follows. After a
+//! crash: a reserved serial with a record is copied into status (no signing); a
+//! reserved serial without one is signed again, giving the same certificate.
+//! Roots and parent-signed subordinates follow the same pattern.
+//!
+//! ## Permissions the controller needs
+//! `get` Secrets (PINs); `get/create/update` ConfigMaps (`<ca>-subscribers`);
+//! `get/list/watch` CertificateAuthorities, CertificateRequests,
+//! IssuedCertificates; `patch` their `status`; `create` IssuedCertificates;
+//! `create/patch` events.k8s.io Events; `get/create/update` Leases.
+//!
+//! ## Not in this slice
+//! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
+//! reliably from managedFields; it needs an admission policy that stamps the
+//! requester), renewal (`renewalOf` is only copied into the record), the
+//! responder workload, CRLs, revocation and suspension reconcilers.
 
+pub mod conditions;
+pub mod context;
 pub mod error;
 pub mod leader;
+pub mod metrics;
+pub mod reconcilers;
+pub mod register;
+pub mod subscribers;
+
+use std::sync::Arc;
+
+use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate};
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+
+use crate::context::Context;
+use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
+
+/// Run the CertificateAuthority and CertificateRequest controllers until both
+/// streams end (on shutdown). `namespace`: watch one namespace, or all.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    let client = ctx.client.clone();
+    let (cas, crs): (Api<CertificateAuthority>, Api<CertificateRequest>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    // A new IssuedCertificate updates its CA's issuedCount.
+    let issued: Api<IssuedCertificate> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
+        .watches(
+            issued,
+            watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
+            |ic: IssuedCertificate| {
+                let ns = ic.metadata.namespace.clone().unwrap_or_default();
+                ic.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
+                    .map(|ca| ObjectRef::<CertificateAuthority>::new(ca).within(&ns))
+            },
+        )
+        .run(ca_rec::reconcile, ca_rec::error_policy, Arc::clone(&ctx))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CertificateAuthority controller event");
+            }
+        });
+    let cr_controller = Controller::new(crs, watcher::Config::default());
+    let store = cr_controller.store();
+    // A CA change (Ready, issuance resumed) re-examines the requests waiting on it.
+    let cr_controller = cr_controller
+        .watches(
+            cas,
+            watcher::Config::default(),
+            move |ca: CertificateAuthority| {
+                let ns = ca.metadata.namespace.clone();
+                let name = ca.metadata.name.clone().unwrap_or_default();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|cr| cr.metadata.namespace == ns && cr.spec.ca_ref.name == name)
+                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(cr_rec::reconcile, cr_rec::error_policy, Arc::clone(&ctx))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CertificateRequest controller event");
+            }
+        });
+    tokio::join!(ca_controller, cr_controller);
+}

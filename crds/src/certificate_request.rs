@@ -132,7 +132,10 @@ pub struct Subscriber {
 pub struct CertificateRequestStatus {
     /// `Approved`, `Denied`, `Accepted`, `Issued`, `Failed`, `Lapsed`, each with a
     /// reason and message. `Approved`/`Denied` are set by officers (or auto-approval).
+    /// A map keyed by `type`, so officers and the controller each own their own
+    /// conditions under server-side apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Conditions,
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

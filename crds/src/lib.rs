@@ -20,6 +20,7 @@ pub mod certificate_authority;
 pub mod certificate_request;
 pub mod common;
 pub mod crl_schedule;
+pub mod issued_certificate;
 pub mod revocation;
 pub mod suspension;
 
@@ -30,6 +31,7 @@ pub use certificate_request::{
     CertificateRequest, CertificateRequestSpec, CertificateRequestStatus,
 };
 pub use crl_schedule::{CRLSchedule, CRLScheduleSpec, CRLScheduleStatus};
+pub use issued_certificate::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
 pub use revocation::{Revocation, RevocationSpec, RevocationStatus};
 pub use suspension::{Suspension, SuspensionSpec, SuspensionStatus};
 
@@ -44,6 +46,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("revocations.yaml", Revocation::crd()),
         ("suspensions.yaml", Suspension::crd()),
         ("crlschedules.yaml", CRLSchedule::crd()),
+        ("issuedcertificates.yaml", IssuedCertificate::crd()),
     ]
 }
 

@@ -1,0 +1,142 @@
+//! What every reconcile shares: the client, metrics, the Event recorder, the
+//! per-CA signing contexts and per-object retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ca::issue::Issuer;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+
+use crate::metrics::Metrics;
+
+/// The one field manager of every status write.
+pub const FIELD_MANAGER: &str = "chop-controller";
+
+/// A CA ready to sign: its issuer (certificate + HSM signer + lint key) and the
+/// PEM chain handed out with every certificate it issues.
+#[derive(Debug)]
+pub struct SigningContext {
+    /// The issuer.
+    pub issuer: Issuer,
+    /// The CA certificate followed by its chain up to the root (PEM).
+    pub chain_pem: String,
+}
+
+/// Key of the signing-context cache: CA uid, generation and certificate serial.
+pub type SigningKey = (String, i64, String);
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Event recorder (reporting controller `chop-controller`).
+    pub recorder: Recorder,
+    /// Test hook: abort the process right after a serial was reserved
+    /// (`CHOP_TEST_CRASH_AFTER_RESERVE=1`). Never set in production.
+    pub crash_after_reserve: bool,
+    /// Test hook: abort the process right after an IssuedCertificate was created,
+    /// before the request's status records it (`CHOP_TEST_CRASH_AFTER_COMMIT=1`).
+    /// Never set in production.
+    pub crash_after_commit: bool,
+    signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("crash_after_reserve", &self.crash_after_reserve)
+            .field("crash_after_commit", &self.crash_after_commit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Context {
+    /// A context for `client`; `instance` names this replica in Events.
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Context {
+            client,
+            metrics,
+            recorder,
+            crash_after_reserve: false,
+            crash_after_commit: false,
+            signing: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cached signing context for `key`.
+    pub fn signing(&self, key: &SigningKey) -> Option<Arc<SigningContext>> {
+        lock(&self.signing).get(key).cloned()
+    }
+
+    /// Cache a signing context, dropping older ones of the same CA.
+    pub fn cache_signing(&self, key: SigningKey, ctx: Arc<SigningContext>) {
+        let mut map = lock(&self.signing);
+        map.retain(|k, _| k.0 != key.0);
+        map.insert(key, ctx);
+    }
+
+    /// Backoff for the next retry of object `uid` after a failure: 2 s doubling up
+    /// to 5 minutes.
+    pub fn backoff(&self, uid: &str) -> Duration {
+        let mut map = lock(&self.failures);
+        let n = map.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        let secs = 2u64.saturating_pow((*n).min(8)).min(300);
+        Duration::from_secs(secs)
+    }
+
+    /// Forget the failures of object `uid` (it reconciled successfully).
+    pub fn reset_backoff(&self, uid: &str) {
+        lock(&self.failures).remove(uid);
+    }
+
+    /// Publish an Event about `obj` (PascalCase `reason`). Failures to publish
+    /// are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, name = %obj.meta().name.clone().unwrap_or_default(), "could not publish event");
+        }
+    }
+}
+
+/// `Kind/namespace/name` of an object, for errors.
+pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}

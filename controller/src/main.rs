@@ -1,0 +1,154 @@
+//! `chop-controller`: leader election, then the chop.dev controllers.
+//!
+//! ```text
+//! chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME]
+//!                 [--metrics-addr ADDR]
+//! ```
+//! Each flag may also be given as an environment variable (`CHOP_NAMESPACE`,
+//! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`). Without
+//! `--namespace` every namespace is watched. The replica's identity is `POD_NAME`
+//! or the host name. `/metrics`, `/healthz` and `/readyz` are served on
+//! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name.
+//!
+//! Only the leader runs the controllers; when leadership is lost the process
+//! exits (status 1) so a new term always starts from a fresh process.
+//!
+//! Test-only hooks: `CHOP_TEST_CRASH_AFTER_RESERVE=1` makes the process abort
+//! right after it reserved a serial in a CertificateRequest's status;
+//! `CHOP_TEST_CRASH_AFTER_COMMIT=1` right after it created the IssuedCertificate,
+//! before the request's status records it (used by the crash-recovery e2e
+//! tests). Never set them in a deployment.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use controller::context::Context;
+use controller::leader::{LeaderElector, LeaseConfig};
+use controller::metrics::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+
+#[derive(Debug)]
+struct Args {
+    namespace: Option<String>,
+    lease_namespace: String,
+    lease_name: String,
+    metrics_addr: String,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut namespace = env("CHOP_NAMESPACE");
+    let mut lease_namespace = env("CHOP_LEASE_NAMESPACE");
+    let mut lease_name = env("CHOP_LEASE_NAME");
+    let mut metrics_addr = env("CHOP_METRICS_ADDR");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (a.clone(), None),
+        };
+        let mut value = || -> anyhow::Result<String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args.next().with_context(|| format!("{flag} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--namespace" => namespace = Some(value()?),
+            "--lease-namespace" => lease_namespace = Some(value()?),
+            "--lease-name" => lease_name = Some(value()?),
+            "--metrics-addr" => metrics_addr = Some(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(Args {
+        lease_namespace: lease_namespace
+            .or_else(|| namespace.clone())
+            .unwrap_or_else(|| "default".into()),
+        namespace,
+        lease_name: lease_name.unwrap_or_else(|| "chop-controller".into()),
+        metrics_addr: metrics_addr.unwrap_or_else(|| "0.0.0.0:8080".into()),
+    })
+}
+
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| format!("chop-controller-{}", std::process::id()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .init();
+    let args = parse_args()?;
+    let identity = identity();
+    tracing::info!(?args, %identity, "starting chop-controller");
+
+    let metrics = Arc::new(Metrics::default());
+    let listener = std::net::TcpListener::bind(&args.metrics_addr)
+        .with_context(|| format!("bind metrics address {}", args.metrics_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    controller::metrics::serve(listener, Arc::clone(&metrics));
+
+    let client = Client::try_default()
+        .await
+        .context("Kubernetes client configuration")?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
+    let (elector, mut leadership) =
+        LeaderElector::new(leases, LeaseConfig::new(&args.lease_name, &identity));
+    let mut election = tokio::spawn(elector.run());
+
+    tokio::select! {
+        () = leadership.wait_until_leader() => {}
+        r = &mut election => {
+            bail!("leader election ended before leading: {r:?}");
+        }
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
+    tracing::info!("leading: starting controllers");
+    metrics.set_ready(true);
+
+    let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
+    ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
+    ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
+    if ctx.crash_after_reserve || ctx.crash_after_commit {
+        tracing::warn!(
+            "CHOP_TEST_CRASH_AFTER_RESERVE=1: test hook active, the process aborts after reserving a serial"
+        );
+    }
+    let ctx = Arc::new(ctx);
+
+    tokio::select! {
+        () = controller::run(ctx, args.namespace.as_deref()) => Ok(()),
+        r = &mut election => {
+            metrics.set_ready(false);
+            tracing::error!(result = ?r, "leadership lost: exiting");
+            std::process::exit(1);
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted: exiting");
+            Ok(())
+        }
+    }
+}

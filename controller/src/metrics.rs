@@ -1,0 +1,228 @@
+//! Prometheus metrics (`prometheus-client`, prefix `chop_`) and the tiny HTTP
+//! server that serves them with `/healthz` and `/readyz`.
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `chop_reconcile_duration_seconds` | `kind` |
+//! | `chop_reconcile_errors_total` | `kind`, `error` |
+//! | `chop_certificates_issued_total` | `ca`, `profile`, `result` |
+//! | `chop_hsm_operation_duration_seconds` | `operation` |
+//!
+//! No label ever carries a subject, a subscriber reference or anything secret
+//! (CPS §9.4): only kinds, CA names, profile names and error reasons.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+/// Labels of `chop_reconcile_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The resource kind reconciled.
+    pub kind: String,
+}
+
+/// Labels of `chop_reconcile_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The resource kind reconciled.
+    pub kind: String,
+    /// The error's PascalCase label ([`crate::error::Error::metric_label`]).
+    pub error: String,
+}
+
+/// Labels of `chop_certificates_issued_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IssuedLabels {
+    /// The issuing CertificateAuthority's name.
+    pub ca: String,
+    /// The profile.
+    pub profile: String,
+    /// `Issued`, or the reason issuance was refused.
+    pub result: String,
+}
+
+/// Labels of `chop_hsm_operation_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HsmLabels {
+    /// `open`, `generate`, `selfSign`, `sign`.
+    pub operation: String,
+}
+
+/// All metrics of the controller.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_duration: Family<KindLabels, Histogram>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    issued: Family<IssuedLabels, Counter>,
+    hsm_duration: Family<HsmLabels, Histogram>,
+    ready: AtomicBool,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("chop");
+        let reconcile_duration =
+            Family::<KindLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let issued = Family::<IssuedLabels, Counter>::default();
+        let hsm_duration =
+            Family::<HsmLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> _);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that ended in an error",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "certificates_issued",
+            "Certificate issuance outcomes",
+            issued.clone(),
+        );
+        registry.register(
+            "hsm_operation_duration_seconds",
+            "Time spent in HSM operations",
+            hsm_duration.clone(),
+        );
+        Metrics {
+            registry,
+            reconcile_duration,
+            reconcile_errors,
+            issued,
+            hsm_duration,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Start timing one reconcile of `kind`; the time is recorded when the guard drops.
+    pub fn reconcile_timer(&self, kind: &str) -> Timer {
+        Timer {
+            histogram: self.reconcile_duration.get_or_create_owned(&KindLabels {
+                kind: kind.to_string(),
+            }),
+            start: Instant::now(),
+        }
+    }
+
+    /// Count a failed reconcile.
+    pub fn reconcile_error(&self, kind: &str, error: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_string(),
+                error: error.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count an issuance outcome.
+    pub fn issued(&self, ca: &str, profile: &str, result: &str) {
+        self.issued
+            .get_or_create(&IssuedLabels {
+                ca: ca.to_string(),
+                profile: profile.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Record the duration of one HSM operation.
+    pub fn hsm(&self, operation: &str, start: Instant) {
+        self.hsm_duration
+            .get_or_create(&HsmLabels {
+                operation: operation.to_string(),
+            })
+            .observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Mark the controller ready (leading and watching) or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Records the elapsed time into a histogram when dropped.
+#[derive(Debug)]
+pub struct Timer {
+    histogram: Histogram,
+    start: Instant,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Serve `/metrics`, `/healthz` (the process is alive) and `/readyz` (this
+/// replica leads and runs its controllers) on `listener`: a deliberately tiny
+/// HTTP/1.1 responder on its own thread, one request per connection (no async
+/// server dependency for three fixed paths).
+pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            // Read up to the end of the request head (or 4 KiB).
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while buf.len() < 4096 && !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let request = String::from_utf8_lossy(&buf);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let (status, content_type, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.encode(),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                    ("200 OK", "text/plain", "ok\n".to_string())
+                }
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not leading\n".to_string(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+}

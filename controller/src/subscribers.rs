@@ -1,0 +1,148 @@
+//! CA-assigned subscriber identifiers (CPS §3.1.5, §3.1.7).
+//!
+//! Each CA assigns one identifier per RA subscriber reference and reuses it for
+//! every later request with that reference (signature and encryption
+//! certificates of one person share it). The mapping lives in the ConfigMap
+//! `<ca>-subscribers` in the CA's namespace, keyed by the SHA-256 (hex) of the
+//! reference, so the RA's reference appears neither in the certificate nor in
+//! clear in the register. Every write carries the `resourceVersion` it read, so
+//! two concurrent requests for one reference can never get two identifiers, and
+//! an identifier is never handed out twice.
+//!
+//! Identifiers are `MOICA` followed by 10 random decimal digits: never derived
+//! from the national ID (CPS §9.4).
+//!
+//! Limit: one ConfigMap holds ~10,000 subscribers (1 MiB); a larger CA needs the
+//! sharded register that ADR 0002 sketches for CRLs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+use crate::error::{Error, Result};
+
+/// Prefix of every identifier.
+pub const ID_PREFIX: &str = "MOICA";
+
+/// The register's ConfigMap name for CA `ca`.
+pub fn configmap_name(ca: &str) -> String {
+    format!("{ca}-subscribers")
+}
+
+/// The register key for a subscriber reference: hex SHA-256.
+pub fn key_for(reference: &str) -> String {
+    hex_lower(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, reference.as_bytes()).as_ref())
+}
+
+/// Lower-case hex.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh identifier from `random` that is not among `taken`.
+pub fn choose_id<'a>(
+    taken: impl Iterator<Item = &'a String> + Clone,
+    mut random: impl FnMut() -> Result<u64>,
+) -> Result<String> {
+    for _ in 0..64 {
+        let candidate = format!("{ID_PREFIX}{:010}", random()? % 10_000_000_000);
+        if !taken.clone().any(|t| *t == candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::Invalid {
+        object: "subscriber register".into(),
+        message: "could not find a free subscriber identifier".into(),
+    })
+}
+
+fn random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| Error::Invalid {
+        object: "subscriber register".into(),
+        message: "random number generator failed".into(),
+    })?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// The identifier of `reference` for CA `ca`, assigning a new one if needed.
+pub async fn assign(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<String> {
+    let name = configmap_name(ca);
+    let key = key_for(reference);
+    // Each conflict means another writer made progress, so this terminates;
+    // the bound only guards against a pathological storm.
+    for _ in 0..64 {
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube("get subscriber register"))?;
+        let outcome = match existing {
+            Some(mut cm) => {
+                let data = cm.data.get_or_insert_with(BTreeMap::new);
+                if let Some(id) = data.get(&key) {
+                    return Ok(id.clone());
+                }
+                let id = choose_id(data.values(), random_u64)?;
+                data.insert(key.clone(), id.clone());
+                // `replace` sends the resourceVersion read above: a concurrent
+                // writer makes this fail with 409 and we start over.
+                api.replace(&name, &PostParams::default(), &cm)
+                    .await
+                    .map(|_| id)
+            }
+            None => {
+                let id = choose_id(std::iter::empty::<&String>(), random_u64)?;
+                let cm = ConfigMap {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some(BTreeMap::from([(
+                            crds::issued_certificate::LABEL_CA.to_string(),
+                            ca.to_string(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    data: Some(BTreeMap::from([(key.clone(), id.clone())])),
+                    ..ConfigMap::default()
+                };
+                api.create(&PostParams::default(), &cm).await.map(|_| id)
+            }
+        };
+        match outcome {
+            Ok(id) => return Ok(id),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(Error::kube("write subscriber register")(e)),
+        }
+    }
+    Err(Error::Invalid {
+        object: format!("ConfigMap/{name}"),
+        message: "too many concurrent updates of the subscriber register".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_have_the_prefix_and_ten_digits() {
+        let id = choose_id(std::iter::empty::<&String>(), || Ok(42)).unwrap();
+        assert_eq!(id, "MOICA0000000042");
+    }
+
+    #[test]
+    fn a_taken_id_is_never_chosen_again() {
+        let taken = ["MOICA0000000001".to_string()];
+        let mut draws = [1u64, 1, 2].into_iter();
+        let id = choose_id(taken.iter(), || Ok(draws.next().unwrap())).unwrap();
+        assert_eq!(id, "MOICA0000000002");
+    }
+
+    #[test]
+    fn the_reference_is_not_stored_in_clear() {
+        let k = key_for("ra:person:42");
+        assert_eq!(k.len(), 64);
+        assert!(!k.contains("person"));
+    }
+}
