@@ -519,6 +519,11 @@ async fn roles_grant_what_the_cps_assigns() {
     chop:auditors                  watch    revocations                      -              yes
     chop:auditors                  list     auditrecords                     -              yes
     chop:auditors                  create   certificaterequests              -              no
+    chop:auditors                  list     issuedcertificates               -              yes
+    chop:auditors                  delete   issuedcertificates               -              no
+    chop:officers                  get      issuedcertificates               -              yes
+    chop:officers                  patch    issuedcertificates/status        -              no
+    chop:administrators            delete   issuedcertificates               -              no
     chop:auditors                  patch    certificaterequests/status       -              no
     chop:auditors                  approve  signers                          SIGNER         no
     chop:operators                 get      certificateauthorities/status    -              yes
