@@ -130,3 +130,43 @@ impl ResponseCache {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn entry(valid_until: u64, generation: u64) -> Arc<CachedResponse> {
+        let v = HeaderValue::from_static("x");
+        Arc::new(CachedResponse {
+            der: Bytes::from_static(b"der"),
+            etag: v.clone(),
+            last_modified: v.clone(),
+            expires: v,
+            valid_until,
+            serials: Vec::new(),
+            generation,
+            cert_status: "good",
+        })
+    }
+
+    #[test]
+    fn expiry_staleness_and_bound() {
+        let table = StatusTable::default();
+        let g = table.generation();
+        let c = ResponseCache::new(SHARDS * 2);
+        c.insert(b"a", entry(100, g), 10);
+        assert!(c.get(b"a", 99, &table).is_some());
+        assert!(c.get(b"a", 100, &table).is_none(), "expired");
+        assert!(c.is_empty(), "expired entry removed");
+        c.insert(b"a", entry(100, g), 10);
+        table.invalidate_all();
+        assert!(c.get(b"a", 10, &table).is_none(), "stale");
+        for i in 0..1000u32 {
+            c.insert(&i.to_be_bytes(), entry(100, table.generation()), 10);
+        }
+        assert!(c.len() <= SHARDS * 2);
+        assert!(ResponseCache::new(0).get(b"a", 0, &table).is_none());
+    }
+}

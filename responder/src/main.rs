@@ -125,19 +125,21 @@ fn serve(a: ServeArgs) -> Result<()> {
             poll: a.poll,
             ocsp: a.ocsp,
         };
-        let feeder_task = tokio::spawn(feeder.run(state, rx.clone()));
+        let mut feeder_task = tokio::spawn(feeder.run(state, rx.clone()));
         let server = tokio::spawn(responder::serve(listener, app, rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-        }
+        let feeder_ended = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); None }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); None }
+            r = &mut feeder_task => Some(r),
+        };
         let _ = tx.send(true);
         server.await??;
-        match feeder_task.await? {
-            Ok(()) => {}
-            Err(e) => tracing::error!(error = %e, "feeder failed"),
-        }
+        let feeder_result = match feeder_ended {
+            Some(r) => r,
+            None => feeder_task.await,
+        };
+        feeder_result?.context("feeder failed")?;
         tracing::info!("stopped");
         Ok(())
     })

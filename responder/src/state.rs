@@ -391,3 +391,59 @@ pub fn parse_pem_certs(what: &str, pem: &[u8]) -> Result<Vec<Vec<u8>>> {
         .map(|c| c.to_der().map_err(|e| Error::invalid(what, e)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn serial(n: u8) -> Serial {
+        Serial::from_be_bytes(&[n]).unwrap()
+    }
+
+    #[test]
+    fn unknown_unless_stated() {
+        let t = StatusTable::default();
+        assert_eq!(t.status(&serial(1)), CertStatus::Unknown);
+        t.replace([(serial(1), CertStatus::Good)]);
+        assert_eq!(t.status(&serial(1)), CertStatus::Good);
+        assert_eq!(t.status(&serial(2)), CertStatus::Unknown);
+        t.apply([(serial(1), None)]);
+        assert_eq!(t.status(&serial(1)), CertStatus::Unknown);
+    }
+
+    #[test]
+    fn freshness_is_per_serial() {
+        let t = StatusTable::default();
+        t.replace([(serial(1), CertStatus::Good), (serial(2), CertStatus::Good)]);
+        let g = t.generation();
+        let (k1, k2) = (SerialKey::new(&serial(1)), SerialKey::new(&serial(2)));
+        assert!(t.is_fresh(&[k1], g) && t.is_fresh(&[k2], g));
+        t.apply([(serial(1), Some(CertStatus::Good))]);
+        assert!(
+            !t.is_fresh(&[k1], g),
+            "a change to 1 makes answers about 1 stale"
+        );
+        assert!(t.is_fresh(&[k2], g), "answers about 2 stay");
+        assert!(!t.is_fresh(&[k2, k1], g));
+        assert!(t.is_fresh(&[k1], t.generation()));
+        // A full reload or new material makes everything stale.
+        let g = t.generation();
+        t.invalidate_all();
+        assert!(!t.is_fresh(&[k2], g));
+    }
+
+    #[test]
+    fn change_log_is_bounded() {
+        let t = StatusTable::default();
+        let g = t.generation();
+        let k = SerialKey::new(&serial(1));
+        for i in 0..(MAX_CHANGES as u32 + 10) {
+            let s = Serial::from_be_bytes(&(i + 1000).to_be_bytes()).unwrap();
+            t.apply([(s, Some(CertStatus::Good))]);
+        }
+        assert!(t.read().changed.len() <= MAX_CHANGES);
+        assert!(!t.is_fresh(&[k], g), "overflow → everything older is stale");
+    }
+}
