@@ -47,7 +47,11 @@ fn main() {
     }
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{}\r\n",
-        if keepalive { "" } else { "Connection: close\r\n" }
+        if keepalive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        }
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

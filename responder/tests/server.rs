@@ -618,6 +618,24 @@ fn directory_feeder_reloads_index_changes() {
     }
     assert_eq!(cert_status(&s.get(&path).body), "revoked");
 
+    // New material (another CRL) is picked up as well; statuses are kept.
+    assert_eq!(s.get("/crl/extra.crl").code, 404);
+    std::fs::copy(
+        dir.path().join("crl/ca.crl"),
+        dir.path().join("crl/extra.crl"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while s.get("/crl/extra.crl").code != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "new CRL not served in 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cert_status(&s.get(&path).body), "revoked");
+    assert_eq!(cert_status(&s.get(&path1).body), "unknown");
+
     stop.send(true).unwrap();
     s.rt.block_on(feeder_task).unwrap().unwrap();
     s.stop();
