@@ -113,16 +113,22 @@ ocsp_status() {
 conns() { curl -s "http://127.0.0.1:$P_CHOP/metrics" | awk '/^chop_http_connections_total/ {print $2}'; }
 now() { date +%s.%N; }
 declare -A RPS
+declare -A CPU_TICKS REQS PID
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime
 # run NAME MODE PORT TOOL WARMUP   (MODE: new|keepalive, TOOL: wrk|loadgen)
-# Keeps the best of the rounds in RPS[NAME-MODE-TOOL].
+# Keeps the best of the rounds in RPS[NAME-MODE-TOOL], and adds up the server's
+# CPU time and the requests over the rounds: CPU per request is a measure of the
+# server's own cost that other load on the machine hardly disturbs.
 run() {
-  local name=$1 mode=$2 port=$3 tool=$4 warm=$5 out rps errs
+  local name=$1 mode=$2 port=$3 tool=$4 warm=$5 out rps errs c0 c1
   local url="http://127.0.0.1:$port$URLPATH"
   if [[ $tool == wrk ]]; then
     local hdr=()
     [[ $mode == new ]] && hdr=(-H "Connection: close")
     ((warm > 0)) && { "${CLI[@]}" wrk -t1 "-c$CONNECTIONS" "-d${warm}s" "${hdr[@]}" "$url" >/dev/null 2>&1 || true; }
     [[ $name == chop ]] && CONNS_BEFORE=$(conns)
+    c0=$(cpu_ticks "${PID[$name]}")
     out=$("${CLI[@]}" wrk -t1 "-c$CONNECTIONS" "-d${DURATION}s" "${hdr[@]}" "$url")
     rps=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
     LAST_REQUESTS=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -132,11 +138,15 @@ run() {
     [[ $mode == keepalive ]] && m=keepalive
     ((warm > 0)) && "${CLI[@]}" "$LOADGEN" "127.0.0.1:$port" "$URLPATH" --connections "$CONNECTIONS" --duration "$warm" --mode $m >/dev/null
     [[ $name == chop ]] && CONNS_BEFORE=$(conns)
+    c0=$(cpu_ticks "${PID[$name]}")
     out=$("${CLI[@]}" "$LOADGEN" "127.0.0.1:$port" "$URLPATH" --connections "$CONNECTIONS" --duration "$DURATION" --mode $m)
     rps=$(sed -E 's/.*rps=([0-9]+).*/\1/' <<<"$out")
     LAST_REQUESTS=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$out")
     errs=$(grep -oE '(errors|non200)=[1-9][0-9]*' <<<"$out" | tr '\n' ' ' || true)
   fi
+  c1=$(cpu_ticks "${PID[$name]}")
+  CPU_TICKS[$name-$mode-$tool]=$((${CPU_TICKS[$name-$mode-$tool]:-0} + c1 - c0))
+  REQS[$name-$mode-$tool]=$((${REQS[$name-$mode-$tool]:-0} + LAST_REQUESTS))
   echo "$out" >>"$WORK/$tool-$name-$mode.txt"
   rps=${rps:-0}
   local best=${RPS[$name-$mode-$tool]:-0}
@@ -152,6 +162,7 @@ echo "== $CONNECTIONS connections, $ROUNDS rounds of ${DURATION} s per configura
   -rsigner "$FX/responder.pem" -rkey "$FX/responder.key" -CA "$FX/ca.pem" \
   -ignore_err >"$WORK/openssl.log" 2>&1 &
 PIDS+=($!)
+PID[openssl]=$!
 # Not wait_port: an empty connection would hang OpenSSL's responder (see above).
 for _ in $(seq 1 100); do
   grep -q "waiting for OCSP client connections" "$WORK/openssl.log" && break
@@ -201,11 +212,13 @@ EOF
 "${SRV[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 wait_port "$P_NGINX"
+PID[nginx]=$(pgrep -P "${PIDS[-1]}" | head -1) # the worker
 [[ $(ocsp_status "$P_NGINX") == good ]] || { echo "nginx does not serve the response" >&2; exit 1; }
 
 # 3. chop-responder.
 "${SRV[@]}" "$BIN" --dir "$FX" --listen "127.0.0.1:$P_CHOP" --threads "$THREADS" >"$WORK/chop.log" 2>&1 &
 PIDS+=($!)
+PID[chop]=$!
 wait_port "$P_CHOP"
 [[ $(ocsp_status "$P_CHOP") == good ]] || { echo "chop does not answer good" >&2; exit 1; }
 # Rounds: every configuration once per round, best of the rounds counts. The
@@ -261,7 +274,7 @@ pass() { awk -v a="$1" -v b="$2" 'BEGIN { print (a + 0 >= b) ? "PASS" : "FAIL" }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 O=${RPS[openssl-new-loadgen]}
 echo
-printf '%-8s %-10s %-8s %9s %11s %9s  %s\n' server mode client "req/s" "vs openssl" "vs nginx" "targets (>=10x openssl, >=70% nginx)"
+printf '%-8s %-10s %-8s %9s %11s %9s  %-10s %10s %9s\n' server mode client "req/s" "vs openssl" "vs nginx" "targets" "CPU us/req" "vs nginx"
 for key in openssl-new-loadgen nginx-new-loadgen nginx-new-wrk nginx-keepalive-wrk \
   chop-new-loadgen chop-new-wrk chop-keepalive-wrk; do
   IFS=- read -r name mode tool <<<"$key"
@@ -270,9 +283,13 @@ for key in openssl-new-loadgen nginx-new-loadgen nginx-new-wrk nginx-keepalive-w
   vn=$(ratio "$r" "${RPS[nginx-$mode-$tool]}")
   verdict=""
   [[ $name == chop ]] && verdict="$(pass "$vo" 10) $(pass "$vn" 0.70)"
-  printf '%-8s %-10s %-8s %9s %10sx %8sx  %s\n' "$name" "$mode" "$tool" "$r" "$vo" "$vn" "$verdict"
+  us=$(awk -v t="${CPU_TICKS[$key]}" -v n="${REQS[$key]}" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')
+  nus=$(awk -v t="${CPU_TICKS[nginx-$mode-$tool]}" -v n="${REQS[nginx-$mode-$tool]}" -v hz="$CLK_TCK" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print 0 }')
+  printf '%-8s %-10s %-8s %9s %10sx %8sx  %-10s %10s %8sx\n' "$name" "$mode" "$tool" "$r" "$vo" "$vn" "$verdict" "$us" "$(ratio "$nus" "$us")"
 done
-echo "(openssl ocsp serves one request per connection: its new-connection rate is the reference for both modes)"
+echo "req/s: best of $ROUNDS rounds; targets: >=10x openssl, >=70% nginx (PASS/FAIL each)."
+echo "CPU us/req: the server process's CPU time per request over all rounds; \"vs nginx\" = nginx's / this one's."
+echo "openssl ocsp serves one request per connection: its new-connection rate is the reference for both modes."
 echo "new-connection check (chop connections/requests per run):$NEWCONN_CHECK"
 echo "chop cache: $HITS"
 if [[ $REVOKE_SECS == timeout ]]; then
