@@ -216,7 +216,8 @@ async fn route(
         "/" | "/ocsp" if *method == Method::POST => ("ocsp", ocsp_post(app, req).await),
         _ if read_only => {
             let b64 = path.strip_prefix("/ocsp/").unwrap_or(path);
-            ("ocsp", ocsp_get(app, method, b64))
+            let inm = req.headers().get(header::IF_NONE_MATCH);
+            ("ocsp", ocsp_get(app, method, b64, inm))
         }
         _ => ("other", method_not_allowed("GET, HEAD, POST")),
     }
@@ -325,14 +326,19 @@ async fn ocsp_post(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
         }
     };
-    ocsp(app, "POST", &body, started)
+    ocsp(app, "POST", &body, None, started)
 }
 
 fn too_large() -> Response<Body> {
     text(StatusCode::PAYLOAD_TOO_LARGE, "OCSP request too large\n")
 }
 
-fn ocsp_get(app: &App, method: &Method, b64: &str) -> Response<Body> {
+fn ocsp_get(
+    app: &App,
+    method: &Method,
+    b64: &str,
+    if_none_match: Option<&HeaderValue>,
+) -> Response<Body> {
     let started = Instant::now();
     let label = if *method == Method::HEAD {
         "HEAD"
@@ -340,7 +346,7 @@ fn ocsp_get(app: &App, method: &Method, b64: &str) -> Response<Body> {
         "GET"
     };
     match parse_get_path(b64) {
-        Ok(der) => ocsp(app, label, &der, started),
+        Ok(der) => ocsp(app, label, &der, if_none_match, started),
         Err(_) => {
             let status = ResponseStatus::MalformedRequest;
             finish(
@@ -366,8 +372,27 @@ fn secs_of(t: Option<SystemTime>) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Answer a DER request: from the cache if possible, else sign.
-fn ocsp(app: &App, method: &'static str, der: &[u8], started: Instant) -> Response<Body> {
+/// Whether an `If-None-Match` value names `etag` (a list, `*`, weak tags).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    let etag = etag.as_bytes();
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == etag)
+}
+
+/// Answer a DER request: from the cache if possible, else sign. A GET whose
+/// `If-None-Match` names the cached response's ETag gets 304 Not Modified
+/// (RFC 9110 §13.1.2), so a caching proxy can revalidate without the body.
+fn ocsp(
+    app: &App,
+    method: &'static str,
+    der: &[u8],
+    if_none_match: Option<&HeaderValue>,
+    started: Instant,
+) -> Response<Body> {
     let Some(material) = app.state.material() else {
         // RFC 6960 §2.3: tryLater while the responder has nothing to answer with.
         let status = ResponseStatus::TryLater;
@@ -401,7 +426,11 @@ fn ocsp(app: &App, method: &'static str, der: &[u8], started: Instant) -> Respon
         if let Some(hit) = app.cache.get(key, now_secs, table) {
             app.metrics.cache_hits.inc();
             let cert_status = hit.cert_status;
-            let resp = cached_response(&hit, now_secs);
+            let mut resp = cached_response(&hit, now_secs);
+            if if_none_match.is_some_and(|v| etag_matches(v, &hit.etag)) {
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                *resp.body_mut() = Body::default();
+            }
             return finish(app, method, "successful", cert_status, resp, started);
         }
         app.metrics.cache_misses.inc();

@@ -274,9 +274,19 @@ fn get_cacheable_response_has_rfc5019_headers() {
         &req,
     );
     assert_eq!(c.body, a.body);
+    // Revalidation by ETag: 304 without a body, same cache headers.
+    let inm = format!("If-None-Match: W/\"x\", {etag}");
+    let nm = s.request("GET", &path, &[&inm], b"");
+    assert_eq!(nm.code, 304);
+    assert!(nm.body.is_empty());
+    assert_eq!(nm.header("etag"), Some(etag));
+    assert!(nm.header("cache-control").unwrap().contains("max-age="));
+    let other = s.request("GET", &path, &["If-None-Match: \"nope\""], b"");
+    assert_eq!(other.code, 200);
+    assert_eq!(other.body, a.body);
     let metrics = String::from_utf8(s.get("/metrics").body).unwrap();
     assert!(
-        metrics.contains("chop_ocsp_cache_hits_total 2"),
+        metrics.contains("chop_ocsp_cache_hits_total 4"),
         "{metrics}"
     );
     assert!(
