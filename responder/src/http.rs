@@ -10,6 +10,10 @@
 //! | `/certs/<serial hex>.crt`, `.pem` | GET, HEAD | an issued certificate |
 //! | `/healthz`, `/readyz`, `/metrics` | GET, HEAD | liveness, readiness, Prometheus text |
 //!
+//! Successful answers to requests without nonce come from the pre-signed cache
+//! with RFC 5019 §6.2 headers (`Cache-Control: max-age`, `Last-Modified`,
+//! `Expires`, `ETag`); a GET with a matching `If-None-Match` gets 304.
+//!
 //! A path that is none of the fixed ones is an OCSP GET: the base64 of a DER
 //! OCSPRequest starts with `M`, so it never collides with them. Other methods get
 //! 405 with `Allow`.
