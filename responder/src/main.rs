@@ -106,10 +106,16 @@ fn main() -> Result<()> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One thread: the current-thread scheduler (no work stealing, no cross-thread
+    // wake-ups); more: the multi-thread one.
+    let mut rt = if a.threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if let Some(n) = a.threads {
-        rt.worker_threads(n.max(1));
+    if let Some(n) = a.threads.filter(|n| *n > 1) {
+        rt.worker_threads(n);
     }
     let rt = rt.build()?;
     rt.block_on(async move {
