@@ -1,0 +1,574 @@
+//! The HTTP layer: routing, OCSP over GET and POST, repository downloads, health
+//! and metrics.
+//!
+//! | path | methods | answer |
+//! |---|---|---|
+//! | `/` , `/ocsp` | POST | OCSP request in the body (`application/ocsp-request`, at most [`ServerConfig::max_body`] octets, more → 413) |
+//! | `/{base64}`, `/ocsp/{base64}` | GET, HEAD | OCSP request in the path (RFC 6960 A.1, RFC 5019 §5) |
+//! | `/ca.crt`, `/ca.pem`, `/chain.pem` | GET, HEAD | CA certificate (DER, PEM), chain (PEM) |
+//! | `/crl/<name>.crl` | GET, HEAD | current CRL (DER) |
+//! | `/certs/<serial hex>.crt`, `.pem` | GET, HEAD | an issued certificate |
+//! | `/healthz`, `/readyz`, `/metrics` | GET, HEAD | liveness, readiness, Prometheus text |
+//!
+//! Successful answers to requests without nonce come from the pre-signed cache
+//! with RFC 5019 §6.2 headers (`Cache-Control: max-age`, `Last-Modified`,
+//! `Expires`, `ETag`); a GET with a matching `If-None-Match` gets 304.
+//!
+//! A path that is none of the fixed ones is an OCSP GET: the base64 of a DER
+//! OCSPRequest starts with `M`, so it never collides with them. Other methods get
+//! 405 with `Allow`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use ca::ocsp::{CertOutcome, OcspAnswer, ResponseStatus, parse_get_path, parse_request};
+use ca::serial::Serial;
+
+use crate::cache::{CachedResponse, ResponseCache};
+use crate::metrics::{HttpLabels, Metrics, OcspLabels};
+use crate::state::{SerialKey, StateHandle, cert_pem};
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest POST body accepted (default 10 KiB); bigger → 413.
+    pub max_body: usize,
+    /// Most pre-signed responses kept (default 65,536; about 2 KiB each with an
+    /// RSA-2048 responder certificate). 0 disables the cache.
+    pub cache_entries: usize,
+    /// A cached response is not served later than nextUpdate − this (default
+    /// 5 min), so a relying party always gets a response with time to spare.
+    pub next_update_margin: Duration,
+    /// `Cache-Control: max-age` of repository downloads (default 5 min).
+    pub repository_max_age: Duration,
+    /// Log every request at `info` (default off: it costs throughput).
+    pub log_requests: bool,
+    /// How long to wait for open connections on shutdown (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body: 10 * 1024,
+            cache_entries: 65_536,
+            next_update_margin: Duration::from_secs(300),
+            repository_max_age: Duration::from_secs(300),
+            log_requests: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct App {
+    /// The state the feeder fills.
+    pub state: StateHandle,
+    /// Pre-signed responses.
+    pub cache: ResponseCache,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Settings.
+    pub config: ServerConfig,
+}
+
+impl App {
+    /// An application over `state`.
+    pub fn new(state: StateHandle, config: ServerConfig) -> Arc<Self> {
+        Arc::new(App {
+            state,
+            cache: ResponseCache::new(config.cache_entries),
+            metrics: Metrics::new(),
+            config,
+        })
+    }
+}
+
+type Body = Full<Bytes>;
+
+const OCSP_RESPONSE: HeaderValue = HeaderValue::from_static("application/ocsp-response");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache, no-store, must-revalidate");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// Accept connections on `listener` until `shutdown` turns true (or its sender is
+/// dropped), then stop accepting and wait up to
+/// [`ServerConfig::shutdown_grace`] for open connections to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) -> crate::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning or dying.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                app.metrics.connections.inc();
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+                    }),
+                );
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: waiting for open connections");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(app.config.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Answer one request.
+pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (endpoint, resp) = route(app, req, &method, &path).await;
+    app.metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            endpoint,
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    if app.config.log_requests {
+        // The path of an OCSP GET holds a serial: log only the endpoint.
+        tracing::info!(%method, endpoint, code = resp.status().as_u16(), "request");
+    }
+    resp
+}
+
+async fn route(
+    app: &App,
+    req: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> (&'static str, Response<Body>) {
+    let read_only = *method == Method::GET || *method == Method::HEAD;
+    let fixed = |endpoint: &'static str, f: &dyn Fn() -> Response<Body>| {
+        if read_only {
+            (endpoint, f())
+        } else {
+            (endpoint, method_not_allowed("GET, HEAD"))
+        }
+    };
+    match path {
+        "/healthz" => fixed("health", &|| text(StatusCode::OK, "ok\n")),
+        "/readyz" => fixed("health", &|| {
+            if app.state.is_ready(SystemTime::now()) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }),
+        "/metrics" => fixed("metrics", &|| {
+            let mut r = Response::new(Body::from(app.metrics.render(&app.state)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }),
+        "/ca.crt" | "/ca.pem" | "/chain.pem" => fixed("repository", &|| repository(app, path)),
+        p if p.starts_with("/crl/") || p.starts_with("/certs/") => {
+            fixed("repository", &|| repository(app, path))
+        }
+        "/" | "/ocsp" if *method == Method::POST => ("ocsp", ocsp_post(app, req).await),
+        _ if read_only => {
+            let b64 = path.strip_prefix("/ocsp/").unwrap_or(path);
+            let inm = req.headers().get(header::IF_NONE_MATCH);
+            ("ocsp", ocsp_get(app, method, b64, inm))
+        }
+        _ => ("other", method_not_allowed("GET, HEAD, POST")),
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, TEXT);
+    r.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
+    r
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+fn blob(app: &App, data: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::from(data));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "max-age={}, public",
+        app.config.repository_max_age.as_secs()
+    )) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+const PKIX_CERT: &str = "application/pkix-cert";
+const PKIX_CRL: &str = "application/pkix-crl";
+const PEM: &str = "application/x-pem-file";
+
+fn repository(app: &App, path: &str) -> Response<Body> {
+    let Some(m) = app.state.material() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+    };
+    match path {
+        "/ca.crt" => return blob(app, m.ca_der.clone(), PKIX_CERT),
+        "/ca.pem" => return blob(app, m.ca_pem.clone(), PEM),
+        "/chain.pem" => return blob(app, m.chain_pem.clone(), PEM),
+        _ => {}
+    }
+    if let Some(name) = path
+        .strip_prefix("/crl/")
+        .and_then(|n| n.strip_suffix(".crl"))
+    {
+        return match m.crls.get(name) {
+            Some(der) => blob(app, der.clone(), PKIX_CRL),
+            None => not_found(),
+        };
+    }
+    if let Some(file) = path.strip_prefix("/certs/") {
+        let (hex, pem) = match (file.strip_suffix(".crt"), file.strip_suffix(".pem")) {
+            (Some(h), _) => (h, false),
+            (_, Some(h)) => (h, true),
+            _ => return not_found(),
+        };
+        let Some(der) = hex_serial(hex).and_then(|s| m.certs.certificate(&s)) else {
+            return not_found();
+        };
+        return if pem {
+            match cert_pem(&der) {
+                Ok(p) => blob(app, Bytes::from(p), PEM),
+                Err(_) => not_found(),
+            }
+        } else {
+            blob(app, der, PKIX_CERT)
+        };
+    }
+    not_found()
+}
+
+fn hex_serial(hex: &str) -> Option<Serial> {
+    if hex.is_empty() || hex.len() > 42 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Serial::from_hex(hex).ok()
+}
+
+async fn ocsp_post(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let max = app.config.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
+        }
+    };
+    ocsp(app, "POST", &body, None, started)
+}
+
+fn too_large() -> Response<Body> {
+    text(StatusCode::PAYLOAD_TOO_LARGE, "OCSP request too large\n")
+}
+
+fn ocsp_get(
+    app: &App,
+    method: &Method,
+    b64: &str,
+    if_none_match: Option<&HeaderValue>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let label = if *method == Method::HEAD {
+        "HEAD"
+    } else {
+        "GET"
+    };
+    match parse_get_path(b64) {
+        Ok(der) => ocsp(app, label, &der, if_none_match, started),
+        Err(_) => {
+            let status = ResponseStatus::MalformedRequest;
+            finish(
+                app,
+                label,
+                status.label(),
+                "none",
+                unsuccessful(status),
+                started,
+            )
+        }
+    }
+}
+
+fn unix_now() -> (SystemTime, u64) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    (now, secs)
+}
+
+fn secs_of(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether an `If-None-Match` value names `etag` (a list, `*`, weak tags).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(list) = if_none_match.to_str() else {
+        return false;
+    };
+    let etag = etag.as_bytes();
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == etag)
+}
+
+/// Answer a DER request: from the cache if possible, else sign. A GET whose
+/// `If-None-Match` names the cached response's ETag gets 304 Not Modified
+/// (RFC 9110 §13.1.2), so a caching proxy can revalidate without the body.
+fn ocsp(
+    app: &App,
+    method: &'static str,
+    der: &[u8],
+    if_none_match: Option<&HeaderValue>,
+    started: Instant,
+) -> Response<Body> {
+    let Some(material) = app.state.material() else {
+        // RFC 6960 §2.3: tryLater while the responder has nothing to answer with.
+        let status = ResponseStatus::TryLater;
+        return finish(
+            app,
+            method,
+            status.label(),
+            "none",
+            unsuccessful(status),
+            started,
+        );
+    };
+    let (now, now_secs) = unix_now();
+    let table = app.state.table();
+    let req = match parse_request(der, material.ocsp.config().max_certs) {
+        Ok(r) => r,
+        Err(_) => {
+            let status = ResponseStatus::MalformedRequest;
+            return finish(
+                app,
+                method,
+                status.label(),
+                "none",
+                unsuccessful(status),
+                started,
+            );
+        }
+    };
+    let key = req.cache_key();
+    if let Some(key) = &key {
+        if let Some(hit) = app.cache.get(key, now_secs, table) {
+            app.metrics.cache_hits.inc();
+            let cert_status = hit.cert_status;
+            let mut resp = cached_response(&hit, now_secs);
+            if if_none_match.is_some_and(|v| etag_matches(v, &hit.etag)) {
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                *resp.body_mut() = Body::default();
+            }
+            return finish(app, method, "successful", cert_status, resp, started);
+        }
+        app.metrics.cache_misses.inc();
+    }
+    // Read the generation before the statuses: a change that lands in between
+    // makes the entry stale, never wrong.
+    let generation = table.generation();
+    let answer = material.ocsp.respond_parsed(&req, table, now);
+    let cert_status = cert_status_label(&answer);
+    let status = answer.status.label();
+    let resp = if answer.status == ResponseStatus::Successful && answer.cache.cacheable {
+        match (&key, to_cached(app, &answer, generation)) {
+            (Some(key), Some(entry)) => {
+                let entry = Arc::new(entry);
+                let resp = cached_response(&entry, now_secs);
+                app.cache.insert(key, entry, now_secs);
+                resp
+            }
+            _ => fresh_response(answer),
+        }
+    } else {
+        if answer.status != ResponseStatus::Successful
+            && let Some(detail) = &answer.detail
+        {
+            tracing::debug!(status, detail, "unsuccessful OCSP response");
+        }
+        fresh_response(answer)
+    };
+    finish(app, method, status, cert_status, resp, started)
+}
+
+fn finish(
+    app: &App,
+    method: &'static str,
+    status: &'static str,
+    cert_status: &'static str,
+    resp: Response<Body>,
+    started: Instant,
+) -> Response<Body> {
+    app.metrics
+        .ocsp_requests
+        .get_or_create(&OcspLabels {
+            method,
+            status,
+            cert_status,
+        })
+        .inc();
+    app.metrics
+        .ocsp_duration
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn cert_status_label(answer: &OcspAnswer) -> &'static str {
+    let mut labels = answer.certs.iter().map(|(_, o)| o.label());
+    match labels.next() {
+        None => "none",
+        Some(first) => {
+            if labels.all(|l| l == first) {
+                first
+            } else {
+                "mixed"
+            }
+        }
+    }
+}
+
+fn to_cached(app: &App, answer: &OcspAnswer, generation: u64) -> Option<CachedResponse> {
+    let this_update = answer.cache.this_update?;
+    let next_update = answer.cache.next_update?;
+    let this_secs = secs_of(Some(this_update));
+    let next_secs = secs_of(Some(next_update));
+    let valid_until = (this_secs + answer.cache.max_age_secs)
+        .min(next_secs.saturating_sub(app.config.next_update_margin.as_secs()));
+    let serials = answer
+        .certs
+        .iter()
+        .filter_map(|(s, o)| match o {
+            CertOutcome::ForeignIssuer => None,
+            _ => s.as_ref().map(SerialKey::new),
+        })
+        .collect();
+    Some(CachedResponse {
+        der: Bytes::from(answer.der.clone()),
+        etag: HeaderValue::from_str(&format!("\"{}\"", answer.cache.etag)).ok()?,
+        last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(this_update)).ok()?,
+        expires: HeaderValue::from_str(&httpdate::fmt_http_date(next_update)).ok()?,
+        valid_until,
+        serials,
+        generation,
+        cert_status: cert_status_label(answer),
+    })
+}
+
+/// A cached response with RFC 5019 §6.2 headers; max-age counts down so that no
+/// HTTP cache keeps it past the entry's own validity.
+fn cached_response(entry: &CachedResponse, now_secs: u64) -> Response<Body> {
+    let mut r = Response::new(Body::from(entry.der.clone()));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, OCSP_RESPONSE);
+    let max_age = entry.valid_until.saturating_sub(now_secs);
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "max-age={max_age}, public, no-transform, must-revalidate"
+    )) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    h.insert(header::LAST_MODIFIED, entry.last_modified.clone());
+    h.insert(header::EXPIRES, entry.expires.clone());
+    h.insert(header::ETAG, entry.etag.clone());
+    r
+}
+
+/// A response that is not cached: signed with a nonce, or unsuccessful.
+fn fresh_response(answer: OcspAnswer) -> Response<Body> {
+    let mut r = Response::new(Body::from(answer.der));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, OCSP_RESPONSE);
+    if answer.status == ResponseStatus::Successful {
+        // With a nonce: unique to this request, useless to any cache.
+        h.insert(header::CACHE_CONTROL, NO_CACHE);
+        if let Some(t) = answer.cache.this_update
+            && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(t))
+        {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    } else {
+        h.insert(header::CACHE_CONTROL, NO_CACHE);
+    }
+    r
+}
+
+fn unsuccessful(status: ResponseStatus) -> Response<Body> {
+    let mut r = Response::new(Body::from(status.unsigned_response()));
+    r.headers_mut().insert(header::CONTENT_TYPE, OCSP_RESPONSE);
+    r.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
+    r
+}

@@ -1,0 +1,152 @@
+//! `chop-responder`: OCSP responder and CA repository server.
+//!
+//! ```text
+//! chop-responder [serve] --dir DIR [--listen ADDR] [options]
+//! chop-responder gen-fixture DIR [--leaves N]
+//! ```
+//! See `docs/responder.md`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use responder::{App, DirFeeder, Feeder, ServerConfig, StateHandle};
+
+const USAGE: &str = "usage:
+  chop-responder [serve] --dir DIR [--listen ADDR (0.0.0.0:8080)] [--poll-ms MS (1000)]
+                 [--cache-entries N (65536)] [--max-age SECS (300)] [--validity SECS (3600)]
+                 [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
+  chop-responder gen-fixture DIR [--leaves N (3)]
+Logging: RUST_LOG (default info).";
+
+struct ServeArgs {
+    dir: PathBuf,
+    listen: String,
+    poll: Duration,
+    threads: Option<usize>,
+    server: ServerConfig,
+    ocsp: ca::ocsp::OcspConfig,
+}
+
+fn value<T: std::str::FromStr>(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = args
+        .next()
+        .with_context(|| format!("{flag} needs a value"))?;
+    v.parse::<T>()
+        .map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))
+}
+
+fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
+    let mut dir = None;
+    let mut a = ServeArgs {
+        dir: PathBuf::new(),
+        listen: "0.0.0.0:8080".into(),
+        poll: Duration::from_secs(1),
+        threads: None,
+        server: ServerConfig::default(),
+        ocsp: ca::ocsp::OcspConfig::default(),
+    };
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--dir" => dir = Some(value::<PathBuf>(&mut args, &flag)?),
+            "--listen" => a.listen = value(&mut args, &flag)?,
+            "--poll-ms" => a.poll = Duration::from_millis(value(&mut args, &flag)?),
+            "--cache-entries" => a.server.cache_entries = value(&mut args, &flag)?,
+            "--max-age" => a.ocsp.max_age = Duration::from_secs(value(&mut args, &flag)?),
+            "--validity" => a.ocsp.validity = Duration::from_secs(value(&mut args, &flag)?),
+            "--max-body" => a.server.max_body = value(&mut args, &flag)?,
+            "--threads" => a.threads = Some(value(&mut args, &flag)?),
+            "--log-requests" => a.server.log_requests = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    a.dir = dir.with_context(|| format!("--dir is required\n{USAGE}"))?;
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut args = std::env::args().skip(1).peekable();
+    match args.peek().map(String::as_str) {
+        Some("gen-fixture") => {
+            args.next();
+            let dir = PathBuf::from(args.next().context(USAGE)?);
+            let mut leaves = 3usize;
+            while let Some(flag) = args.next() {
+                match flag.as_str() {
+                    "--leaves" => leaves = value(&mut args, &flag)?,
+                    other => bail!("unknown argument {other:?}\n{USAGE}"),
+                }
+            }
+            let f = responder::fixture::Fixture::new(leaves)?;
+            f.write_dir(&dir)?;
+            println!("fixture written to {}", dir.display());
+            Ok(())
+        }
+        Some("serve") => {
+            args.next();
+            serve(parse_serve(args)?)
+        }
+        _ => serve(parse_serve(args)?),
+    }
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    // One thread: the current-thread scheduler (no work stealing, no cross-thread
+    // wake-ups); more: the multi-thread one.
+    let mut rt = if a.threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    rt.enable_all();
+    if let Some(n) = a.threads.filter(|n| *n > 1) {
+        rt.worker_threads(n);
+    }
+    let rt = rt.build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, dir = %a.dir.display(), "chop-responder starting");
+        let state = StateHandle::new();
+        let app = App::new(state.clone(), a.server);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let feeder = DirFeeder {
+            dir: a.dir,
+            poll: a.poll,
+            ocsp: a.ocsp,
+        };
+        let mut feeder_task = tokio::spawn(feeder.run(state, rx.clone()));
+        let server = tokio::spawn(responder::serve(listener, app, rx));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let feeder_ended = tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); None }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT"); None }
+            r = &mut feeder_task => Some(r),
+        };
+        let _ = tx.send(true);
+        server.await??;
+        let feeder_result = match feeder_ended {
+            Some(r) => r,
+            None => feeder_task.await,
+        };
+        feeder_result?.context("feeder failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,652 @@
+//! The responder over real sockets: OpenSSL as the OCSP client, a raw HTTP/1.1
+//! client for GET, HEAD and the error paths, the feeder API and the directory
+//! feeder for revocation visibility.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+use ca::ocsp::OcspConfig;
+use ca::revocation::{CertStatus, Reason};
+use ca::serial::Serial;
+use der::Decode;
+use responder::feeder::{IndexFile, RevokedRecord};
+use responder::fixture::{Fixture, get_path};
+use responder::{App, DirFeeder, Feeder, ServerConfig, StateHandle};
+use tokio::sync::watch;
+use x509_ocsp::{BasicOcspResponse, OcspResponse};
+
+/// One fixture for the whole file (RSA key generation is the slow part).
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| Fixture::new(4).unwrap())
+}
+
+struct Server {
+    addr: SocketAddr,
+    state: StateHandle,
+    shutdown: watch::Sender<bool>,
+    rt: tokio::runtime::Runtime,
+    task: Option<tokio::task::JoinHandle<responder::Result<()>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// A server over a state filled through the feeder API.
+    fn start() -> Server {
+        let state = StateHandle::new();
+        let f = fixture();
+        state.install(f.material(OcspConfig::default()).unwrap());
+        state.load_statuses(f.statuses());
+        Self::with_state(state, ServerConfig::default())
+    }
+
+    fn with_state(state: StateHandle, config: ServerConfig) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fixture().write_dir(dir.path()).unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, rx) = watch::channel(false);
+        let app = App::new(state.clone(), config);
+        let task = rt.spawn(responder::serve(listener, app, rx));
+        Server {
+            addr,
+            state,
+            shutdown,
+            rt,
+            task: Some(task),
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Send raw bytes, read until the server closes.
+    fn raw(&self, request: &[u8]) -> Reply {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        Reply::parse(&buf)
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes)
+    }
+
+    fn openssl_ocsp(&self, leaf: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "ocsp",
+            "-url",
+            &*Box::leak(self.url().into_boxed_str()),
+            "-issuer",
+            "ca.pem",
+            "-cert",
+            leaf,
+            "-CAfile",
+            "ca.pem",
+            "-resp_text",
+        ];
+        args.extend_from_slice(extra);
+        let out = Command::new("openssl")
+            .current_dir(self.dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "openssl {args:?}:\n{text}");
+        text
+    }
+
+    fn stop(mut self) {
+        self.shutdown.send(true).unwrap();
+        let task = self.task.take().unwrap();
+        let r = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(15), task).await });
+        r.expect("server stops on shutdown").unwrap().unwrap();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn parse(buf: &[u8]) -> Reply {
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("complete header");
+        let head = std::str::from_utf8(&buf[..end]).unwrap();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap();
+        let code = status.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        Reply {
+            code,
+            headers,
+            body: buf[end + 4..].to_vec(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `good`, `revoked` or `unknown` from a successful DER OCSPResponse.
+fn cert_status(der: &[u8]) -> &'static str {
+    let r = OcspResponse::from_der(der).expect("OCSPResponse");
+    let bytes = r.response_bytes.expect("successful response");
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).unwrap();
+    match basic.tbs_response_data.responses[0].cert_status {
+        x509_ocsp::CertStatus::Good(_) => "good",
+        x509_ocsp::CertStatus::Revoked(_) => "revoked",
+        x509_ocsp::CertStatus::Unknown(_) => "unknown",
+    }
+}
+
+fn leaf_serial(i: usize) -> Serial {
+    fixture().leaves[i].serial.clone()
+}
+
+fn revoked(reason: Reason) -> CertStatus {
+    CertStatus::Revoked {
+        time: SystemTime::now(),
+        reason,
+        invalidity_date: None,
+    }
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn openssl_post_with_and_without_nonce() {
+    let s = Server::start();
+    let out = s.openssl_ocsp("leaf-0.pem", &["-no_nonce"]);
+    assert!(out.contains("Response verify OK"), "{out}");
+    assert!(out.contains("leaf-0.pem: good"), "{out}");
+    assert!(!out.contains("OCSP Nonce"), "{out}");
+    let out = s.openssl_ocsp("leaf-0.pem", &["-nonce"]);
+    assert!(out.contains("Response verify OK"), "{out}");
+    assert!(out.contains("leaf-0.pem: good"), "{out}");
+    assert!(out.contains("OCSP Nonce"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+
+    s.state
+        .set_status(&leaf_serial(1), revoked(Reason::KeyCompromise));
+    let out = s.openssl_ocsp("leaf-1.pem", &["-no_nonce"]);
+    assert!(out.contains("leaf-1.pem: revoked"), "{out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+    s.stop();
+}
+
+#[test]
+fn get_cacheable_response_has_rfc5019_headers() {
+    let s = Server::start();
+    let path = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    let a = s.get(&path);
+    assert_eq!(a.code, 200);
+    assert_eq!(a.header("content-type"), Some("application/ocsp-response"));
+    let cc = a.header("cache-control").unwrap();
+    assert!(
+        cc.starts_with("max-age=") && cc.ends_with(", public, no-transform, must-revalidate"),
+        "{cc}"
+    );
+    let max_age: u64 = cc["max-age=".len()..cc.find(',').unwrap()].parse().unwrap();
+    assert!(max_age > 290 && max_age <= 300, "{max_age}");
+    let etag = a.header("etag").unwrap();
+    assert_eq!(etag.len(), 66, "quoted SHA-256 hex: {etag}");
+    let lm = httpdate::parse_http_date(a.header("last-modified").unwrap()).unwrap();
+    let exp = httpdate::parse_http_date(a.header("expires").unwrap()).unwrap();
+    assert_eq!(exp.duration_since(lm).unwrap(), Duration::from_secs(3600));
+    assert_eq!(cert_status(&a.body), "good");
+
+    // The second answer is the pre-signed one: same bytes, same ETag.
+    let b = s.get(&path);
+    assert_eq!(b.header("etag"), Some(etag));
+    assert_eq!(a.body, b.body);
+    // Via POST too (same CertID, same cache entry).
+    let req = fixture().request(&leaf_serial(0), None).unwrap();
+    let c = s.request(
+        "POST",
+        "/",
+        &["Content-Type: application/ocsp-request"],
+        &req,
+    );
+    assert_eq!(c.body, a.body);
+    // Revalidation by ETag: 304 without a body, same cache headers.
+    let inm = format!("If-None-Match: W/\"x\", {etag}");
+    let nm = s.request("GET", &path, &[&inm], b"");
+    assert_eq!(nm.code, 304);
+    assert!(nm.body.is_empty());
+    assert_eq!(nm.header("etag"), Some(etag));
+    assert!(nm.header("cache-control").unwrap().contains("max-age="));
+    let other = s.request("GET", &path, &["If-None-Match: \"nope\""], b"");
+    assert_eq!(other.code, 200);
+    assert_eq!(other.body, a.body);
+    let metrics = String::from_utf8(s.get("/metrics").body).unwrap();
+    assert!(
+        metrics.contains("chop_ocsp_cache_hits_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("chop_ocsp_cache_misses_total 1"),
+        "{metrics}"
+    );
+    s.stop();
+}
+
+#[test]
+fn get_path_with_slash_and_plus_in_any_encoding() {
+    let s = Server::start();
+    let f = fixture();
+    // Find a nonce whose request's base64 holds both '/' and '+'.
+    let (der, b64) = (0u32..)
+        .find_map(|i| {
+            let nonce = [
+                0x04,
+                0x08,
+                (i >> 24) as u8,
+                (i >> 16) as u8,
+                (i >> 8) as u8,
+                i as u8,
+                0xfb,
+                0xff,
+                0xbf,
+                0x3e,
+            ];
+            let der = f.request(&leaf_serial(2), Some(&nonce)).unwrap();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+            (b64.contains('/') && b64.contains('+')).then_some((der, b64))
+        })
+        .unwrap();
+    let encoded = get_path(&der);
+    assert!(encoded.contains("%2F") && encoded.contains("%2B"));
+    for path in [
+        encoded.clone(),
+        // lower-case escapes
+        encoded.replace("%2F", "%2f").replace("%2B", "%2b"),
+        // raw '/' and '+' (RFC 5019 §5 warns clients send these)
+        format!("/{b64}"),
+        format!("/ocsp{encoded}"),
+    ] {
+        let r = s.get(&path);
+        assert_eq!(r.code, 200, "{path}");
+        assert_eq!(cert_status(&r.body), "good", "{path}");
+        // A nonce makes it unique: never cached.
+        assert!(r.header("cache-control").unwrap().contains("no-cache"));
+        assert!(r.header("etag").is_none());
+    }
+    s.stop();
+}
+
+#[test]
+fn head_unsuccessful_and_method_errors() {
+    let s = Server::start();
+    let path = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    let h = s.request("HEAD", &path, &[], b"");
+    assert_eq!(h.code, 200);
+    assert!(h.body.is_empty());
+    assert!(h.header("etag").is_some());
+    assert!(
+        h.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 1000
+    );
+
+    // malformedRequest (1), unsigned, not cacheable.
+    let m = s.get("/MAAAAA");
+    assert_eq!(m.code, 200);
+    assert_eq!(m.body, [0x30, 3, 0x0a, 1, 1]);
+    assert!(m.header("cache-control").unwrap().contains("no-cache"));
+    let m = s.request("POST", "/", &[], b"junk");
+    assert_eq!(m.body, [0x30, 3, 0x0a, 1, 1]);
+
+    // unauthorized (6): a CA this responder does not serve.
+    let other = Fixture::new(0).unwrap();
+    let foreign = other.request(&leaf_serial(0), None).unwrap();
+    let u = s.get(&get_path(&foreign));
+    assert_eq!(u.body, [0x30, 3, 0x0a, 1, 6]);
+    assert!(u.header("cache-control").unwrap().contains("no-cache"));
+
+    // Unknown serial: never "good".
+    let unknown = fixture().request(&Serial::random().unwrap(), None).unwrap();
+    assert_eq!(cert_status(&s.get(&get_path(&unknown)).body), "unknown");
+
+    for (method, path) in [
+        ("PUT", "/"),
+        ("DELETE", "/ca.crt"),
+        ("POST", "/healthz"),
+        ("PATCH", path.as_str()),
+    ] {
+        let r = s.request(method, path, &[], b"");
+        assert_eq!(r.code, 405, "{method} {path}");
+        assert!(r.header("allow").is_some());
+    }
+
+    // 413: declared too large, and streamed without a length.
+    let big = vec![0x30u8; 20 * 1024];
+    assert_eq!(s.request("POST", "/", &[], &big).code, 413);
+    let mut chunked = b"POST /ocsp HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"1000\r\n");
+        chunked.extend_from_slice(&[0x30; 0x1000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(s.raw(&chunked).code, 413);
+    s.stop();
+}
+
+#[test]
+fn repository_downloads_parse_with_openssl() {
+    let s = Server::start();
+    let d = s.dir.path().to_path_buf();
+    let save = |path: &str, name: &str, ctype: &str| {
+        let r = s.get(path);
+        assert_eq!(r.code, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(ctype), "{path}");
+        std::fs::write(d.join(name), &r.body).unwrap();
+    };
+    save("/ca.crt", "dl-ca.der", "application/pkix-cert");
+    save("/ca.pem", "dl-ca.pem", "application/x-pem-file");
+    save("/chain.pem", "dl-chain.pem", "application/x-pem-file");
+    save("/crl/ca.crl", "dl.crl", "application/pkix-crl");
+    let serial = leaf_serial(3).to_hex();
+    save(
+        &format!("/certs/{serial}.crt"),
+        "dl-leaf.der",
+        "application/pkix-cert",
+    );
+    save(
+        &format!("/certs/{}.pem", serial.to_lowercase()),
+        "dl-leaf.pem",
+        "application/x-pem-file",
+    );
+
+    let subject = run(
+        &d,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "dl-ca.der",
+            "-noout",
+            "-subject",
+        ],
+    );
+    assert_eq!(
+        subject,
+        run(&d, &["x509", "-in", "dl-ca.pem", "-noout", "-subject"])
+    );
+    assert_eq!(
+        subject,
+        run(&d, &["x509", "-in", "dl-chain.pem", "-noout", "-subject"])
+    );
+    let crl = run(
+        &d,
+        &[
+            "crl", "-inform", "DER", "-in", "dl.crl", "-CAfile", "ca.pem", "-noout", "-text",
+        ],
+    );
+    assert!(crl.contains("Certificate Revocation List"), "{crl}");
+    let leaf = run(
+        &d,
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "dl-leaf.der",
+            "-noout",
+            "-serial",
+        ],
+    );
+    assert_eq!(leaf.trim(), format!("serial={serial}"));
+    run(&d, &["verify", "-CAfile", "ca.pem", "dl-leaf.pem"]);
+
+    for miss in [
+        "/crl/nope.crl",
+        "/crl/ca.der",
+        "/certs/0102.crt",
+        "/certs/zz.crt",
+        &format!("/certs/{serial}.txt"),
+        "/certs/",
+    ] {
+        assert_eq!(s.get(miss).code, 404, "{miss}");
+    }
+    s.stop();
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let s = Server::with_state(StateHandle::new(), ServerConfig::default());
+    assert_eq!(s.get("/healthz").code, 200);
+    assert_eq!(s.get("/readyz").code, 503);
+    // No material: tryLater (3), and repository 503.
+    let path = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    assert_eq!(s.get(&path).body, [0x30, 3, 0x0a, 1, 3]);
+    assert_eq!(s.get("/ca.crt").code, 503);
+    s.state
+        .install(fixture().material(OcspConfig::default()).unwrap());
+    assert_eq!(s.get("/readyz").code, 503, "statuses not loaded yet");
+    s.state.load_statuses(fixture().statuses());
+    assert_eq!(s.get("/readyz").code, 200);
+    assert_eq!(cert_status(&s.get(&path).body), "good");
+
+    let m = s.get("/metrics");
+    assert_eq!(m.code, 200);
+    let text = String::from_utf8(m.body).unwrap();
+    for want in [
+        "chop_ocsp_requests_total{method=\"GET\",status=\"successful\",cert_status=\"good\"} 1",
+        "chop_ocsp_requests_total{method=\"GET\",status=\"tryLater\",cert_status=\"none\"} 1",
+        "chop_ocsp_request_duration_seconds_bucket",
+        "chop_ocsp_cache_hits_total",
+        "chop_ocsp_cache_misses_total",
+        "chop_responder_state_generation",
+        "chop_responder_certificate_not_after_seconds",
+        "chop_responder_ready 1",
+        "chop_responder_statuses 5",
+        "chop_http_connections_total",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    // No serial in the metrics.
+    assert!(!text.contains(&leaf_serial(0).to_hex()));
+    s.stop();
+}
+
+#[test]
+fn revocation_invalidates_the_cached_answer_at_once() {
+    let s = Server::start();
+    let serial = leaf_serial(2);
+    let path = get_path(&fixture().request(&serial, None).unwrap());
+    // A SHA-256 CertID for the same certificate is a second cache entry.
+    let cert = x509_cert::Certificate::from_der(&fixture().ca.der).unwrap();
+    let sha256 = ca::ocsp::build_request(
+        &cert,
+        std::slice::from_ref(&serial),
+        ca::ocsp::CertIdHash::Sha256,
+        None,
+    )
+    .unwrap();
+    let path256 = get_path(&sha256);
+    for p in [&path, &path256] {
+        assert_eq!(cert_status(&s.get(p).body), "good");
+        assert_eq!(cert_status(&s.get(p).body), "good"); // now cached
+    }
+    let etag = s.get(&path).header("etag").unwrap().to_owned();
+
+    s.state.set_status(&serial, revoked(Reason::KeyCompromise));
+    // The very next request, no waiting.
+    for p in [&path, &path256] {
+        let r = s.get(p);
+        assert_eq!(cert_status(&r.body), "revoked");
+        assert_ne!(r.header("etag").unwrap(), etag);
+    }
+    // Suspension lifted → good again; forgotten → unknown.
+    s.state.set_status(&serial, CertStatus::Good);
+    assert_eq!(cert_status(&s.get(&path).body), "good");
+    s.state.forget(&serial);
+    assert_eq!(cert_status(&s.get(&path).body), "unknown");
+    // Other certificates' cached answers survive a change to this one.
+    let other = get_path(&fixture().request(&leaf_serial(3), None).unwrap());
+    let before = s.get(&other).header("etag").unwrap().to_owned();
+    s.state.set_status(&serial, CertStatus::Good);
+    assert_eq!(s.get(&other).header("etag").unwrap(), before);
+    s.stop();
+}
+
+fn write_index(dir: &Path, index: &IndexFile) {
+    let tmp = dir.join("index.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(index).unwrap()).unwrap();
+    std::fs::rename(&tmp, dir.join("index.json")).unwrap();
+}
+
+#[test]
+fn directory_feeder_reloads_index_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture().write_dir(dir.path()).unwrap();
+    let state = StateHandle::new();
+    let s = Server::with_state(state.clone(), ServerConfig::default());
+    let feeder = DirFeeder {
+        dir: dir.path().to_path_buf(),
+        poll: Duration::from_millis(200),
+        ocsp: OcspConfig::default(),
+    };
+    let (stop, rx) = watch::channel(false);
+    let feeder_task = s.rt.spawn(feeder.run(state.clone(), rx));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.get("/readyz").code != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "feeder never made the state ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serial = leaf_serial(0);
+    let path = get_path(&fixture().request(&serial, None).unwrap());
+    assert_eq!(cert_status(&s.get(&path).body), "good");
+    assert_eq!(cert_status(&s.get(&path).body), "good");
+
+    // Revoke by rewriting index.json; visible within the poll period.
+    let mut index = fixture().index();
+    index.revoked.push(RevokedRecord {
+        serial: serial.to_hex(),
+        revoked_at: 1_764_400_000,
+        reason: Some("keyCompromise".into()),
+        invalidity_date: None,
+    });
+    let t = Instant::now();
+    write_index(dir.path(), &index);
+    while cert_status(&s.get(&path).body) != "revoked" {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "revocation not visible in 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("revocation visible after {:?}", t.elapsed());
+
+    // A half-written file is ignored (previous state kept), then picked up.
+    std::fs::write(dir.path().join("index.json"), b"{\"issued\": [").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(cert_status(&s.get(&path).body), "revoked");
+    index.issued.retain(|i| i.serial != leaf_serial(1).to_hex());
+    write_index(dir.path(), &index);
+    let path1 = get_path(&fixture().request(&leaf_serial(1), None).unwrap());
+    let t = Instant::now();
+    while cert_status(&s.get(&path1).body) != "unknown" {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "removal not visible in 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cert_status(&s.get(&path).body), "revoked");
+
+    // New material (another CRL) is picked up as well; statuses are kept.
+    assert_eq!(s.get("/crl/extra.crl").code, 404);
+    std::fs::copy(
+        dir.path().join("crl/ca.crl"),
+        dir.path().join("crl/extra.crl"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    while s.get("/crl/extra.crl").code != 200 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "new CRL not served in 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(cert_status(&s.get(&path).body), "revoked");
+    assert_eq!(cert_status(&s.get(&path1).body), "unknown");
+
+    stop.send(true).unwrap();
+    s.rt.block_on(feeder_task).unwrap().unwrap();
+    s.stop();
+}
