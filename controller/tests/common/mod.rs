@@ -1,0 +1,415 @@
+//! The end-to-end harness shared by the controller's tests: the real
+//! `chop-controller` binary as a child process with its own SoftHSM2 token
+//! directory, a real kube-apiserver (from `e2e`), and `openssl` helpers.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crds::{CertificateAuthority, CertificateRequest};
+use e2e::TestEnv;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+// Distinctive, so a leak into logs or metrics cannot be a coincidence.
+pub const PIN: &str = "sesame-Kq2vXw";
+
+pub struct Harness {
+    pub env: TestEnv,
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub child: ChildGuard,
+    pub metrics_port: u16,
+    pub starts: u32,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        let crds: Vec<_> = crds::all().into_iter().map(|(_, c)| c).collect();
+        let env = TestEnv::with_crds(&crds).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "moica",
+                "--pin",
+                PIN,
+                "--so-pin",
+                "87654321",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "softhsm2-util: {out:?}");
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Harness {
+            env,
+            dir,
+            conf,
+            child: ChildGuard(None),
+            metrics_port,
+            starts: 0,
+        }
+    }
+
+    pub fn ns(&self) -> &str {
+        self.env.namespace()
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.env.admin(), self.ns())
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn start(&mut self, crash_after_reserve: bool) {
+        self.start_with(if crash_after_reserve {
+            Some("CHOP_TEST_CRASH_AFTER_RESERVE")
+        } else {
+            None
+        });
+    }
+
+    /// Start the controller, with the crash hook `hook` (an env var name) set.
+    pub fn start_with(&mut self, hook: Option<&str>) {
+        let port = self.metrics_port;
+        self.child.0 = Some(self.spawn("chop-controller-test", port, hook));
+    }
+
+    /// Spawn one controller replica named `pod` serving metrics on `port`.
+    pub fn spawn(&mut self, pod: &str, port: u16, hook: Option<&str>) -> Child {
+        self.starts += 1;
+        let log =
+            std::fs::File::create(self.path(&format!("controller-{}.log", self.starts))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chop-controller"));
+        cmd.args(["--namespace", self.ns(), "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", self.env.plane().admin_kubeconfig())
+            .env("SOFTHSM2_CONF", &self.conf)
+            .env("POD_NAME", pod)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        cmd.env_remove("CHOP_TEST_CRASH_AFTER_RESERVE")
+            .env_remove("CHOP_TEST_CRASH_AFTER_COMMIT");
+        if let Some(hook) = hook {
+            cmd.env(hook, "1");
+        }
+        cmd.spawn().unwrap()
+    }
+
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.path(&format!("controller-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n----- restart -----\n")
+    }
+
+    /// Poll `f` until it returns `Some`, failing with the controller's log after `secs`.
+    pub async fn wait<T, F, Fut>(&self, what: &str, secs: u64, mut f: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\ncontroller log:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn create_ca(&self) -> CertificateAuthority {
+        self.create_ca_named("root", "moica-root", "IfMissing")
+            .await;
+        let api = self.api::<CertificateAuthority>();
+        self.wait("CA Ready", 90, || {
+            let api = api.clone();
+            async move {
+                let ca = api.get("root").await.ok()?;
+                let st = ca.status.as_ref()?;
+                let ready = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (ready && st.certificate.is_some()).then_some(ca)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_ca_ready(&self, name: &str) -> CertificateAuthority {
+        let api = self.api::<CertificateAuthority>();
+        self.wait(&format!("CA {name} Ready"), 90, || {
+            let api = api.clone();
+            async move {
+                let ca = api.get(name).await.ok()?;
+                let st = ca.status.as_ref()?;
+                let ready = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                (ready && st.certificate.is_some()).then_some(ca)
+            }
+        })
+        .await
+    }
+
+    pub async fn create_ca_named(&self, name: &str, key_label: &str, key_generation: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "hsm-pin"},
+            "stringData": {"pin": PIN},
+        }))
+        .unwrap();
+        match self
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("{e}"),
+        }
+        let ca: CertificateAuthority = serde_json::from_value(json!({
+            "apiVersion": "chop.dev/v1alpha1",
+            "kind": "CertificateAuthority",
+            "metadata": {"name": name},
+            "spec": {
+                "type": "Root",
+                "subject": {"country": "TW", "organization": "行政院", "organizationalUnits": ["內政部憑證管理中心"]},
+                "hsm": {
+                    "tokenLabel": "moica",
+                    "keyLabel": key_label,
+                    "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
+                    "keyGeneration": key_generation
+                },
+                "crlDistributionPoints": ["http://repository.moica.example.tw/crl/root.crl"],
+                "ocspURLs": ["http://ocsp.moica.example.tw"],
+                "caIssuersURLs": ["http://repository.moica.example.tw/certs/root.cer"]
+            }
+        }))
+        .unwrap();
+        self.api::<CertificateAuthority>()
+            .create(&PostParams::default(), &ca)
+            .await
+            .unwrap();
+    }
+
+    pub fn csr(&self, name: &str) -> String {
+        let key = self.path(&format!("{name}.key"));
+        let csr = self.path(&format!("{name}.csr"));
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=ignored by the CA",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl req: {out:?}");
+        std::fs::read_to_string(csr).unwrap()
+    }
+
+    pub async fn create_request(
+        &self,
+        name: &str,
+        profile: &str,
+        reference: &str,
+        csr: &str,
+        accepted: bool,
+    ) {
+        let cr: CertificateRequest = serde_json::from_value(json!({
+            "apiVersion": "chop.dev/v1alpha1",
+            "kind": "CertificateRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "caRef": {"name": "root"},
+                "profile": profile,
+                "subscriber": {"reference": reference, "commonName": "王小明"},
+                "csr": csr,
+                "accepted": accepted
+            }
+        }))
+        .unwrap();
+        self.api::<CertificateRequest>()
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap();
+    }
+
+    /// An officer approves: server-side apply of the Approved condition on the
+    /// status subresource with field manager `officer`.
+    pub async fn approve(&self, name: &str) {
+        self.officer_sets(name, "Approved", "OfficerApproved").await;
+    }
+
+    /// An officer sets condition `type_` to True (SSA, field manager `officer`).
+    pub async fn officer_sets(&self, name: &str, type_: &str, reason: &str) {
+        let body = json!({
+            "apiVersion": "chop.dev/v1alpha1",
+            "kind": "CertificateRequest",
+            "status": {"conditions": [{
+                "type": type_,
+                "status": "True",
+                "reason": reason,
+                "message": "identity checked in person",
+                "lastTransitionTime": jiff::Timestamp::now().to_string(),
+            }]}
+        });
+        self.api::<CertificateRequest>()
+            .patch_status(
+                name,
+                &PatchParams::apply("officer").force(),
+                &Patch::Apply(&body),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn accept(&self, name: &str) {
+        self.api::<CertificateRequest>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"accepted": true}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Wait until the request's `type_` condition has `status` (and `reason`, if given).
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> CertificateRequest {
+        let api = self.api::<CertificateRequest>();
+        self.wait(&format!("{name}: {type_}={status} {reason:?}"), 60, || {
+            let api = api.clone();
+            async move {
+                let cr = api.get(name).await.ok()?;
+                let ok = cr.status.as_ref()?.conditions.iter().any(|c| {
+                    c.type_ == type_ && c.status == status && reason.is_none_or(|r| c.reason == r)
+                });
+                ok.then_some(cr)
+            }
+        })
+        .await
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// Kills the controller when the test ends, however it ends.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn openssl(args: &[&str], files: &[&Path]) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args(args);
+    for f in files {
+        cmd.arg(f);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn issued_name(serial_upper_hex: &str) -> String {
+    format!("root-{}", serial_upper_hex.to_ascii_lowercase())
+}
+
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    if path == "/metrics" {
+        return out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(out);
+    }
+    out
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
