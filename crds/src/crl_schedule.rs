@@ -101,4 +101,19 @@ pub struct CRLScheduleStatus {
     /// Size of the current full CRL in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+    /// The highest CRL number ever reserved. It is written *before* the CA key
+    /// signs (ADR 0002 §3), so a restart continues above it; when it is greater
+    /// than `crlNumber`, an attempt was interrupted and its number is skipped
+    /// (RFC 5280 §5.2.3 requires increasing, not contiguous, numbers).
+    #[serde(
+        default,
+        rename = "reservedCRLNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reserved_crl_number: Option<i64>,
+    /// SHA-256 (lower-case hex) over the sorted (serial, revocation time, reason,
+    /// invalidity date) of the revoked and held certificates in the current CRL;
+    /// a different digest means the CRL is out of date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_digest: Option<String>,
 }
