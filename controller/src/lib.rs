@@ -35,6 +35,7 @@ pub mod context;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod publish;
 pub mod reconcilers;
 pub mod register;
 pub mod subscribers;
