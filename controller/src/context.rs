@@ -43,6 +43,10 @@ pub struct Context {
     /// before the request's status records it (`CHOP_TEST_CRASH_AFTER_COMMIT=1`).
     /// Never set in production.
     pub crash_after_commit: bool,
+    /// Test hook: abort the process right after a CRL number was reserved in a
+    /// CRLSchedule's status, before signing (`CHOP_TEST_CRASH_AFTER_CRL_RESERVE=1`).
+    /// Never set in production.
+    pub crash_after_crl_reserve: bool,
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -52,6 +56,7 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("crash_after_reserve", &self.crash_after_reserve)
             .field("crash_after_commit", &self.crash_after_commit)
+            .field("crash_after_crl_reserve", &self.crash_after_crl_reserve)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +81,7 @@ impl Context {
             recorder,
             crash_after_reserve: false,
             crash_after_commit: false,
+            crash_after_crl_reserve: false,
             signing: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }

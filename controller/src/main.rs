@@ -16,8 +16,9 @@
 //! Test-only hooks: `CHOP_TEST_CRASH_AFTER_RESERVE=1` makes the process abort
 //! right after it reserved a serial in a CertificateRequest's status;
 //! `CHOP_TEST_CRASH_AFTER_COMMIT=1` right after it created the IssuedCertificate,
-//! before the request's status records it (used by the crash-recovery e2e
-//! tests). Never set them in a deployment.
+//! before the request's status records it; `CHOP_TEST_CRASH_AFTER_CRL_RESERVE=1`
+//! right after it reserved a CRL number in a CRLSchedule's status (used by the
+//! crash-recovery e2e tests). Never set them in a deployment.
 
 use std::sync::Arc;
 
@@ -132,7 +133,9 @@ async fn main() -> anyhow::Result<()> {
     let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
     ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
-    if ctx.crash_after_reserve || ctx.crash_after_commit {
+    ctx.crash_after_crl_reserve =
+        std::env::var("CHOP_TEST_CRASH_AFTER_CRL_RESERVE").as_deref() == Ok("1");
+    if ctx.crash_after_reserve || ctx.crash_after_commit || ctx.crash_after_crl_reserve {
         tracing::warn!(
             "CHOP_TEST_CRASH_AFTER_RESERVE=1: test hook active, the process aborts after reserving a serial"
         );

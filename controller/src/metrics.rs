@@ -7,6 +7,10 @@
 //! | `chop_reconcile_errors_total` | `kind`, `error` |
 //! | `chop_certificates_issued_total` | `ca`, `profile`, `result` |
 //! | `chop_hsm_operation_duration_seconds` | `operation` |
+//! | `chop_crl_number` | `ca` |
+//! | `chop_crl_entries` | `ca` |
+//! | `chop_crl_size_bytes` | `ca` |
+//! | `chop_crl_next_update_timestamp_seconds` | `ca` |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -18,6 +22,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::io::{Read, Write};
@@ -57,6 +62,13 @@ pub struct HsmLabels {
     pub operation: String,
 }
 
+/// Labels of the `chop_crl_*` gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaLabels {
+    /// The CertificateAuthority's name.
+    pub ca: String,
+}
+
 /// All metrics of the controller.
 #[derive(Debug)]
 pub struct Metrics {
@@ -65,6 +77,10 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     issued: Family<IssuedLabels, Counter>,
     hsm_duration: Family<HsmLabels, Histogram>,
+    crl_number: Family<CaLabels, Gauge>,
+    crl_entries: Family<CaLabels, Gauge>,
+    crl_size: Family<CaLabels, Gauge>,
+    crl_next_update: Family<CaLabels, Gauge>,
     ready: AtomicBool,
 }
 
@@ -101,8 +117,36 @@ impl Default for Metrics {
             "Time spent in HSM operations",
             hsm_duration.clone(),
         );
+        let crl_number = Family::<CaLabels, Gauge>::default();
+        let crl_entries = Family::<CaLabels, Gauge>::default();
+        let crl_size = Family::<CaLabels, Gauge>::default();
+        let crl_next_update = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "crl_number",
+            "cRLNumber of the CA's current full CRL",
+            crl_number.clone(),
+        );
+        registry.register(
+            "crl_entries",
+            "Entries in the CA's current full CRL",
+            crl_entries.clone(),
+        );
+        registry.register(
+            "crl_size_bytes",
+            "Size of the CA's current full CRL",
+            crl_size.clone(),
+        );
+        registry.register(
+            "crl_next_update_timestamp_seconds",
+            "nextUpdate of the CA's current full CRL (Unix time)",
+            crl_next_update.clone(),
+        );
         Metrics {
             registry,
+            crl_number,
+            crl_entries,
+            crl_size,
+            crl_next_update,
             reconcile_duration,
             reconcile_errors,
             issued,
@@ -151,6 +195,23 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Record the CA's newly published full CRL.
+    pub fn crl_published(
+        &self,
+        ca: &str,
+        number: u64,
+        entries: usize,
+        size: usize,
+        next_update: i64,
+    ) {
+        let l = CaLabels { ca: ca.to_string() };
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.crl_number.get_or_create(&l).set(n(number));
+        self.crl_entries.get_or_create(&l).set(n(entries as u64));
+        self.crl_size.get_or_create(&l).set(n(size as u64));
+        self.crl_next_update.get_or_create(&l).set(next_update);
     }
 
     /// Mark the controller ready (leading and watching) or not.
