@@ -20,6 +20,8 @@
 //!
 //! ## Permissions the controller needs
 //! `get` Secrets (PINs); `get/create/update` ConfigMaps (`<ca>-subscribers`);
+//! `get/list/patch/delete` ConfigMaps (CRL publication, [`publish`]);
+//! `list/watch` CRLSchedules, `patch` their `status`;
 //! `get/list/watch` CertificateAuthorities, CertificateRequests,
 //! IssuedCertificates; `patch` their `status`; `create` IssuedCertificates;
 //! `create/patch` events.k8s.io Events; `get/create/update` Leases.
@@ -28,7 +30,9 @@
 //! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
 //! reliably from managedFields; it needs an admission policy that stamps the
 //! requester), renewal (`renewalOf` is only copied into the record), the
-//! responder workload, CRLs, revocation and suspension reconcilers.
+//! responder workload, partitioned CRLs, revocation and suspension reconcilers.
+//! CRLs: see [`reconcilers::crl_schedule`] (numbers reserved before signing,
+//! ADR 0002 §3) and [`publish`] (chunked ConfigMaps, ADR 0002 §4).
 
 pub mod conditions;
 pub mod context;
@@ -51,8 +55,8 @@ use kube::runtime::{Controller, watcher};
 use crate::context::Context;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
 
-/// Run the CertificateAuthority and CertificateRequest controllers until both
-/// streams end (on shutdown). `namespace`: watch one namespace, or all.
+/// Run the CertificateAuthority, CertificateRequest and CRLSchedule controllers
+/// until their streams end (on shutdown). `namespace`: watch one namespace, or all.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let (cas, crs): (Api<CertificateAuthority>, Api<CertificateRequest>) = match namespace {
@@ -110,5 +114,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 tracing::debug!(error = %e, "CertificateRequest controller event");
             }
         });
-    tokio::join!(ca_controller, cr_controller);
+    let crl_controller = reconcilers::crl_schedule::run(Arc::clone(&ctx), namespace);
+    tokio::join!(ca_controller, cr_controller, crl_controller);
 }

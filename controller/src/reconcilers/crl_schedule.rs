@@ -1,0 +1,696 @@
+//! CRLSchedule reconciler: when a CA's CRL is due, reserve its number, sign it
+//! with the CA key, publish it, record it.
+//!
+//! ```text
+//! partitions > 0        ──► full CRL only; Ready=False PartitionsNotSupported
+//! CA not found          ──► Ready=False UnknownCA + Warning Event (requeue 60 s)
+//! older schedule, same CA ─► Ready=False DuplicateSchedule (oldest wins)
+//! CA not Ready          ──► Ready=False CaNotReady (requeue 15 s)
+//! due? none published · now ≥ thisUpdate + interval · entries changed
+//!      (reissueOnChange) · spec changed · an interrupted attempt
+//!   no  ──► requeue at thisUpdate + interval
+//!   yes ──► reserve number (status.reservedCRLNumber, conditional on the
+//!           resourceVersion read) → sign (HSM) → publish chunks + manifest →
+//!           status crlNumber/thisUpdate/nextUpdate/entries/sizeBytes,
+//!           Published=True, Event CRLPublished
+//! ```
+//!
+//! Decisions, with the text they follow:
+//! - **Number reserved before signing** (ADR 0002 §3; RFC 5280 §5.2.3 "CRL
+//!   issuers conforming to this profile MUST include this extension in all
+//!   CRLs and MUST mark this extension as non-critical ... a monotonically
+//!   increasing sequence number"). `reservedCRLNumber` is a separate field from
+//!   `crlNumber` (the number of the CRL actually published): the next number is
+//!   `max(crlNumber, reservedCRLNumber) + 1`, so a crash after the reservation
+//!   wastes a number and never reuses one. Gaps are allowed: the RFC asks for
+//!   increase, not contiguity.
+//! - **Timing** (CPS §4.9.7: at least daily, validity ≤ 36 h; §4.9.8: the next
+//!   CRL published before the current nextUpdate). nextUpdate = thisUpdate +
+//!   `validity`; the next regular CRL is issued at thisUpdate + `interval`, and
+//!   the CRD's CEL rule `interval + overlap ≤ validity` makes that at least
+//!   `overlap` before nextUpdate.
+//! - **Reissue on change** (CPS §4.9.7: reissued within 24 h of a revocation;
+//!   chop: seconds). The schedule watches its CA's IssuedCertificates; the
+//!   digest of the revoked/held entries (status `entriesDigest`) tells whether
+//!   the CRL is out of date.
+//! - **Entries** (CPS §4.10.1: entries stay until the certificate expires;
+//!   RFC 5280 §3.3: and on one regular CRL after): every IssuedCertificate whose
+//!   status is `Revoked` or `Held` goes into the index with its notAfter; the
+//!   core drops it once expired longer than `expired_retention` (24 h).
+//! - **Memory**: the register is listed with a label selector
+//!   (`chop.dev/ca=<ca>,chop.dev/status!=Valid`, pages of 500), so only the
+//!   revoked and held records are fetched, and each page is turned into 53-byte
+//!   index records and dropped. The trade-off: the list returns full objects
+//!   (with their PEM, ~2.5 KB each), because status is not in metadata; at
+//!   100k revocations that is ~250 MB transferred per CRL but never more than
+//!   one page held at once. Annotations with the revocation data (ADR 0002 §1)
+//!   would allow a metadata-only list.
+//! - **Partitions** are not implemented: issuance does not assign partitions
+//!   yet, so a partition CRL would be empty. With `partitions > 0` the full CRL
+//!   is still published (relying parties always have a CRL) and Ready is False
+//!   with reason `PartitionsNotSupported`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ca::crl::{CrlConfig, CrlIssuer, CrlRequest, CrlScope, DEFAULT_MAX_VALIDITY};
+use ca::revocation::{MemoryIndex, Reason, RevokedEntry};
+use ca::serial::Serial;
+use crds::issued_certificate::{LABEL_CA, LABEL_STATUS};
+use crds::{CRLSchedule, CRLScheduleStatus, CertificateAuthority, IssuedCertificate};
+use der::Encode;
+use futures::StreamExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::certificate_authority::signing_context;
+use super::{from_time, to_time};
+use crate::conditions::{self, Cond};
+use crate::context::{Context, FIELD_MANAGER, object_id};
+use crate::error::{Error, Result};
+use crate::publish::{self, Manifest, Publication};
+
+/// Kind label in metrics and spans.
+pub const KIND: &str = "CRLSchedule";
+
+/// The longest single requeue delay.
+const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+
+/// Run the CRLSchedule controller until its stream ends. A change to an
+/// IssuedCertificate of a CA (revocation, hold, resumption) or to the CA
+/// itself reconciles that CA's schedules.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    let client = ctx.client.clone();
+    let (schedules, issued, cas): (
+        Api<CRLSchedule>,
+        Api<IssuedCertificate>,
+        Api<CertificateAuthority>,
+    ) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let controller = Controller::new(schedules, watcher::Config::default());
+    let store = controller.store();
+    let by_ca = move |ns: Option<String>, ca: String| {
+        store
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace == ns && s.spec.ca_ref.name == ca)
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let by_ca2 = by_ca.clone();
+    controller
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)))
+        .watches(
+            issued,
+            watcher::Config::default().labels(LABEL_CA),
+            move |ic: IssuedCertificate| {
+                let ca = ic.labels().get(LABEL_CA).cloned().unwrap_or_default();
+                by_ca(ic.metadata.namespace.clone(), ca)
+            },
+        )
+        .watches(
+            cas,
+            watcher::Config::default(),
+            move |ca: CertificateAuthority| by_ca2(ca.metadata.namespace.clone(), ca.name_any()),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "CRLSchedule controller event");
+            }
+        })
+        .await;
+}
+
+/// Reconcile one CRLSchedule, from a fresh read (see `certificate_request`).
+pub async fn reconcile(s: Arc<CRLSchedule>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let span = tracing::info_span!("reconcile", kind = KIND, namespace = %s.namespace().unwrap_or_default(), name = %s.name_any());
+    let action = async {
+        let api: Api<CRLSchedule> =
+            Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+        match api
+            .get_opt(&s.name_any())
+            .await
+            .map_err(Error::kube("get CRLSchedule"))?
+        {
+            Some(current) => apply(&current, &ctx).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+    .instrument(span)
+    .await
+    .map_err(|e| e.about(&object_id(s.as_ref())))?;
+    ctx.reset_backoff(&s.uid().unwrap_or_default());
+    Ok(action)
+}
+
+/// Count the error and requeue with backoff.
+pub fn error_policy(s: Arc<CRLSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(KIND, error.metric_label());
+    let delay = ctx.backoff(&s.uid().unwrap_or_default());
+    tracing::warn!(name = %s.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The schedule's durations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Time between regular CRLs.
+    pub interval: Duration,
+    /// nextUpdate − thisUpdate.
+    pub validity: Duration,
+    /// Minimum lead of the next CRL over the current nextUpdate.
+    pub overlap: Duration,
+}
+
+fn duration(s: &str, field: &str) -> std::result::Result<Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{field} {s:?}: {e}"))?;
+    Duration::try_from(d).map_err(|e| format!("{field} {s:?}: {e}"))
+}
+
+/// Parse the schedule's durations (Go/Kubernetes syntax, e.g. `24h`, `1h30m`).
+pub fn timing(s: &CRLSchedule) -> std::result::Result<Timing, String> {
+    Ok(Timing {
+        interval: duration(&s.spec.interval, "interval")?,
+        validity: duration(&s.spec.validity, "validity")?,
+        overlap: duration(&s.spec.overlap, "overlap")?,
+    })
+}
+
+/// Why a new CRL is due, if it is (pure; `now` injected for tests).
+pub fn due(
+    s: &CRLSchedule,
+    timing: &Timing,
+    digest: &str,
+    now: SystemTime,
+) -> Option<&'static str> {
+    let st = s.status.clone().unwrap_or_default();
+    let (Some(number), Some(this), Some(next)) = (st.crl_number, &st.this_update, &st.next_update)
+    else {
+        return Some("NotYetPublished");
+    };
+    if st.reserved_crl_number.is_some_and(|r| r > number) {
+        return Some("InterruptedAttempt");
+    }
+    if st.observed_generation != s.meta().generation {
+        return Some("SpecChanged");
+    }
+    if s.spec.reissue_on_change && st.entries_digest.as_deref() != Some(digest) {
+        return Some("EntriesChanged");
+    }
+    if now >= from_time(this) + timing.interval {
+        return Some("Interval");
+    }
+    // Belt and braces for §4.9.8 (the CEL rule makes this follow from the above).
+    if now + timing.overlap >= from_time(next) {
+        return Some("Overlap");
+    }
+    None
+}
+
+/// SHA-256 over the sorted (serial, revocation time, reason, invalidity date)
+/// of `index`'s revoked and held entries, lower-case hex.
+pub fn entries_digest(index: &MemoryIndex) -> String {
+    let mut text = String::new();
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    for e in index.revoked() {
+        text.push_str(&format!(
+            "{} {} {} {}\n",
+            e.serial.to_hex(),
+            secs(e.revoked_at),
+            e.reason as u8,
+            e.invalidity_date.map(secs).unwrap_or(0)
+        ));
+    }
+    publish::sha256_hex(text.as_bytes())
+}
+
+/// The revocation entry of one register record, if it is revoked or held.
+fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
+    let id = object_id(ic);
+    let st = ic.status.clone().unwrap_or_default();
+    let state = st
+        .state
+        .clone()
+        .or_else(|| ic.labels().get(LABEL_STATUS).cloned());
+    let held = match state.as_deref() {
+        Some("Revoked") => false,
+        Some("Held") => true,
+        _ => return Ok(None),
+    };
+    let cerr = |source: ca::Error| Error::Ca {
+        object: id.clone(),
+        source,
+    };
+    // Fail closed: a revoked record without its time is an error (retried),
+    // never silently left off the CRL.
+    let revoked_at = st.revoked_at.as_ref().ok_or_else(|| Error::Invalid {
+        object: id.clone(),
+        message: "status says revoked or held but has no revokedAt".into(),
+    })?;
+    let reason = match (held, st.reason.as_deref()) {
+        (true, _) => Reason::CertificateHold,
+        (false, Some(r)) => r.parse::<Reason>().map_err(cerr)?,
+        (false, None) => Reason::Unspecified,
+    };
+    Ok(Some(RevokedEntry {
+        serial: Serial::from_hex(&ic.spec.serial_number).map_err(cerr)?,
+        revoked_at: from_time(revoked_at),
+        reason,
+        invalidity_date: st.invalidity_date.as_ref().map(from_time),
+        not_after: from_time(&ic.spec.not_after),
+        partition: None,
+    }))
+}
+
+/// The revocation index of CA `ca` in `ns`: its revoked and held records,
+/// listed by label in pages (see the module doc on memory).
+async fn revocation_index(ctx: &Context, ns: &str, ca: &str) -> Result<MemoryIndex> {
+    let api: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_CA}={ca},{LABEL_STATUS}!=Valid");
+    let mut entries = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().labels(&selector).limit(500);
+        if let Some(t) = token.take() {
+            lp = lp.continue_token(&t);
+        }
+        let page = api
+            .list(&lp)
+            .await
+            .map_err(Error::kube("list IssuedCertificates"))?;
+        for ic in &page.items {
+            if let Some(e) = entry_of(ic)? {
+                entries.push(e);
+            }
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => token = Some(c),
+            None => break,
+        }
+    }
+    MemoryIndex::from_entries(entries).map_err(|source| Error::Ca {
+        object: format!("CertificateAuthority/{ns}/{ca}"),
+        source,
+    })
+}
+
+/// The oldest schedule naming CA `ca` in `ns` (creation time, then name).
+async fn oldest_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<String>> {
+    let api: Api<CRLSchedule> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube("list CRLSchedules"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|s| s.spec.ca_ref.name == ca && s.meta().deletion_timestamp.is_none())
+        .min_by_key(|s| {
+            (
+                s.meta().creation_timestamp.as_ref().map(|t| t.0),
+                s.name_any(),
+            )
+        })
+        .map(ResourceExt::name_any))
+}
+
+async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
+    let id = object_id(s);
+    let ns = s.namespace().unwrap_or_default();
+    let ca_name = s.spec.ca_ref.name.clone();
+    let status = s.status.clone().unwrap_or_default();
+    let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(ca) = cas
+        .get_opt(&ca_name)
+        .await
+        .map_err(Error::kube("get CertificateAuthority"))?
+    else {
+        let msg = format!("CertificateAuthority {ca_name:?} not found");
+        let cond = Cond::no("Ready", "UnknownCA", msg.clone());
+        if !conditions::unchanged(&status.conditions, &cond, s.meta().generation) {
+            ctx.event(s, true, "UnknownCA", msg).await;
+        }
+        write_status(s, ctx, status, &[cond], None).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    };
+    if oldest_for(ctx, &ns, &ca_name).await?.as_deref() != Some(s.name_any().as_str()) {
+        let cond = Cond::no(
+            "Ready",
+            "DuplicateSchedule",
+            format!(
+                "an older CRLSchedule already issues the CRLs of CertificateAuthority {ca_name:?}; this one is ignored"
+            ),
+        );
+        write_status(s, ctx, status, &[cond], None).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    let ca_ready = ca
+        .status
+        .as_ref()
+        .is_some_and(|st| conditions::is_true(&st.conditions, "Ready") && st.certificate.is_some());
+    let sc = if ca_ready {
+        signing_context(&ca, ctx).await?
+    } else {
+        None
+    };
+    let Some(sc) = sc else {
+        let cond = Cond::no(
+            "Ready",
+            "CaNotReady",
+            format!("CertificateAuthority {ca_name:?} is not Ready"),
+        );
+        write_status(s, ctx, status, &[cond], None).await?;
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    };
+    let timing = match timing(s) {
+        Ok(t) => t,
+        Err(m) => {
+            let cond = Cond::no("Ready", "InvalidSpec", m);
+            write_status(s, ctx, status, &[cond], None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let index = revocation_index(ctx, &ns, &ca_name).await?;
+    let digest = entries_digest(&index);
+    let now = SystemTime::now();
+    let Some(why) = due(s, &timing, &digest, now) else {
+        write_status(s, ctx, status.clone(), &ready_conds(s), None).await?;
+        return Ok(requeue_at(&status, &timing, now));
+    };
+    tracing::info!(reason = why, "a new CRL is due");
+
+    // Reserve the number, conditional on the resourceVersion read: a write by
+    // anyone since makes this fail with a conflict and the retry decides again.
+    let number = status
+        .crl_number
+        .max(status.reserved_crl_number)
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or_else(|| Error::Invalid {
+            object: id.clone(),
+            message: "CRL number exhausted".into(),
+        })?;
+    let mut reserved = status.clone();
+    reserved.reserved_crl_number = Some(number);
+    let cond = Cond::no(
+        "Published",
+        "Signing",
+        format!("CRL number {number} reserved ({why}); signing"),
+    );
+    write_status(s, ctx, reserved.clone(), &[cond], s.resource_version()).await?;
+    tracing::info!(number, "CRL number reserved");
+    if ctx.crash_after_crl_reserve {
+        tracing::error!(
+            "CHOP_TEST_CRASH_AFTER_CRL_RESERVE is set: aborting after the CRL number reservation"
+        );
+        std::process::abort();
+    }
+
+    // Sign with the CA key (in the HSM), verify, then publish.
+    let cerr = |source: ca::Error| Error::Ca {
+        object: id.clone(),
+        source,
+    };
+    let this_update = ca::time::truncate_to_seconds(now).map_err(cerr)?;
+    let next_update = this_update + timing.validity;
+    let max_validity = if s.spec.allow_validity_over_36h {
+        timing.validity.max(DEFAULT_MAX_VALIDITY)
+    } else {
+        DEFAULT_MAX_VALIDITY
+    };
+    let ca_der = sc.issuer.certificate().to_der().map_err(|e| Error::Ca {
+        object: id.clone(),
+        source: ca::Error::Der(e),
+    })?;
+    let signer = Arc::clone(&sc.issuer.config().signer);
+    let request = CrlRequest {
+        number: u64::try_from(number).unwrap_or(0),
+        this_update,
+        next_update,
+        scope: CrlScope::Full,
+    };
+    let started = std::time::Instant::now();
+    let signed = tokio::task::spawn_blocking(move || {
+        let issuer = CrlIssuer::new(
+            &ca_der,
+            signer,
+            CrlConfig {
+                max_validity,
+                ..CrlConfig::default()
+            },
+        )?;
+        issuer.issue(&index, &request)
+    })
+    .await
+    .map_err(|e| Error::Invalid {
+        object: id.clone(),
+        message: format!("CRL signing task failed: {e}"),
+    })?;
+    ctx.metrics.hsm("signCRL", started);
+    let crl = match signed {
+        Ok(c) => c,
+        Err(e) => {
+            let cond = Cond::no("Published", e.reason(), e.to_string());
+            write_status(s, ctx, reserved, &[cond], None).await?;
+            return Err(cerr(e));
+        }
+    };
+
+    let this_t = to_time(crl.this_update, &id)?;
+    let next_t = to_time(crl.next_update, &id)?;
+    let publication = Publication {
+        namespace: &ns,
+        schedule: &s.name_any(),
+        owner: s.controller_owner_ref(&()),
+        manifest: Manifest::of(
+            &ca_name,
+            crl.number,
+            &crl.der,
+            this_t.0.to_string(),
+            next_t.0.to_string(),
+        ),
+    };
+    publish::publish(&ctx.client, &publication, &crl.der).await?;
+
+    let mut done = reserved;
+    done.crl_number = Some(number);
+    done.this_update = Some(this_t);
+    done.next_update = Some(next_t.clone());
+    done.entries = i64::try_from(crl.entries).ok();
+    done.size_bytes = i64::try_from(crl.der.len()).ok();
+    done.entries_digest = Some(digest);
+    let msg = format!(
+        "CRL {number} published: {} entries, {} bytes, nextUpdate {}",
+        crl.entries,
+        crl.der.len(),
+        next_t.0
+    );
+    let mut conds = ready_conds(s);
+    conds.push(Cond::yes("Published", "Published", msg.clone()));
+    write_status(s, ctx, done.clone(), &conds, None).await?;
+    ctx.event(s, false, "CRLPublished", msg).await;
+    ctx.metrics.crl_published(
+        &ca_name,
+        crl.number,
+        crl.entries,
+        crl.der.len(),
+        next_t.0.as_second(),
+    );
+    tracing::info!(number, entries = crl.entries, "CRL published");
+    Ok(requeue_at(&done, &timing, SystemTime::now()))
+}
+
+/// `Ready` when the schedule works: True, or False `PartitionsNotSupported`.
+fn ready_conds(s: &CRLSchedule) -> Vec<Cond> {
+    if s.spec.partitions > 0 {
+        vec![Cond::no(
+            "Ready",
+            "PartitionsNotSupported",
+            "partitioned CRLs are not implemented yet; only the full CRL is published",
+        )]
+    } else {
+        vec![Cond::yes(
+            "Ready",
+            "Scheduled",
+            "CRLs are issued on schedule",
+        )]
+    }
+}
+
+/// Requeue at thisUpdate + interval (at least 1 s, at most a day from now).
+fn requeue_at(status: &CRLScheduleStatus, timing: &Timing, now: SystemTime) -> Action {
+    let at = status
+        .this_update
+        .as_ref()
+        .map(|t| from_time(t) + timing.interval)
+        .unwrap_or(now);
+    let delay = at
+        .duration_since(now)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    Action::requeue(delay.min(MAX_REQUEUE))
+}
+
+/// Apply the whole status (every field this manager owns, so none is dropped)
+/// with `conds` replacing conditions of the same type; conditional on
+/// `resource_version` when given.
+async fn write_status(
+    s: &CRLSchedule,
+    ctx: &Context,
+    mut status: CRLScheduleStatus,
+    conds: &[Cond],
+    resource_version: Option<String>,
+) -> Result<()> {
+    let generation = s.meta().generation;
+    let existing = status.conditions.clone();
+    // observedGeneration describes the CRL: it moves when a CRL is published
+    // with no attempt pending, so a spec change stays "due" until then.
+    let publishing = conds.iter().any(|c| c.type_ == "Published");
+    let all_unchanged = resource_version.is_none()
+        && conds
+            .iter()
+            .all(|c| conditions::unchanged(&existing, c, generation))
+        && s.status.as_ref() == Some(&status);
+    if all_unchanged {
+        return Ok(());
+    }
+    let mut out: Vec<_> = existing
+        .iter()
+        .filter(|c| !conds.iter().any(|n| n.type_ == c.type_))
+        .cloned()
+        .collect();
+    for c in conds {
+        out.push(conditions::build(
+            &existing,
+            c,
+            generation,
+            conditions::now(),
+        ));
+    }
+    status.conditions = out;
+    if publishing && status.crl_number == status.reserved_crl_number {
+        status.observed_generation = generation;
+    }
+    let mut body = serde_json::json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": KIND,
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    let api: Api<CRLSchedule> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube("apply CRLSchedule status"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crds::CRLScheduleSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn schedule() -> CRLSchedule {
+        let spec: CRLScheduleSpec =
+            serde_json::from_value(serde_json::json!({"caRef": {"name": "root"}})).unwrap();
+        let mut s = CRLSchedule::new("root", spec);
+        s.metadata.generation = Some(1);
+        s
+    }
+
+    fn at(t: SystemTime) -> Time {
+        Time(jiff::Timestamp::try_from(t).unwrap())
+    }
+
+    fn published(s: &mut CRLSchedule, this: SystemTime, digest: &str) {
+        s.status = Some(CRLScheduleStatus {
+            observed_generation: Some(1),
+            crl_number: Some(4),
+            reserved_crl_number: Some(4),
+            this_update: Some(at(this)),
+            next_update: Some(at(this + Duration::from_secs(36 * 3600))),
+            entries_digest: Some(digest.into()),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn defaults_follow_the_cps() {
+        let t = timing(&schedule()).unwrap();
+        assert_eq!(t.interval, Duration::from_secs(24 * 3600));
+        assert_eq!(t.validity, Duration::from_secs(36 * 3600));
+        assert_eq!(t.overlap, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn a_crl_is_due_when_none_interval_change_spec_or_interruption() {
+        let now = SystemTime::now();
+        let mut s = schedule();
+        let t = timing(&s).unwrap();
+        assert_eq!(due(&s, &t, "d", now), Some("NotYetPublished"));
+        published(&mut s, now - Duration::from_secs(3600), "d");
+        assert_eq!(due(&s, &t, "d", now), None);
+        assert_eq!(due(&s, &t, "other", now), Some("EntriesChanged"));
+        s.spec.reissue_on_change = false;
+        assert_eq!(due(&s, &t, "other", now), None);
+        assert_eq!(
+            due(&s, &t, "d", now + Duration::from_secs(23 * 3600)),
+            Some("Interval")
+        );
+        s.metadata.generation = Some(2);
+        assert_eq!(due(&s, &t, "d", now), Some("SpecChanged"));
+        s.metadata.generation = Some(1);
+        s.status.as_mut().unwrap().reserved_crl_number = Some(5);
+        assert_eq!(due(&s, &t, "d", now), Some("InterruptedAttempt"));
+    }
+
+    #[test]
+    fn the_digest_changes_with_the_entries() {
+        let empty = entries_digest(&MemoryIndex::new());
+        let e = RevokedEntry {
+            serial: Serial::from_hex("0A").unwrap(),
+            revoked_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+            reason: Reason::KeyCompromise,
+            invalidity_date: None,
+            not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(9_000_000_000),
+            partition: None,
+        };
+        let one = entries_digest(&MemoryIndex::from_entries([e.clone()]).unwrap());
+        assert_ne!(empty, one);
+        let mut held = e;
+        held.reason = Reason::CertificateHold;
+        assert_ne!(
+            one,
+            entries_digest(&MemoryIndex::from_entries([held]).unwrap())
+        );
+    }
+}
