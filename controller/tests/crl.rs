@@ -1,0 +1,389 @@
+//! End to end: CRLSchedule against a real kube-apiserver, the real
+//! `chop-controller` binary and SoftHSM2; CRLs checked with the `openssl` CLI.
+//!
+//! - `publishes_verifies_and_reissues_on_revocation`: a CA and a CRLSchedule →
+//!   CRL 1 is published as ConfigMaps, reassembled by `publish::read_crl`,
+//!   verified by `openssl crl -CAfile`; nextUpdate − thisUpdate = validity. A
+//!   certificate issued through the normal request flow is marked revoked
+//!   (the test patches its IssuedCertificate as the admin, standing in for the
+//!   Revocation reconciler) → CRL 2 within seconds lists it with keyCompromise,
+//!   and `openssl verify -crl_check` says "certificate revoked". Metrics and the
+//!   CRLPublished Event. Bad input: a schedule for an unknown CA (`UnknownCA` +
+//!   Warning Event), a second schedule for the same CA (`DuplicateSchedule`).
+//!   A >900 KiB blob is published and read back in chunks.
+//! - `crl_numbers_survive_restarts_and_crashes`: after a restart the next
+//!   number is greater; with `CHOP_TEST_CRASH_AFTER_CRL_RESERVE=1` the process
+//!   aborts after reserving, and after a restart the published number is
+//!   greater than the reserved one (never reused).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use controller::publish;
+use crds::{CRLSchedule, IssuedCertificate};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+mod common;
+use common::*;
+
+async fn create_schedule(h: &Harness, name: &str, ca: &str) {
+    let s: CRLSchedule = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CRLSchedule",
+        "metadata": {"name": name},
+        "spec": {"caRef": {"name": ca}, "interval": "1h", "validity": "36h", "overlap": "12h"}
+    }))
+    .unwrap();
+    h.api::<CRLSchedule>()
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+/// Wait until the schedule has published a CRL numbered at least `min`.
+async fn wait_published(h: &Harness, name: &str, min: i64, secs: u64) -> CRLSchedule {
+    let api = h.api::<CRLSchedule>();
+    h.wait(&format!("{name}: CRL >= {min} published"), secs, || {
+        let api = api.clone();
+        async move {
+            let s = api.get(name).await.ok()?;
+            let st = s.status.as_ref()?;
+            let published = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Published" && c.status == "True");
+            (published && st.crl_number? >= min).then_some(s)
+        }
+    })
+    .await
+}
+
+async fn wait_ready_reason(h: &Harness, name: &str, reason: &str) -> CRLSchedule {
+    let api = h.api::<CRLSchedule>();
+    h.wait(&format!("{name}: Ready=False {reason}"), 60, || {
+        let api = api.clone();
+        async move {
+            let s = api.get(name).await.ok()?;
+            let ok = s
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == reason);
+            ok.then_some(s)
+        }
+    })
+    .await
+}
+
+/// `openssl crl -inform DER -in crl -CAfile root -noout`: stderr/stdout text.
+fn openssl_crl_verify(crl: &std::path::Path, root: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-in"])
+        .arg(crl)
+        .arg("-CAfile")
+        .arg(root)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[tokio::test]
+async fn publishes_verifies_and_reissues_on_revocation() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    let ca = h.create_ca().await;
+    let root = h.write(
+        "root.pem",
+        ca.status.as_ref().unwrap().certificate.as_deref().unwrap(),
+    );
+
+    create_schedule(&h, "moica", "root").await;
+    let s = wait_published(&h, "moica", 1, 60).await;
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.crl_number, Some(1));
+    assert_eq!(st.reserved_crl_number, Some(1));
+    assert_eq!(st.entries, Some(0));
+    let this = st.this_update.clone().unwrap().0;
+    let next = st.next_update.clone().unwrap().0;
+    assert_eq!(next.as_second() - this.as_second(), 36 * 3600);
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    let client = h.env.admin();
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    assert_eq!(Some(der.len() as i64), st.size_bytes);
+    let parsed = ca::crl::parse_crl(&der).unwrap();
+    assert_eq!(parsed.number, Some(1));
+    assert_eq!(
+        parsed
+            .next_update
+            .unwrap()
+            .duration_since(parsed.this_update)
+            .unwrap(),
+        Duration::from_secs(36 * 3600)
+    );
+    let crl1 = h.path("crl1.der");
+    std::fs::write(&crl1, &der).unwrap();
+    let out = openssl_crl_verify(&crl1, &root);
+    assert!(out.contains("verify OK"), "{out}");
+    // The manifest and its labels.
+    let manifest = h.api::<ConfigMap>().get("moica-crl").await.unwrap();
+    let labels = manifest.metadata.labels.clone().unwrap();
+    assert_eq!(labels["chop.dev/crl-schedule"], "moica");
+    assert_eq!(labels["chop.dev/ca"], "root");
+    assert_eq!(labels["chop.dev/crl-number"], "1");
+    assert_eq!(manifest.data.unwrap()["number"], "1");
+
+    // Issue a certificate through the normal flow, then revoke it by patching
+    // its record (standing in for the Revocation reconciler).
+    let csr = h.csr("erin");
+    h.create_request("erin", "Signature", "ra-0100", &csr, true)
+        .await;
+    h.approve("erin").await;
+    let cr = h.wait_condition("erin", "Issued", "True", None).await;
+    let cst = cr.status.unwrap();
+    let serial = cst.serial_number.clone().unwrap();
+    let cert = h.write("erin.pem", cst.certificate.as_deref().unwrap());
+    let issued = h.api::<IssuedCertificate>();
+    let record = issued_name(&serial);
+    let revoked_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    issued
+        .patch_status(
+            &record,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "state": "Revoked",
+                "revokedAt": revoked_at.to_string(),
+                "reason": "keyCompromise",
+            }})),
+        )
+        .await
+        .unwrap();
+    issued
+        .patch(
+            &record,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"chop.dev/status": "Revoked"}}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_published(&h, "moica", 2, 30).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "CRL 2 took {took:?}");
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.crl_number, Some(2));
+    assert_eq!(st.entries, Some(1));
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    let crl2 = h.path("crl2.der");
+    std::fs::write(&crl2, &der).unwrap();
+    assert!(openssl_crl_verify(&crl2, &root).contains("verify OK"));
+    let text = openssl(
+        &["crl", "-inform", "DER", "-noout", "-text", "-in"],
+        &[&crl2],
+    );
+    assert!(text.contains(&serial), "{serial} not in\n{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+    let crl2_pem = h.path("crl2.pem");
+    openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-outform",
+            "PEM",
+            "-out",
+            crl2_pem.to_str().unwrap(),
+            "-in",
+        ],
+        &[&crl2],
+    );
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(&root)
+        .arg("-CRLfile")
+        .arg(&crl2_pem)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("certificate revoked"), "{text}");
+    // Older generations: the previous one is kept, nothing older.
+    let chunks = h
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels("chop.dev/crl-schedule=moica,chop.dev/crl-chunk"))
+        .await
+        .unwrap();
+    let mut numbers: Vec<String> = chunks
+        .items
+        .iter()
+        .map(|c| c.metadata.labels.as_ref().unwrap()["chop.dev/crl-number"].clone())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["1", "2"]);
+
+    // Metrics and the Event.
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("chop_crl_number{ca=\"root\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("chop_crl_entries{ca=\"root\"} 1"));
+    assert!(metrics.contains("chop_crl_size_bytes{ca=\"root\"}"));
+    assert!(metrics.contains("chop_crl_next_update_timestamp_seconds{ca=\"root\"}"));
+    let events = h.api::<Event>();
+    h.wait("a CRLPublished Event", 30, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("CRLPublished")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("moica")
+                        && e.note.as_deref().is_some_and(|n| n.contains("entries"))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Bad input: unknown CA; a second schedule for the same CA.
+    create_schedule(&h, "orphan", "no-such-ca").await;
+    wait_ready_reason(&h, "orphan", "UnknownCA").await;
+    h.wait("a UnknownCA Warning Event", 30, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("UnknownCA")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("orphan")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    create_schedule(&h, "second", "root").await;
+    let dup = wait_ready_reason(&h, "second", "DuplicateSchedule").await;
+    assert!(dup.status.unwrap().crl_number.is_none());
+    assert!(
+        h.api::<ConfigMap>()
+            .get_opt("second-crl")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A blob over the chunk size is published in chunks and read back intact.
+    let blob: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let manifest = publish::Manifest::of("root", 77, &blob, "t".into(), "n".into());
+    assert_eq!(manifest.chunks, 2);
+    let p = publish::Publication {
+        namespace: h.ns(),
+        schedule: "big",
+        owner: None,
+        manifest,
+    };
+    publish::publish(&client, &p, &blob).await.unwrap();
+    assert_eq!(
+        publish::read_crl(&client, h.ns(), "big").await.unwrap(),
+        blob
+    );
+    // A torn publication is refused: tamper with a chunk.
+    h.api::<ConfigMap>()
+        .patch(
+            "big-crl-77-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"binaryData": {"chunk": "AAAA"}})),
+        )
+        .await
+        .unwrap();
+    let e = publish::read_crl(&client, h.ns(), "big").await.unwrap_err();
+    assert!(e.to_string().contains("big-crl"), "{e}");
+}
+
+#[tokio::test]
+async fn crl_numbers_survive_restarts_and_crashes() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    create_schedule(&h, "moica", "root").await;
+    wait_published(&h, "moica", 1, 60).await;
+
+    // Restart, then a spec change makes the next CRL due: a higher number.
+    h.child.stop();
+    h.start(false);
+    let api = h.api::<CRLSchedule>();
+    api.patch(
+        "moica",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"interval": "2h"}})),
+    )
+    .await
+    .unwrap();
+    let s = wait_published(&h, "moica", 2, 120).await;
+    assert_eq!(s.status.unwrap().crl_number, Some(2));
+
+    // Crash right after reserving number 3.
+    h.child.stop();
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_CRL_RESERVE"));
+    api.patch(
+        "moica",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"interval": "3h"}})),
+    )
+    .await
+    .unwrap();
+    let mut child = h.child.0.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the controller did not abort after reserving\n{}", h.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success(), "{status:?}");
+    let st = api.get("moica").await.unwrap().status.unwrap();
+    assert_eq!(st.reserved_crl_number, Some(3));
+    assert_eq!(st.crl_number, Some(2));
+    let client = h.env.admin();
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(2));
+
+    // After the restart the reserved number is skipped, never reused.
+    h.start(false);
+    let s = wait_published(&h, "moica", 3, 120).await;
+    let st = s.status.unwrap();
+    assert_eq!(st.crl_number, Some(4), "{st:?}");
+    assert_eq!(st.reserved_crl_number, Some(4));
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(4));
+    assert!(h.logs().contains("InterruptedAttempt"), "{}", h.logs());
+}
