@@ -7,7 +7,9 @@
 //!   certificate issued through the normal request flow is marked revoked
 //!   (the test patches its IssuedCertificate as the admin, standing in for the
 //!   Revocation reconciler) → CRL 2 within seconds lists it with keyCompromise,
-//!   and `openssl verify -crl_check` says "certificate revoked". Metrics and the
+//!   and `openssl verify -crl_check` says "certificate revoked". A hold enters
+//!   CRL 3 as certificateHold and resuming removes it from CRL 4; the chunks
+//!   of generations before the previous one are deleted. Metrics and the
 //!   CRLPublished Event. Bad input: a schedule for an unknown CA (`UnknownCA` +
 //!   Warning Event), a second schedule for the same CA (`DuplicateSchedule`).
 //!   A >900 KiB blob is published and read back in chunks.
@@ -79,6 +81,34 @@ async fn wait_ready_reason(h: &Harness, name: &str, reason: &str) -> CRLSchedule
         }
     })
     .await
+}
+
+/// Stand in for the Revocation/Suspension reconcilers: the admin writes the
+/// record's status and `chop.dev/status` label.
+async fn set_state(h: &Harness, record: &str, state: &str, reason: Option<&str>) {
+    let issued = h.api::<IssuedCertificate>();
+    let status = match reason {
+        Some(r) => {
+            json!({"state": state, "revokedAt": jiff::Timestamp::now().to_string(), "reason": r})
+        }
+        None => json!({"state": state, "revokedAt": null, "reason": null}),
+    };
+    issued
+        .patch_status(
+            record,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+    issued
+        .patch(
+            record,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"chop.dev/status": state}}})),
+        )
+        .await
+        .unwrap();
 }
 
 /// `openssl crl -inform DER -in crl -CAfile root -noout`: stderr/stdout text.
@@ -228,6 +258,35 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     );
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("certificate revoked"), "{text}");
+    // A hold (suspension) enters the next CRL as certificateHold; resuming
+    // takes it out again (CPS §4.9.13–§4.9.17).
+    let csr = h.csr("frank");
+    h.create_request("frank", "Signature", "ra-0101", &csr, true)
+        .await;
+    h.approve("frank").await;
+    let cr = h.wait_condition("frank", "Issued", "True", None).await;
+    let held_serial = cr.status.unwrap().serial_number.unwrap();
+    let held = issued_name(&held_serial);
+    set_state(&h, &held, "Held", Some("certificateHold")).await;
+    let s = wait_published(&h, "moica", 3, 30).await;
+    assert_eq!(s.status.unwrap().entries, Some(2));
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    let crl3 = h.path("crl3.der");
+    std::fs::write(&crl3, &der).unwrap();
+    let text = openssl(
+        &["crl", "-inform", "DER", "-noout", "-text", "-in"],
+        &[&crl3],
+    );
+    assert!(text.contains(&held_serial), "{text}");
+    assert!(text.contains("Certificate Hold"), "{text}");
+    set_state(&h, &held, "Valid", None).await;
+    let s = wait_published(&h, "moica", 4, 30).await;
+    assert_eq!(s.status.unwrap().entries, Some(1));
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    let parsed = ca::crl::parse_crl(&der).unwrap();
+    assert_eq!(parsed.entries.len(), 1);
+    assert_eq!(parsed.entries[0].serial.to_hex(), serial);
+
     // Older generations: the previous one is kept, nothing older.
     let chunks = h
         .api::<ConfigMap>()
@@ -240,12 +299,12 @@ async fn publishes_verifies_and_reissues_on_revocation() {
         .map(|c| c.metadata.labels.as_ref().unwrap()["chop.dev/crl-number"].clone())
         .collect();
     numbers.sort();
-    assert_eq!(numbers, ["1", "2"]);
+    assert_eq!(numbers, ["3", "4"]);
 
     // Metrics and the Event.
     let metrics = http_get(h.metrics_port, "/metrics");
     assert!(
-        metrics.contains("chop_crl_number{ca=\"root\"} 2"),
+        metrics.contains("chop_crl_number{ca=\"root\"} 4"),
         "{metrics}"
     );
     assert!(metrics.contains("chop_crl_entries{ca=\"root\"} 1"));
