@@ -287,7 +287,9 @@ async fn collect_garbage(api: &Api<ConfigMap>, schedule: &str, current: u64) -> 
     for m in &list.items {
         if number(m).is_some_and(|n| n < previous) {
             match api.delete(&m.name_any(), &DeleteParams::default()).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
+                // Already gone (another reader's cleanup, a retry): fine.
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(Error::kube("delete old CRL chunk ConfigMap")(e)),
             }
         }

@@ -396,6 +396,16 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
     let now = SystemTime::now();
     let Some(why) = due(s, &timing, &digest, now) else {
         write_status(s, ctx, status.clone(), &ready_conds(s), None).await?;
+        // After a restart the gauges come from the record of the current CRL.
+        if let (Some(n), Some(next)) = (status.crl_number, &status.next_update) {
+            ctx.metrics.crl_published(
+                &ca_name,
+                u64::try_from(n).unwrap_or(0),
+                usize::try_from(status.entries.unwrap_or(0)).unwrap_or(0),
+                usize::try_from(status.size_bytes.unwrap_or(0)).unwrap_or(0),
+                next.0.as_second(),
+            );
+        }
         return Ok(requeue_at(&status, &timing, now));
     };
     tracing::info!(reason = why, "a new CRL is due");
