@@ -684,6 +684,77 @@ mod tests {
     }
 
     #[test]
+    fn partitions_are_reported_unsupported_and_requeue_is_at_the_interval() {
+        let mut s = schedule();
+        assert_eq!(ready_conds(&s)[0].status, conditions::TRUE);
+        s.spec.partitions = 4;
+        let c = &ready_conds(&s)[0];
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (conditions::FALSE, "PartitionsNotSupported")
+        );
+        let now = SystemTime::now();
+        published(&mut s, now - Duration::from_secs(3600), "d");
+        let t = timing(&s).unwrap();
+        let a = requeue_at(s.status.as_ref().unwrap(), &t, now);
+        assert_eq!(a, Action::requeue(Duration::from_secs(23 * 3600)));
+        // Overdue: at once (1 s), never a negative or zero delay.
+        let a = requeue_at(
+            s.status.as_ref().unwrap(),
+            &t,
+            now + Duration::from_secs(48 * 3600),
+        );
+        assert_eq!(a, Action::requeue(Duration::from_secs(1)));
+    }
+
+    fn record(state: Option<&str>, reason: Option<&str>, revoked: bool) -> IssuedCertificate {
+        let spec: crds::IssuedCertificateSpec = serde_json::from_value(serde_json::json!({
+            "caRef": {"name": "root"}, "serialNumber": "1F", "subject": "CN=x",
+            "profile": "Signature", "notBefore": "2026-01-01T00:00:00Z",
+            "notAfter": "2029-01-01T00:00:00Z", "keyFingerprint": "ab", "certificate": "PEM",
+        }))
+        .unwrap();
+        let mut ic = IssuedCertificate::new("root-1f", spec);
+        ic.metadata.namespace = Some("ns".into());
+        ic.status = Some(crds::IssuedCertificateStatus {
+            state: state.map(str::to_string),
+            reason: reason.map(str::to_string),
+            revoked_at: revoked.then(|| at(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000))),
+            invalidity_date: None,
+        });
+        ic
+    }
+
+    #[test]
+    fn register_records_become_crl_entries_fail_closed() {
+        assert!(
+            entry_of(&record(Some("Valid"), None, false))
+                .unwrap()
+                .is_none()
+        );
+        let e = entry_of(&record(Some("Revoked"), Some("keyCompromise"), true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.reason, Reason::KeyCompromise);
+        assert_eq!(e.serial.to_hex(), "1F");
+        let h = entry_of(&record(Some("Held"), None, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.reason, Reason::CertificateHold);
+        let u = entry_of(&record(Some("Revoked"), None, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.reason, Reason::Unspecified);
+        // Revoked without a time, or with an unknown reason: an error naming the record.
+        let err = entry_of(&record(Some("Revoked"), None, false)).unwrap_err();
+        assert!(
+            err.to_string().contains("IssuedCertificate/ns/root-1f"),
+            "{err}"
+        );
+        assert!(entry_of(&record(Some("Revoked"), Some("lostIt"), true)).is_err());
+    }
+
+    #[test]
     fn the_digest_changes_with_the_entries() {
         let empty = entries_digest(&MemoryIndex::new());
         let e = RevokedEntry {
