@@ -154,6 +154,16 @@ async fn publishes_verifies_and_reissues_on_revocation() {
             .any(|c| c.type_ == "Ready" && c.status == "True")
     );
 
+    // The CA shows when its next regular CRL is due (thisUpdate + interval).
+    let api = h.api::<crds::CertificateAuthority>();
+    h.wait("CA status.nextCRLTime", 30, || {
+        let api = api.clone();
+        async move {
+            let t = api.get("root").await.ok()?.status?.next_crl_time?;
+            (t.0.as_second() == this.as_second() + 3600).then_some(())
+        }
+    })
+    .await;
     let client = h.env.admin();
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     assert_eq!(Some(der.len() as i64), st.size_bytes);

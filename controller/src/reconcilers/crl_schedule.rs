@@ -12,7 +12,7 @@
 //!   yes ──► reserve number (status.reservedCRLNumber, conditional on the
 //!           resourceVersion read) → sign (HSM) → publish chunks + manifest →
 //!           status crlNumber/thisUpdate/nextUpdate/entries/sizeBytes,
-//!           Published=True, Event CRLPublished
+//!           Published=True, Event CRLPublished, CA status.nextCRLTime
 //! ```
 //!
 //! Decisions, with the text they follow:
@@ -406,6 +406,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
                 next.0.as_second(),
             );
         }
+        set_next_crl_time(ctx, &ca, &status, &timing).await?;
         return Ok(requeue_at(&status, &timing, now));
     };
     tracing::info!(reason = why, "a new CRL is due");
@@ -528,7 +529,44 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         next_t.0.as_second(),
     );
     tracing::info!(number, entries = crl.entries, "CRL published");
+    set_next_crl_time(ctx, &ca, &done, &timing).await?;
     Ok(requeue_at(&done, &timing, SystemTime::now()))
+}
+
+/// Field manager of the CA's `status.nextCRLTime`: separate from the CA
+/// reconciler's, so its whole-status applies never remove this field.
+const CA_FIELD_MANAGER: &str = "chop-controller-crl";
+
+/// Write the CA's `status.nextCRLTime` (when its next regular CRL is issued:
+/// thisUpdate + interval), if it differs.
+async fn set_next_crl_time(
+    ctx: &Context,
+    ca: &CertificateAuthority,
+    status: &CRLScheduleStatus,
+    timing: &Timing,
+) -> Result<()> {
+    let Some(this) = &status.this_update else {
+        return Ok(());
+    };
+    let at = to_time(from_time(this) + timing.interval, &object_id(ca))?;
+    if ca.status.as_ref().and_then(|s| s.next_crl_time.as_ref()) == Some(&at) {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateAuthority",
+        "status": {"nextCRLTime": at},
+    });
+    let api: Api<CertificateAuthority> =
+        Api::namespaced(ctx.client.clone(), &ca.namespace().unwrap_or_default());
+    api.patch_status(
+        &ca.name_any(),
+        &PatchParams::apply(CA_FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube("apply CertificateAuthority status.nextCRLTime"))?;
+    Ok(())
 }
 
 /// `Ready` when the schedule works: True, or False `PartitionsNotSupported`.
