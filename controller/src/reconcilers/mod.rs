@@ -4,6 +4,7 @@
 
 pub mod certificate_authority;
 pub mod certificate_request;
+pub mod revocation;
 
 use std::time::SystemTime;
 
