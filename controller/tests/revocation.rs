@@ -1,4 +1,4 @@
-//! End to end: Revocation against a real kube-apiserver with the
+//! End to end: Revocation and Suspension against a real kube-apiserver with the
 //! real `chop-controller` binary (SoftHSM2).
 //!
 //! - `revokes_every_certificate_of_the_key`: two certificates of one key and one
@@ -7,6 +7,9 @@
 //!   Revocation with another reason applies nothing (the earliest stands);
 //!   revocation by lower-case serial works; an unknown serial gets
 //!   `UnknownSerial` and a Warning Event while a good Revocation beside it applies.
+//! - `suspension_lifecycle`: hold; a duplicate Suspension is `AlreadyHeld`;
+//!   resume by `resumed: true`; hold again and resume by deletion (finalizer);
+//!   hold then revoke → Superseded; resuming it is refused; deleting it completes.
 //! - `a_crash_after_fixing_the_revocation_time_applies_exactly_it`: the
 //!   controller aborts right after writing revokedAt; after a restart the
 //!   records carry exactly that time.
@@ -15,9 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation};
+use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 mod common;
@@ -76,6 +79,17 @@ async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
     .await;
 }
 
+async fn suspend(h: &Harness, name: &str, request: &str) {
+    create::<Suspension>(
+        h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
+               "metadata": {"name": name},
+               "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": request},
+                        "requester": "Subscriber"}}),
+    )
+    .await;
+}
+
 fn has_cond(
     conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     t: &str,
@@ -97,6 +111,28 @@ async fn wait_revocation(h: &Harness, name: &str, status: &str, reason: &str) ->
             async move {
                 let r = api.get(name).await.ok()?;
                 has_cond(&r.status.as_ref()?.conditions, "Applied", status, reason).then_some(r)
+            }
+        },
+    )
+    .await
+}
+
+async fn wait_suspension(
+    h: &Harness,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Suspension {
+    let api = h.api::<Suspension>();
+    h.wait(
+        &format!("Suspension {name}: {type_}={status} {reason}"),
+        60,
+        || {
+            let api = api.clone();
+            async move {
+                let s = api.get(name).await.ok()?;
+                has_cond(&s.status.as_ref()?.conditions, type_, status, reason).then_some(s)
             }
         },
     )
@@ -246,6 +282,131 @@ async fn revokes_every_certificate_of_the_key() {
         "{metrics}"
     );
     assert!(!metrics.contains("ra-000"), "{metrics}");
+}
+
+#[tokio::test]
+async fn suspension_lifecycle() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr_c = h.csr("carol");
+    let c = issue(&h, "carol", "ra-0101", &csr_c).await;
+    let csr_d = h.csr("dan");
+    let d = issue(&h, "dan", "ra-0102", &csr_d).await;
+
+    // Hold, and a duplicate is refused by name.
+    suspend(&h, "carol-hold", "carol").await;
+    let s = wait_suspension(&h, "carol-hold", "Held", "True", "Held").await;
+    let held_at = s.status.as_ref().unwrap().held_at.clone().unwrap();
+    let r = wait_record(&h, &c, "Held").await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.reason.as_deref(), Some("certificateHold"));
+    assert_eq!(rs.revoked_at, Some(held_at));
+    assert_eq!(s.status.unwrap().serial_number.as_deref(), Some(c.as_str()));
+    suspend(&h, "carol-twice", "carol").await;
+    let dup = wait_suspension(&h, "carol-twice", "Held", "False", "AlreadyHeld").await;
+    let msg = &dup.status.unwrap().conditions[0].message;
+    assert!(msg.contains("carol-hold"), "{msg}");
+
+    // Resume by `resumed: true`.
+    h.api::<Suspension>()
+        .patch(
+            "carol-hold",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_suspension(&h, "carol-hold", "Resumed", "True", "Resumed").await;
+    assert_eq!(s.status.as_ref().unwrap().state.as_deref(), Some("Resumed"));
+    let r = wait_record(&h, &c, "Valid").await;
+    let rs = r.status.unwrap();
+    assert!(rs.revoked_at.is_none() && rs.reason.is_none(), "{rs:?}");
+
+    // Hold again, resume by deletion (the finalizer).
+    suspend(&h, "carol-hold-2", "carol").await;
+    wait_suspension(&h, "carol-hold-2", "Held", "True", "Held").await;
+    wait_record(&h, &c, "Held").await;
+    h.api::<Suspension>()
+        .delete("carol-hold-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_record(&h, &c, "Valid").await;
+    let api = h.api::<Suspension>();
+    h.wait("carol-hold-2 gone", 30, || {
+        let api = api.clone();
+        async move {
+            api.get_opt("carol-hold-2")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Hold, then revoke: the revocation supersedes; resuming is refused.
+    suspend(&h, "dan-hold", "dan").await;
+    wait_suspension(&h, "dan-hold", "Held", "True", "Held").await;
+    revoke(
+        &h,
+        "dan-revoked",
+        json!({"certificateRequestRef": {"name": "dan"}}),
+        "affiliationChanged",
+    )
+    .await;
+    wait_revocation(&h, "dan-revoked", "True", "Revoked").await;
+    let r = wait_record(&h, &d, "Revoked").await;
+    assert_eq!(
+        r.status.unwrap().reason.as_deref(),
+        Some("affiliationChanged")
+    );
+    let s = wait_suspension(&h, "dan-hold", "Held", "False", "Superseded").await;
+    assert_eq!(s.status.unwrap().state.as_deref(), Some("Superseded"));
+    h.api::<Suspension>()
+        .patch(
+            "dan-hold",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_suspension(&h, "dan-hold", "Resumed", "False", "Revoked").await;
+    let msg = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Resumed")
+        .unwrap()
+        .message;
+    assert!(msg.contains("cannot be resumed"), "{msg}");
+    assert_eq!(state(&record(&h, &d).await).1, "Revoked");
+    for name in ["dan-hold", "carol-twice", "carol-hold"] {
+        h.api::<Suspension>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    h.wait("all Suspensions gone", 30, || {
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(state(&record(&h, &d).await).1, "Revoked");
+    assert_eq!(state(&record(&h, &c).await).1, "Valid");
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("chop_suspensions_total{ca=\"root\",action=\"held\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

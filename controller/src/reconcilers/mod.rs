@@ -5,6 +5,7 @@
 pub mod certificate_authority;
 pub mod certificate_request;
 pub mod revocation;
+pub mod suspension;
 
 use std::time::SystemTime;
 
