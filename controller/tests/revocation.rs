@@ -13,6 +13,8 @@
 //! - `a_crash_after_fixing_the_revocation_time_applies_exactly_it`: the
 //!   controller aborts right after writing revokedAt; after a restart the
 //!   records carry exactly that time.
+//! - `simultaneous_revocations_of_one_key_stay_consistent`: two Revocations of
+//!   one key at once; each record carries one Revocation's time and reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -441,4 +443,52 @@ async fn a_crash_after_fixing_the_revocation_time_applies_exactly_it() {
     wait_revocation(&h, "erin-revoked", "True", "Revoked").await;
     let r = wait_record(&h, &e, "Revoked").await;
     assert_eq!(r.status.unwrap().revoked_at, Some(revoked_at));
+}
+
+/// Two Revocations of one key at once: every record ends Revoked with the time
+/// and reason of the Revocation that marked it (`chop.dev/revoked-by`), never a
+/// mix of one's time and the other's reason, and each Revocation lists it as
+/// newly or already revoked.
+#[tokio::test]
+async fn simultaneous_revocations_of_one_key_stay_consistent() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr = h.csr("frank");
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        serials.push(issue(&h, &format!("frank-{i}"), "ra-0301", &csr).await);
+    }
+    serials.sort();
+    tokio::join!(
+        revoke(
+            &h,
+            "frank-a",
+            json!({"certificateRequestRef": {"name": "frank-0"}}),
+            "keyCompromise"
+        ),
+        revoke(
+            &h,
+            "frank-b",
+            json!({"serialNumber": serials[2].to_ascii_lowercase()}),
+            "affiliationChanged"
+        ),
+    );
+    let a = wait_revocation(&h, "frank-a", "True", "Revoked").await;
+    let b = wait_revocation(&h, "frank-b", "True", "Revoked").await;
+    for s in &serials {
+        let r = wait_record(&h, s, "Revoked").await;
+        let by = r.metadata.annotations.as_ref().unwrap()["chop.dev/revoked-by"].clone();
+        let (winner, loser, reason) = if by == "frank-a" {
+            (&a, &b, "keyCompromise")
+        } else {
+            (&b, &a, "affiliationChanged")
+        };
+        let rs = r.status.unwrap();
+        let ws = winner.status.as_ref().unwrap();
+        assert_eq!(rs.reason.as_deref(), Some(reason));
+        assert_eq!(rs.revoked_at, ws.revoked_at);
+        assert!(ws.newly_revoked.contains(s));
+        assert!(loser.status.as_ref().unwrap().already_revoked.contains(s));
+    }
 }

@@ -199,12 +199,15 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
         if register::expired(r, now) {
             expired += 1;
         }
+        // Claim the record at the version read: a concurrent Revocation or
+        // Suspension makes this a Conflict, and the retry sees its mark (so
+        // the earliest revocation stands even under a race).
         let r = register::patch_labels(
             &api,
             r,
             REVOKED,
             &[(ANNOTATION_REVOKED_BY, Some(&me))],
-            None,
+            r.metadata.resource_version.as_deref(),
         )
         .await?;
         let st = IssuedCertificateStatus {
@@ -214,7 +217,8 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
             invalidity_date: rev.spec.invalidity_date.clone(),
         };
         if r.status.as_ref() != Some(&st) {
-            register::write_record_status(&api, &r, &st, None).await?;
+            register::write_record_status(&api, &r, &st, r.metadata.resource_version.as_deref())
+                .await?;
         }
         register::reflect_on_request(&ctx.client, &r, REVOKED).await;
         newly.push(serial);

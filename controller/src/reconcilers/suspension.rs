@@ -282,7 +282,15 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
         invalidity_date: None,
     };
     if record.status.as_ref() != Some(&st) {
-        register::write_record_status(&api, &record, &st, None).await?;
+        // At the version claimed: a revocation in between wins, and the
+        // retry sees it (Superseded) instead of overwriting it.
+        register::write_record_status(
+            &api,
+            &record,
+            &st,
+            record.metadata.resource_version.as_deref(),
+        )
+        .await?;
         register::reflect_on_request(&ctx.client, &record, HELD).await;
     }
     let newly = !state_is(&status, HELD);
