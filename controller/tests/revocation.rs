@@ -305,6 +305,15 @@ async fn suspension_lifecycle() {
     assert_eq!(rs.reason.as_deref(), Some("certificateHold"));
     assert_eq!(rs.revoked_at, Some(held_at));
     assert_eq!(s.status.unwrap().serial_number.as_deref(), Some(c.as_str()));
+    let cas = h.api::<CertificateAuthority>();
+    h.wait("heldCount 1", 60, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("root").await.ok()?;
+            (ca.status?.held_count == Some(1)).then_some(())
+        }
+    })
+    .await;
     suspend(&h, "carol-twice", "carol").await;
     let dup = wait_suspension(&h, "carol-twice", "Held", "False", "AlreadyHeld").await;
     let msg = &dup.status.unwrap().conditions[0].message;
