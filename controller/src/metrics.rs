@@ -7,6 +7,8 @@
 //! | `chop_reconcile_errors_total` | `kind`, `error` |
 //! | `chop_certificates_issued_total` | `ca`, `profile`, `result` |
 //! | `chop_hsm_operation_duration_seconds` | `operation` |
+//! | `chop_revocations_total` | `ca`, `reason` (certificates newly revoked) |
+//! | `chop_suspensions_total` | `ca`, `action` (`held`, `resumed`) |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -57,6 +59,24 @@ pub struct HsmLabels {
     pub operation: String,
 }
 
+/// Labels of `chop_revocations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    /// The issuing CertificateAuthority's name.
+    pub ca: String,
+    /// RFC 5280 CRLReason name (camelCase).
+    pub reason: String,
+}
+
+/// Labels of `chop_suspensions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuspensionLabels {
+    /// The issuing CertificateAuthority's name.
+    pub ca: String,
+    /// `held` or `resumed`.
+    pub action: String,
+}
+
 /// All metrics of the controller.
 #[derive(Debug)]
 pub struct Metrics {
@@ -65,6 +85,8 @@ pub struct Metrics {
     reconcile_errors: Family<ErrorLabels, Counter>,
     issued: Family<IssuedLabels, Counter>,
     hsm_duration: Family<HsmLabels, Histogram>,
+    revocations: Family<RevocationLabels, Counter>,
+    suspensions: Family<SuspensionLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -101,8 +123,22 @@ impl Default for Metrics {
             "Time spent in HSM operations",
             hsm_duration.clone(),
         );
+        let revocations = Family::<RevocationLabels, Counter>::default();
+        let suspensions = Family::<SuspensionLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Certificates newly revoked",
+            revocations.clone(),
+        );
+        registry.register(
+            "suspensions",
+            "Certificates put on hold or resumed",
+            suspensions.clone(),
+        );
         Metrics {
             registry,
+            revocations,
+            suspensions,
             reconcile_duration,
             reconcile_errors,
             issued,
@@ -151,6 +187,26 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .observe(start.elapsed().as_secs_f64());
+    }
+
+    /// Count `n` certificates newly revoked by CA `ca` for `reason`.
+    pub fn revoked(&self, ca: &str, reason: &str, n: u64) {
+        self.revocations
+            .get_or_create(&RevocationLabels {
+                ca: ca.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Count a hold or resumption (`action`: `held`, `resumed`) at CA `ca`.
+    pub fn suspension(&self, ca: &str, action: &str) {
+        self.suspensions
+            .get_or_create(&SuspensionLabels {
+                ca: ca.to_string(),
+                action: action.to_string(),
+            })
+            .inc();
     }
 
     /// Mark the controller ready (leading and watching) or not.

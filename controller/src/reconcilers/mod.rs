@@ -4,6 +4,8 @@
 
 pub mod certificate_authority;
 pub mod certificate_request;
+pub mod revocation;
+pub mod suspension;
 
 use std::time::SystemTime;
 
