@@ -23,16 +23,28 @@
 //! `get/list/patch/delete` ConfigMaps (CRL publication, [`publish`]);
 //! `list/watch` CRLSchedules, `patch` their `status`;
 //! `get/list/watch` CertificateAuthorities, CertificateRequests,
-//! IssuedCertificates; `patch` their `status`; `create` IssuedCertificates;
+//! IssuedCertificates, Revocations, Suspensions; `patch` their `status`;
+//! `create` IssuedCertificates; `list` IssuedCertificates by label selector and
+//! `patch` them (labels and annotations: `chop.dev/status`,
+//! `chop.dev/revoked-by`, `chop.dev/held-by`); `patch` Suspensions (finalizer);
 //! `create/patch` events.k8s.io Events; `get/create/update` Leases.
 //!
 //! ## Not in this slice
 //! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
 //! reliably from managedFields; it needs an admission policy that stamps the
 //! requester), renewal (`renewalOf` is only copied into the record), the
-//! responder workload, partitioned CRLs, revocation and suspension reconcilers.
-//! CRLs: see [`reconcilers::crl_schedule`] (numbers reserved before signing,
-//! ADR 0002 §3) and [`publish`] (chunked ConfigMaps, ADR 0002 §4).
+//! responder workload, partitioned CRLs.
+//!
+//! ## Revocation and suspension
+//! A [`Revocation`](reconcilers::revocation) fixes its time in its own status,
+//! then marks every record of the key pair (CPS §4.6.2, §6.3); a
+//! [`Suspension`](reconcilers::suspension) holds one certificate until resumed
+//! or deleted. Both write the IssuedCertificate's status, the single source of
+//! the CRL's and OCSP's status (§7.3).
+//!
+//! ## CRLs
+//! See [`reconcilers::crl_schedule`] (numbers reserved before signing, ADR 0002
+//! §3) and [`publish`] (chunked ConfigMaps, ADR 0002 §4).
 
 pub mod conditions;
 pub mod context;
@@ -55,8 +67,9 @@ use kube::runtime::{Controller, watcher};
 use crate::context::Context;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
 
-/// Run the CertificateAuthority, CertificateRequest and CRLSchedule controllers
-/// until their streams end (on shutdown). `namespace`: watch one namespace, or all.
+/// Run the CertificateAuthority, CertificateRequest, Revocation, Suspension
+/// and CRLSchedule controllers until their streams end (on shutdown).
+/// `namespace`: watch one namespace, or all.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let (cas, crs): (Api<CertificateAuthority>, Api<CertificateRequest>) = match namespace {
@@ -114,6 +127,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 tracing::debug!(error = %e, "CertificateRequest controller event");
             }
         });
-    let crl_controller = reconcilers::crl_schedule::run(Arc::clone(&ctx), namespace);
-    tokio::join!(ca_controller, cr_controller, crl_controller);
+    tokio::join!(
+        ca_controller,
+        cr_controller,
+        reconcilers::revocation::run(Arc::clone(&ctx), namespace),
+        reconcilers::suspension::run(Arc::clone(&ctx), namespace),
+        reconcilers::crl_schedule::run(Arc::clone(&ctx), namespace),
+    );
 }

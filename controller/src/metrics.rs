@@ -11,6 +11,8 @@
 //! | `chop_crl_entries` | `ca` |
 //! | `chop_crl_size_bytes` | `ca` |
 //! | `chop_crl_next_update_timestamp_seconds` | `ca` |
+//! | `chop_revocations_total` | `ca`, `reason` (certificates newly revoked) |
+//! | `chop_suspensions_total` | `ca`, `action` (`held`, `resumed`) |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -69,6 +71,24 @@ pub struct CaLabels {
     pub ca: String,
 }
 
+/// Labels of `chop_revocations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevocationLabels {
+    /// The issuing CertificateAuthority's name.
+    pub ca: String,
+    /// RFC 5280 CRLReason name (camelCase).
+    pub reason: String,
+}
+
+/// Labels of `chop_suspensions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuspensionLabels {
+    /// The issuing CertificateAuthority's name.
+    pub ca: String,
+    /// `held` or `resumed`.
+    pub action: String,
+}
+
 /// All metrics of the controller.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +101,8 @@ pub struct Metrics {
     crl_entries: Family<CaLabels, Gauge>,
     crl_size: Family<CaLabels, Gauge>,
     crl_next_update: Family<CaLabels, Gauge>,
+    revocations: Family<RevocationLabels, Counter>,
+    suspensions: Family<SuspensionLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -141,12 +163,26 @@ impl Default for Metrics {
             "nextUpdate of the CA's current full CRL (Unix time)",
             crl_next_update.clone(),
         );
+        let revocations = Family::<RevocationLabels, Counter>::default();
+        let suspensions = Family::<SuspensionLabels, Counter>::default();
+        registry.register(
+            "revocations",
+            "Certificates newly revoked",
+            revocations.clone(),
+        );
+        registry.register(
+            "suspensions",
+            "Certificates put on hold or resumed",
+            suspensions.clone(),
+        );
         Metrics {
             registry,
             crl_number,
             crl_entries,
             crl_size,
             crl_next_update,
+            revocations,
+            suspensions,
             reconcile_duration,
             reconcile_errors,
             issued,
@@ -212,6 +248,26 @@ impl Metrics {
         self.crl_entries.get_or_create(&l).set(n(entries as u64));
         self.crl_size.get_or_create(&l).set(n(size as u64));
         self.crl_next_update.get_or_create(&l).set(next_update);
+    }
+
+    /// Count `n` certificates newly revoked by CA `ca` for `reason`.
+    pub fn revoked(&self, ca: &str, reason: &str, n: u64) {
+        self.revocations
+            .get_or_create(&RevocationLabels {
+                ca: ca.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    /// Count a hold or resumption (`action`: `held`, `resumed`) at CA `ca`.
+    pub fn suspension(&self, ca: &str, action: &str) {
+        self.suspensions
+            .get_or_create(&SuspensionLabels {
+                ca: ca.to_string(),
+                action: action.to_string(),
+            })
+            .inc();
     }
 
     /// Mark the controller ready (leading and watching) or not.

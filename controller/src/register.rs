@@ -11,9 +11,10 @@ use crds::common::LocalObjectReference;
 use crds::issued_certificate::{
     LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_STATUS, LABEL_SUBSCRIBER_ID,
 };
-use crds::{IssuedCertificate, IssuedCertificateSpec};
+use crds::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
 use der::Encode;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 
 use crate::error::{Error, Result};
 use crate::reconcilers::to_time;
@@ -112,4 +113,223 @@ pub async fn commit(
             .map_err(Error::kube("get IssuedCertificate")),
         Err(e) => Err(Error::kube("create IssuedCertificate")(e)),
     }
+}
+
+/// Annotation on a record naming the Revocation that revoked it.
+pub const ANNOTATION_REVOKED_BY: &str = "chop.dev/revoked-by";
+/// Annotation on a record naming the Suspension that holds it.
+pub const ANNOTATION_HELD_BY: &str = "chop.dev/held-by";
+
+/// `Valid`.
+pub const VALID: &str = "Valid";
+/// `Held`.
+pub const HELD: &str = "Held";
+/// `Revoked`.
+pub const REVOKED: &str = "Revoked";
+
+/// Whether the record is revoked (by its status or its label: the label is
+/// written first, so either one means a revocation is under way or done).
+pub fn is_revoked(record: &IssuedCertificate) -> bool {
+    record.status.as_ref().and_then(|s| s.state.as_deref()) == Some(REVOKED)
+        || label(record, LABEL_STATUS) == Some(REVOKED)
+}
+
+/// A label of the record.
+pub fn label<'a>(record: &'a IssuedCertificate, key: &str) -> Option<&'a str> {
+    record
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+/// An annotation of the record.
+pub fn annotation<'a>(record: &'a IssuedCertificate, key: &str) -> Option<&'a str> {
+    record
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+/// Whether the certificate's notAfter has passed at `now`.
+pub fn expired(record: &IssuedCertificate, now: std::time::SystemTime) -> bool {
+    crate::reconcilers::from_time(&record.spec.not_after) <= now
+}
+
+/// The certificate a Revocation or Suspension names, once resolved.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// The CA's record of the certificate.
+    Found(Box<IssuedCertificate>),
+    /// The named CertificateRequest does not exist.
+    RequestNotFound,
+    /// The named CertificateRequest has no certificate yet.
+    NotIssued,
+    /// No record of that serial number at that CA (or the serial is not hex).
+    UnknownSerial,
+}
+
+/// Find the record of the certificate named by `request` (its status'
+/// serialNumber) or by `serial` (hex, either case) at CA `ca` in `ns`.
+pub async fn resolve(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    request: Option<&LocalObjectReference>,
+    serial: Option<&str>,
+) -> Result<Target> {
+    let serial = match (request, serial) {
+        (Some(r), _) => {
+            let crs: Api<crds::CertificateRequest> = Api::namespaced(client.clone(), ns);
+            let Some(cr) = crs
+                .get_opt(&r.name)
+                .await
+                .map_err(Error::kube("get CertificateRequest"))?
+            else {
+                return Ok(Target::RequestNotFound);
+            };
+            if cr.spec.ca_ref.name != ca {
+                return Ok(Target::UnknownSerial);
+            }
+            match cr
+                .status
+                .as_ref()
+                .filter(|s| s.certificate.is_some())
+                .and_then(|s| s.serial_number.clone())
+            {
+                Some(s) => s,
+                None => return Ok(Target::NotIssued),
+            }
+        }
+        (None, Some(s)) => s.to_string(),
+        (None, None) => return Ok(Target::UnknownSerial),
+    };
+    let Ok(serial) = Serial::from_hex(&serial) else {
+        return Ok(Target::UnknownSerial);
+    };
+    let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+    match api
+        .get_opt(&record_name(ca, &serial))
+        .await
+        .map_err(Error::kube("get IssuedCertificate"))?
+    {
+        Some(r) if r.spec.ca_ref.name == ca => Ok(Target::Found(Box::new(r))),
+        _ => Ok(Target::UnknownSerial),
+    }
+}
+
+/// Every record of CA `ca` whose key-fingerprint label equals `record`'s (the
+/// certificates sharing its key pair, CPS §4.6.2, §6.3), `record` included.
+pub async fn same_key(
+    api: &Api<IssuedCertificate>,
+    ca: &str,
+    record: &IssuedCertificate,
+) -> Result<Vec<IssuedCertificate>> {
+    let Some(fp) = label(record, LABEL_KEY_FINGERPRINT) else {
+        return Ok(vec![record.clone()]);
+    };
+    let mut all = api
+        .list(
+            &ListParams::default().labels(&format!("{LABEL_CA}={ca},{LABEL_KEY_FINGERPRINT}={fp}")),
+        )
+        .await
+        .map_err(Error::kube("list IssuedCertificates"))?
+        .items;
+    if !all.iter().any(|r| r.metadata.name == record.metadata.name) {
+        all.push(record.clone());
+    }
+    all.sort_by(|a, b| a.spec.serial_number.cmp(&b.spec.serial_number));
+    Ok(all)
+}
+
+/// Patch the record's `chop.dev/status` label and the given annotations (`None`
+/// removes one) with a merge patch. With `resource_version`, the patch only
+/// applies to that version (409 Conflict otherwise): used to claim a record.
+pub async fn patch_labels(
+    api: &Api<IssuedCertificate>,
+    record: &IssuedCertificate,
+    state: &str,
+    annotations: &[(&str, Option<&str>)],
+    resource_version: Option<&str>,
+) -> Result<IssuedCertificate> {
+    let ann: serde_json::Map<String, serde_json::Value> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
+        .collect();
+    let mut meta = serde_json::json!({
+        "labels": { LABEL_STATUS: state },
+        "annotations": ann,
+    });
+    if let Some(rv) = resource_version {
+        meta["resourceVersion"] = serde_json::json!(rv);
+    }
+    api.patch(
+        &record.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "metadata": meta })),
+    )
+    .await
+    .map_err(Error::kube("patch IssuedCertificate labels"))
+}
+
+/// Write the record's status by server-side apply (field manager
+/// `chop-controller`, so fields left out, e.g. `revokedAt` on resumption, are
+/// removed). With `resource_version`, only if the record is still at it.
+pub async fn write_record_status(
+    api: &Api<IssuedCertificate>,
+    record: &IssuedCertificate,
+    status: &IssuedCertificateStatus,
+    resource_version: Option<&str>,
+) -> Result<IssuedCertificate> {
+    let mut body = serde_json::json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "IssuedCertificate",
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    api.patch_status(
+        &record.name_any(),
+        &PatchParams::apply(crate::context::FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube("apply IssuedCertificate status"))
+}
+
+/// Mirror the record's state into `certificateStatus` of the CertificateRequest
+/// it was issued for, if that still exists (merge patch: the request's
+/// reconciler never writes this field, so its server-side applies keep it).
+pub async fn reflect_on_request(client: &kube::Client, record: &IssuedCertificate, state: &str) {
+    let (Some(ns), Some(req)) = (record.namespace(), record.spec.request_ref.as_ref()) else {
+        return;
+    };
+    let api: Api<crds::CertificateRequest> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({ "status": { "certificateStatus": state } });
+    let params = PatchParams {
+        field_manager: Some(crate::context::FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&req.name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(error = %e, request = %req.name, "could not mirror the certificate status on its request");
+        }
+    }
+}
+
+/// Now, truncated to whole seconds (CRL and OCSP times have second precision).
+pub fn now_seconds() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let now = jiff::Timestamp::now();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+    )
 }

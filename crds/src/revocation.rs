@@ -110,4 +110,11 @@ pub struct RevocationStatus {
     /// Every serial number revoked by this object (the named one and all that share its key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serial_numbers: Vec<String>,
+    /// The serial numbers this object revoked (they carry its time and reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub newly_revoked: Vec<String>,
+    /// The serial numbers that were already revoked: the earliest revocation
+    /// stands, with its own time and reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub already_revoked: Vec<String>,
 }

@@ -267,13 +267,29 @@ async fn ready(
         &id,
     )?);
     let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &namespace(ca));
-    let count = issued
+    let records = issued
         .list_metadata(&ListParams::default().labels(&format!("{LABEL_CA}={}", ca.name_any())))
         .await
         .map_err(Error::kube("list IssuedCertificates"))?
-        .items
-        .len();
-    status.issued_count = Some(i64::try_from(count).unwrap_or(i64::MAX));
+        .items;
+    // Revoked and held counts from the `chop.dev/status` label the Revocation
+    // and Suspension reconcilers maintain.
+    let count_of = |state: &str| {
+        let n = records
+            .iter()
+            .filter(|r| {
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crds::issued_certificate::LABEL_STATUS))
+                    .is_some_and(|s| s == state)
+            })
+            .count();
+        Some(i64::try_from(n).unwrap_or(i64::MAX))
+    };
+    status.issued_count = Some(i64::try_from(records.len()).unwrap_or(i64::MAX));
+    status.revoked_count = count_of(crate::register::REVOKED);
+    status.held_count = count_of(crate::register::HELD);
     let was_ready = conditions::is_true(&status.conditions, "Ready");
     let conds = [
         Cond::yes("KeyReady", "KeyFound", "the CA key is in the token"),

@@ -5,6 +5,8 @@
 pub mod certificate_authority;
 pub mod certificate_request;
 pub mod crl_schedule;
+pub mod revocation;
+pub mod suspension;
 
 use std::time::SystemTime;
 

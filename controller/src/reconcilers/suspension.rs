@@ -1,0 +1,494 @@
+//! Suspension reconciler: put one certificate on hold (CRL and OCSP reason
+//! certificateHold, CPS §4.9.13–§4.9.17) until `resumed: true` or deletion.
+//!
+//! ```text
+//! deleted or resumed ─► record held by this Suspension → Valid, Event Resumed
+//!                       record revoked meanwhile       → Resumed=False Revoked (refused;
+//!                                                        a deletion still completes)
+//! otherwise:
+//!   request missing / not issued / unknown serial ─► Held=False <reason> (re-checked / Warning)
+//!   record revoked   ─► state Superseded (if this object held it), else Failed Revoked
+//!   notAfter passed  ─► state Expired (the hold ends at expiry)
+//!   held by another Suspension ─► Held=False AlreadyHeld naming it (bad input, not retried)
+//!   otherwise claim the record (label Held + annotation chop.dev/held-by, conditional on
+//!   the resourceVersion read, so two Suspensions cannot both hold it), write its status
+//!   {Held, revokedAt = hold time, certificateHold} → state Held, Event Held;
+//!   re-check at notAfter.
+//! ```
+//!
+//! Only the named certificate is held, not the other certificates of its key
+//! pair: CPS §4.9.13 concerns a certificate, unlike revocation (§4.6.2, §6.3),
+//! which reaches every certificate of the key. A finalizer makes deletion
+//! resume the certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crds::issued_certificate::IssuedCertificateStatus;
+use crds::{IssuedCertificate, Suspension, SuspensionStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::from_time;
+use crate::conditions::{self, Cond};
+use crate::context::{Context, FIELD_MANAGER, object_id};
+use crate::error::{Error, Result};
+use crate::register::{self, ANNOTATION_HELD_BY, HELD, Target, VALID};
+
+/// Kind label in metrics and spans.
+pub const KIND: &str = "Suspension";
+
+/// The finalizer that resumes a held certificate when its Suspension is deleted.
+pub const FINALIZER: &str = "chop.dev/suspension";
+
+/// RFC 5280 reason of a hold.
+const CERTIFICATE_HOLD: &str = "certificateHold";
+
+/// The longest single requeue delay.
+const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+
+/// Condition types this controller writes.
+const OWN_CONDITIONS: [&str; 2] = ["Held", "Resumed"];
+
+/// Reconcile one Suspension.
+pub async fn reconcile(s: Arc<Suspension>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let span = tracing::info_span!("reconcile", kind = KIND, namespace = %s.namespace().unwrap_or_default(), name = %s.name_any());
+    let id = object_id(s.as_ref());
+    let action = async {
+        let api: Api<Suspension> =
+            Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+        let Some(current) = api
+            .get_opt(&s.name_any())
+            .await
+            .map_err(Error::kube("get Suspension"))?
+        else {
+            return Ok(Action::await_change());
+        };
+        finalizer::finalizer(&api, FINALIZER, Arc::new(current), |event| async {
+            match event {
+                Finalizer::Apply(s) if s.spec.resumed => resume(&s, &ctx, false).await,
+                Finalizer::Apply(s) => hold(&s, &ctx).await,
+                Finalizer::Cleanup(s) => resume(&s, &ctx, true).await,
+            }
+        })
+        .await
+        .map_err(|e| from_finalizer(e, &id))
+    }
+    .instrument(span)
+    .await
+    .map_err(|e| e.about(&id))?;
+    ctx.reset_backoff(&s.uid().unwrap_or_default());
+    Ok(action)
+}
+
+fn from_finalizer(e: finalizer::Error<Error>, object: &str) -> Error {
+    match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) => Error::kube("add Suspension finalizer")(e),
+        finalizer::Error::RemoveFinalizer(e) => Error::kube("remove Suspension finalizer")(e),
+        other => Error::Invalid {
+            object: object.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Count the error and requeue with backoff.
+pub fn error_policy(s: Arc<Suspension>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(KIND, error.metric_label());
+    let delay = ctx.backoff(&s.uid().unwrap_or_default());
+    tracing::warn!(name = %s.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn target(s: &Suspension, ctx: &Context) -> Result<Target> {
+    register::resolve(
+        &ctx.client,
+        &s.namespace().unwrap_or_default(),
+        &s.spec.ca_ref.name,
+        s.spec.certificate_request_ref.as_ref(),
+        s.spec.serial_number.as_deref(),
+    )
+    .await
+}
+
+fn state_is(status: &SuspensionStatus, state: &str) -> bool {
+    status.state.as_deref() == Some(state)
+}
+
+/// Re-check at notAfter (at least daily), when a hold ends by itself.
+fn until_expiry(record: &IssuedCertificate) -> Action {
+    let d = from_time(&record.spec.not_after)
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Action::requeue((d + Duration::from_secs(1)).min(MAX_REQUEUE))
+}
+
+async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
+    let mut status = s.status.clone().unwrap_or_default();
+    let generation = s.meta().generation;
+    if state_is(&status, "Superseded") || state_is(&status, "Expired") {
+        return Ok(Action::await_change());
+    }
+    if conditions::find(&status.conditions, "Held").is_some_and(|c| {
+        c.status == conditions::FALSE
+            && matches!(
+                c.reason.as_str(),
+                "UnknownSerial" | "AlreadyHeld" | "Revoked" | "Expired"
+            )
+            && c.observed_generation == generation
+    }) {
+        return Ok(Action::await_change());
+    }
+    let record = match target(s, ctx).await? {
+        Target::Found(r) => r,
+        Target::RequestNotFound => {
+            let cond = Cond::no(
+                "Held",
+                "RequestNotFound",
+                "the CertificateRequest named by certificateRequestRef does not exist",
+            );
+            write_status(s, ctx, status, &[cond]).await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+        Target::NotIssued => {
+            let cond = Cond::no(
+                "Held",
+                "NotIssued",
+                "the CertificateRequest has no certificate yet",
+            );
+            write_status(s, ctx, status, &[cond]).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Target::UnknownSerial => {
+            let msg = format!(
+                "CertificateAuthority {:?} has no record of that certificate",
+                s.spec.ca_ref.name
+            );
+            status.state = Some("Failed".into());
+            write_status(
+                s,
+                ctx,
+                status,
+                &[Cond::no("Held", "UnknownSerial", msg.clone())],
+            )
+            .await?;
+            ctx.event(s, true, "UnknownSerial", msg).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let me = s.name_any();
+    let ca = s.spec.ca_ref.name.clone();
+    status.serial_number = Some(record.spec.serial_number.clone());
+    let held_by = register::annotation(&record, ANNOTATION_HELD_BY).map(str::to_string);
+    let mine = held_by.as_deref() == Some(me.as_str());
+    if register::is_revoked(&record) {
+        let (state, cond) = if state_is(&status, HELD) || mine {
+            (
+                "Superseded",
+                Cond::no(
+                    "Held",
+                    "Superseded",
+                    "the certificate was revoked while held; the revocation supersedes the hold",
+                ),
+            )
+        } else {
+            (
+                "Failed",
+                Cond::no(
+                    "Held",
+                    "Revoked",
+                    "the certificate is revoked; a revoked certificate cannot be held",
+                ),
+            )
+        };
+        let warning = state == "Failed";
+        status.state = Some(state.into());
+        write_status(s, ctx, status, std::slice::from_ref(&cond)).await?;
+        ctx.event(s, warning, &cond.reason, cond.message).await;
+        return Ok(Action::await_change());
+    }
+    if register::expired(&record, SystemTime::now()) {
+        let (state, cond) = if mine {
+            (
+                "Expired",
+                Cond::no(
+                    "Held",
+                    "Expired",
+                    "the certificate expired; the hold ended with it",
+                ),
+            )
+        } else {
+            (
+                "Failed",
+                Cond::no("Held", "Expired", "the certificate has expired"),
+            )
+        };
+        status.state = Some(state.into());
+        write_status(s, ctx, status, &[cond]).await?;
+        return Ok(Action::await_change());
+    }
+    match held_by {
+        Some(other) if other != me => {
+            let msg = format!("the certificate is already held by Suspension {other:?}");
+            status.state = Some("Failed".into());
+            write_status(
+                s,
+                ctx,
+                status,
+                &[Cond::no("Held", "AlreadyHeld", msg.clone())],
+            )
+            .await?;
+            ctx.event(s, true, "AlreadyHeld", msg).await;
+            return Ok(Action::await_change());
+        }
+        _ => {}
+    }
+    // Claim the record (conditional on the version read), then its status.
+    let api: Api<IssuedCertificate> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    let held_at = status
+        .held_at
+        .clone()
+        .or_else(|| {
+            record
+                .status
+                .as_ref()
+                .filter(|_| mine)
+                .and_then(|st| st.revoked_at.clone())
+        })
+        .unwrap_or_else(register::now_seconds);
+    let record =
+        if mine && register::label(&record, crds::issued_certificate::LABEL_STATUS) == Some(HELD) {
+            *record
+        } else {
+            register::patch_labels(
+                &api,
+                &record,
+                HELD,
+                &[(ANNOTATION_HELD_BY, Some(&me))],
+                record.metadata.resource_version.as_deref(),
+            )
+            .await?
+        };
+    let st = IssuedCertificateStatus {
+        state: Some(HELD.into()),
+        revoked_at: Some(held_at.clone()),
+        reason: Some(CERTIFICATE_HOLD.into()),
+        invalidity_date: None,
+    };
+    if record.status.as_ref() != Some(&st) {
+        // At the version claimed: a revocation in between wins, and the
+        // retry sees it (Superseded) instead of overwriting it.
+        register::write_record_status(
+            &api,
+            &record,
+            &st,
+            record.metadata.resource_version.as_deref(),
+        )
+        .await?;
+        register::reflect_on_request(&ctx.client, &record, HELD).await;
+    }
+    let newly = !state_is(&status, HELD);
+    status.state = Some(HELD.into());
+    status.held_at = Some(held_at);
+    write_status(
+        s,
+        ctx,
+        status,
+        &[Cond::yes(
+            "Held",
+            "Held",
+            "the certificate is on hold (certificateHold)",
+        )],
+    )
+    .await?;
+    if newly {
+        ctx.metrics.suspension(&ca, "held");
+        ctx.event(s, false, "Held", "the certificate is on hold".into())
+            .await;
+    }
+    Ok(until_expiry(&record))
+}
+
+/// Resume the certificate (`resumed: true`, or `deleting`: the finalizer).
+async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action> {
+    let mut status = s.status.clone().unwrap_or_default();
+    if state_is(&status, "Resumed") && !deleting {
+        return Ok(Action::await_change());
+    }
+    let record = match target(s, ctx).await? {
+        Target::Found(r) => Some(r),
+        _ => None,
+    };
+    let me = s.name_any();
+    let ca = s.spec.ca_ref.name.clone();
+    let Some(record) =
+        record.filter(|r| register::annotation(r, ANNOTATION_HELD_BY) == Some(me.as_str()))
+    else {
+        // This object never held the certificate: nothing to undo.
+        if !deleting {
+            status.state = Some("Resumed".into());
+            let cond = Cond::no(
+                "Resumed",
+                "NotHeld",
+                "this Suspension does not hold the certificate; nothing to resume",
+            );
+            write_status(s, ctx, status, &[cond]).await?;
+        }
+        return Ok(Action::await_change());
+    };
+    if register::is_revoked(&record) {
+        if !deleting {
+            status.state = Some("Superseded".into());
+            let cond = Cond::no(
+                "Resumed",
+                "Revoked",
+                "a revoked certificate cannot be resumed: the revocation superseded the hold",
+            );
+            write_status(
+                s,
+                ctx,
+                status,
+                &[
+                    cond,
+                    Cond::no(
+                        "Held",
+                        "Superseded",
+                        "the certificate was revoked while held; the revocation supersedes the hold",
+                    ),
+                ],
+            )
+            .await?;
+            ctx.event(
+                s,
+                true,
+                "ResumeRefused",
+                "a revoked certificate cannot be resumed".into(),
+            )
+            .await;
+        }
+        return Ok(Action::await_change());
+    }
+    let api: Api<IssuedCertificate> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    // Status first, conditional on the version read: a revocation landing in
+    // between makes this fail and the retry sees it.
+    let st = IssuedCertificateStatus {
+        state: Some(VALID.into()),
+        ..IssuedCertificateStatus::default()
+    };
+    let record = register::write_record_status(
+        &api,
+        &record,
+        &st,
+        record.metadata.resource_version.as_deref(),
+    )
+    .await?;
+    register::patch_labels(&api, &record, VALID, &[(ANNOTATION_HELD_BY, None)], None).await?;
+    register::reflect_on_request(&ctx.client, &record, VALID).await;
+    ctx.metrics.suspension(&ca, "resumed");
+    ctx.event(s, false, "Resumed", "the certificate is valid again".into())
+        .await;
+    if !deleting {
+        status.state = Some("Resumed".into());
+        status.resumed_at = Some(register::now_seconds());
+        write_status(
+            s,
+            ctx,
+            status,
+            &[
+                Cond::yes("Resumed", "Resumed", "the certificate is valid again"),
+                Cond::no("Held", "Resumed", "the hold was lifted"),
+            ],
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    s: &Suspension,
+    ctx: &Context,
+    mut status: SuspensionStatus,
+    conds: &[Cond],
+) -> Result<()> {
+    let generation = s.meta().generation;
+    let existing = status.conditions.clone();
+    if conds
+        .iter()
+        .all(|c| conditions::unchanged(&existing, c, generation))
+        && s.status.as_ref() == Some(&status)
+    {
+        return Ok(());
+    }
+    let mut own: Vec<_> = existing
+        .iter()
+        .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .filter(|c| !conds.iter().any(|n| n.type_ == c.type_))
+        .cloned()
+        .collect();
+    for c in conds {
+        own.push(conditions::build(
+            &existing,
+            c,
+            generation,
+            conditions::now(),
+        ));
+    }
+    status.conditions = own;
+    status.observed_generation = generation;
+    let body = serde_json::json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": KIND,
+        "status": status,
+    });
+    let api: Api<Suspension> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    api.patch_status(
+        &s.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube("apply Suspension status"))?;
+    Ok(())
+}
+
+/// Run the Suspension controller until its stream ends. A change of an
+/// IssuedCertificate (e.g. its revocation) re-examines the Suspension that
+/// holds it (annotation `chop.dev/held-by`).
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
+    use futures::StreamExt;
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::{Controller, watcher};
+    let client = ctx.client.clone();
+    let (api, issued): (Api<Suspension>, Api<IssuedCertificate>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    Controller::new(api, watcher::Config::default())
+        .watches(
+            issued,
+            watcher::Config::default(),
+            |ic: IssuedCertificate| {
+                let ns = ic.namespace().unwrap_or_default();
+                register::annotation(&ic, ANNOTATION_HELD_BY)
+                    .map(|s| ObjectRef::<Suspension>::new(s).within(&ns))
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "Suspension controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,503 @@
+//! End to end: Revocation and Suspension against a real kube-apiserver with the
+//! real `chop-controller` binary (SoftHSM2).
+//!
+//! - `revokes_every_certificate_of_the_key`: two certificates of one key and one
+//!   of another; revoking one by request name revokes both of the key with the
+//!   same time and reason (CPS §4.6.2, §6.3), the other stays Valid; a second
+//!   Revocation with another reason applies nothing (the earliest stands);
+//!   revocation by lower-case serial works; an unknown serial gets
+//!   `UnknownSerial` and a Warning Event while a good Revocation beside it applies.
+//! - `suspension_lifecycle`: hold; a duplicate Suspension is `AlreadyHeld`;
+//!   resume by `resumed: true`; hold again and resume by deletion (finalizer);
+//!   hold then revoke → Superseded; resuming it is refused; deleting it completes.
+//! - `a_crash_after_fixing_the_revocation_time_applies_exactly_it`: the
+//!   controller aborts right after writing revokedAt; after a restart the
+//!   records carry exactly that time.
+//! - `simultaneous_revocations_of_one_key_stay_consistent`: two Revocations of
+//!   one key at once; each record carries one Revocation's time and reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+mod common;
+use common::*;
+
+/// Create, approve and wait for a request; its serial (upper-case hex).
+async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> String {
+    h.create_request(name, "Signature", reference, csr, true)
+        .await;
+    h.approve(name).await;
+    let cr = h
+        .wait_condition(name, "Issued", "True", Some("Issued"))
+        .await;
+    cr.status.unwrap().serial_number.unwrap()
+}
+
+async fn record(h: &Harness, serial: &str) -> IssuedCertificate {
+    h.api::<IssuedCertificate>()
+        .get(&issued_name(serial))
+        .await
+        .unwrap()
+}
+
+fn state(r: &IssuedCertificate) -> (Option<String>, String) {
+    (
+        r.status.as_ref().and_then(|s| s.state.clone()),
+        r.metadata.labels.as_ref().unwrap()["chop.dev/status"].clone(),
+    )
+}
+
+async fn create<K>(h: &Harness, body: Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(body).unwrap();
+    h.api::<K>()
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
+    let mut spec = json!({"caRef": {"name": "root"}, "reason": reason, "requester": "Subscriber"});
+    for (k, v) in target.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    create::<Revocation>(
+        h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
+               "metadata": {"name": name}, "spec": spec}),
+    )
+    .await;
+}
+
+async fn suspend(h: &Harness, name: &str, request: &str) {
+    create::<Suspension>(
+        h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
+               "metadata": {"name": name},
+               "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": request},
+                        "requester": "Subscriber"}}),
+    )
+    .await;
+}
+
+fn has_cond(
+    conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+    s: &str,
+    r: &str,
+) -> bool {
+    conds
+        .iter()
+        .any(|c| c.type_ == t && c.status == s && c.reason == r)
+}
+
+async fn wait_revocation(h: &Harness, name: &str, status: &str, reason: &str) -> Revocation {
+    let api = h.api::<Revocation>();
+    h.wait(
+        &format!("Revocation {name}: Applied={status} {reason}"),
+        60,
+        || {
+            let api = api.clone();
+            async move {
+                let r = api.get(name).await.ok()?;
+                has_cond(&r.status.as_ref()?.conditions, "Applied", status, reason).then_some(r)
+            }
+        },
+    )
+    .await
+}
+
+async fn wait_suspension(
+    h: &Harness,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Suspension {
+    let api = h.api::<Suspension>();
+    h.wait(
+        &format!("Suspension {name}: {type_}={status} {reason}"),
+        60,
+        || {
+            let api = api.clone();
+            async move {
+                let s = api.get(name).await.ok()?;
+                has_cond(&s.status.as_ref()?.conditions, type_, status, reason).then_some(s)
+            }
+        },
+    )
+    .await
+}
+
+async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertificate {
+    h.wait(&format!("record {serial} {want}"), 60, || async move {
+        let r = record(h, serial).await;
+        let (st, label) = state(&r);
+        (st.as_deref().unwrap_or("Valid") == want && label == want).then_some(r)
+    })
+    .await
+}
+
+async fn warning_event(h: &Harness, object: &str, reason: &str) {
+    let events: Api<Event> = h.api();
+    h.wait(&format!("Warning {reason} for {object}"), 30, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revokes_every_certificate_of_the_key() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr = h.csr("alice");
+    let a1 = issue(&h, "alice-1", "ra-0001", &csr).await;
+    // The same key again (as a renewal would be).
+    let a2 = issue(&h, "alice-2", "ra-0001", &csr).await;
+    let other = h.csr("bob");
+    let b = issue(&h, "bob", "ra-0002", &other).await;
+    assert_ne!(a1, a2);
+
+    revoke(
+        &h,
+        "alice-compromised",
+        json!({"certificateRequestRef": {"name": "alice-1"},
+               "invalidityDate": "2026-01-02T03:04:05Z"}),
+        "keyCompromise",
+    )
+    .await;
+    let rev = wait_revocation(&h, "alice-compromised", "True", "Revoked").await;
+    let st = rev.status.unwrap();
+    let revoked_at = st.revoked_at.clone().unwrap();
+    assert_eq!(revoked_at.0.subsec_nanosecond(), 0, "whole seconds");
+    let mut both = vec![a1.clone(), a2.clone()];
+    both.sort();
+    assert_eq!(st.serial_numbers, both);
+    assert_eq!(st.newly_revoked, both);
+    assert!(st.already_revoked.is_empty());
+    for s in [&a1, &a2] {
+        let r = wait_record(&h, s, "Revoked").await;
+        let rs = r.status.unwrap();
+        assert_eq!(rs.revoked_at.as_ref(), Some(&revoked_at));
+        assert_eq!(rs.reason.as_deref(), Some("keyCompromise"));
+        assert_eq!(
+            rs.invalidity_date.unwrap().0.to_string(),
+            "2026-01-02T03:04:05Z"
+        );
+    }
+    assert_eq!(state(&record(&h, &b).await), (None, "Valid".to_string()));
+    let cr = h.api::<CertificateRequest>().get("alice-2").await.unwrap();
+    assert_eq!(
+        cr.status.unwrap().certificate_status.as_deref(),
+        Some("Revoked")
+    );
+
+    // Again, by lower-case serial and another reason: the earliest stands.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    revoke(
+        &h,
+        "alice-again",
+        json!({"serialNumber": a2.to_ascii_lowercase()}),
+        "superseded",
+    )
+    .await;
+    let again = wait_revocation(&h, "alice-again", "True", "Revoked").await;
+    let st2 = again.status.unwrap();
+    assert_eq!(st2.already_revoked, both);
+    assert!(st2.newly_revoked.is_empty());
+    assert_ne!(st2.revoked_at, Some(revoked_at.clone()));
+    for s in [&a1, &a2] {
+        let rs = record(&h, s).await.status.unwrap();
+        assert_eq!(rs.revoked_at.as_ref(), Some(&revoked_at));
+        assert_eq!(rs.reason.as_deref(), Some("keyCompromise"));
+    }
+
+    // An unknown serial fails alone; a good Revocation beside it applies.
+    revoke(
+        &h,
+        "nobody",
+        json!({"serialNumber": "0badc0de"}),
+        "unspecified",
+    )
+    .await;
+    revoke(
+        &h,
+        "bob-leaves",
+        json!({"serialNumber": b.to_ascii_lowercase()}),
+        "cessationOfOperation",
+    )
+    .await;
+    wait_revocation(&h, "nobody", "False", "UnknownSerial").await;
+    warning_event(&h, "nobody", "UnknownSerial").await;
+    wait_revocation(&h, "bob-leaves", "True", "Revoked").await;
+    let rb = wait_record(&h, &b, "Revoked").await;
+    assert_eq!(
+        rb.status.unwrap().reason.as_deref(),
+        Some("cessationOfOperation")
+    );
+
+    // Deleting a Revocation changes nothing.
+    h.api::<Revocation>()
+        .delete("alice-compromised", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(state(&record(&h, &a1).await).1, "Revoked");
+
+    // The CA counts them; the metric too.
+    let cas = h.api::<CertificateAuthority>();
+    h.wait("revokedCount 3", 60, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("root").await.ok()?;
+            (ca.status?.revoked_count == Some(3)).then_some(())
+        }
+    })
+    .await;
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("chop_revocations_total{ca=\"root\",reason=\"keyCompromise\"} 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("ra-000"), "{metrics}");
+}
+
+#[tokio::test]
+async fn suspension_lifecycle() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr_c = h.csr("carol");
+    let c = issue(&h, "carol", "ra-0101", &csr_c).await;
+    let csr_d = h.csr("dan");
+    let d = issue(&h, "dan", "ra-0102", &csr_d).await;
+
+    // Hold, and a duplicate is refused by name.
+    suspend(&h, "carol-hold", "carol").await;
+    let s = wait_suspension(&h, "carol-hold", "Held", "True", "Held").await;
+    let held_at = s.status.as_ref().unwrap().held_at.clone().unwrap();
+    let r = wait_record(&h, &c, "Held").await;
+    let rs = r.status.unwrap();
+    assert_eq!(rs.reason.as_deref(), Some("certificateHold"));
+    assert_eq!(rs.revoked_at, Some(held_at));
+    assert_eq!(s.status.unwrap().serial_number.as_deref(), Some(c.as_str()));
+    let cas = h.api::<CertificateAuthority>();
+    h.wait("heldCount 1", 60, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("root").await.ok()?;
+            (ca.status?.held_count == Some(1)).then_some(())
+        }
+    })
+    .await;
+    suspend(&h, "carol-twice", "carol").await;
+    let dup = wait_suspension(&h, "carol-twice", "Held", "False", "AlreadyHeld").await;
+    let msg = &dup.status.unwrap().conditions[0].message;
+    assert!(msg.contains("carol-hold"), "{msg}");
+
+    // Resume by `resumed: true`.
+    h.api::<Suspension>()
+        .patch(
+            "carol-hold",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_suspension(&h, "carol-hold", "Resumed", "True", "Resumed").await;
+    assert_eq!(s.status.as_ref().unwrap().state.as_deref(), Some("Resumed"));
+    let r = wait_record(&h, &c, "Valid").await;
+    let rs = r.status.unwrap();
+    assert!(rs.revoked_at.is_none() && rs.reason.is_none(), "{rs:?}");
+
+    // Hold again, resume by deletion (the finalizer).
+    suspend(&h, "carol-hold-2", "carol").await;
+    wait_suspension(&h, "carol-hold-2", "Held", "True", "Held").await;
+    wait_record(&h, &c, "Held").await;
+    h.api::<Suspension>()
+        .delete("carol-hold-2", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_record(&h, &c, "Valid").await;
+    let api = h.api::<Suspension>();
+    h.wait("carol-hold-2 gone", 30, || {
+        let api = api.clone();
+        async move {
+            api.get_opt("carol-hold-2")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Hold, then revoke: the revocation supersedes; resuming is refused.
+    suspend(&h, "dan-hold", "dan").await;
+    wait_suspension(&h, "dan-hold", "Held", "True", "Held").await;
+    revoke(
+        &h,
+        "dan-revoked",
+        json!({"certificateRequestRef": {"name": "dan"}}),
+        "affiliationChanged",
+    )
+    .await;
+    wait_revocation(&h, "dan-revoked", "True", "Revoked").await;
+    let r = wait_record(&h, &d, "Revoked").await;
+    assert_eq!(
+        r.status.unwrap().reason.as_deref(),
+        Some("affiliationChanged")
+    );
+    let s = wait_suspension(&h, "dan-hold", "Held", "False", "Superseded").await;
+    assert_eq!(s.status.unwrap().state.as_deref(), Some("Superseded"));
+    h.api::<Suspension>()
+        .patch(
+            "dan-hold",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    let s = wait_suspension(&h, "dan-hold", "Resumed", "False", "Revoked").await;
+    let msg = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Resumed")
+        .unwrap()
+        .message;
+    assert!(msg.contains("cannot be resumed"), "{msg}");
+    assert_eq!(state(&record(&h, &d).await).1, "Revoked");
+    for name in ["dan-hold", "carol-twice", "carol-hold"] {
+        h.api::<Suspension>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    h.wait("all Suspensions gone", 30, || {
+        let api = api.clone();
+        async move {
+            api.list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(state(&record(&h, &d).await).1, "Revoked");
+    assert_eq!(state(&record(&h, &c).await).1, "Valid");
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("chop_suspensions_total{ca=\"root\",action=\"held\"} 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_crash_after_fixing_the_revocation_time_applies_exactly_it() {
+    let mut h = Harness::new().await;
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_REVOKED_AT"));
+    h.create_ca().await;
+    let csr = h.csr("erin");
+    let e = issue(&h, "erin", "ra-0201", &csr).await;
+    revoke(
+        &h,
+        "erin-revoked",
+        json!({"certificateRequestRef": {"name": "erin"}}),
+        "privilegeWithdrawn",
+    )
+    .await;
+    let mut child = h.child.0.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the controller did not abort\n{}", h.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rev = h.api::<Revocation>().get("erin-revoked").await.unwrap();
+    let revoked_at = rev.status.unwrap().revoked_at.unwrap();
+    assert_eq!(state(&record(&h, &e).await).1, "Valid");
+    // Let the clock move past the recorded second before restarting.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    h.start(false);
+    wait_revocation(&h, "erin-revoked", "True", "Revoked").await;
+    let r = wait_record(&h, &e, "Revoked").await;
+    assert_eq!(r.status.unwrap().revoked_at, Some(revoked_at));
+}
+
+/// Two Revocations of one key at once: every record ends Revoked with the time
+/// and reason of the Revocation that marked it (`chop.dev/revoked-by`), never a
+/// mix of one's time and the other's reason, and each Revocation lists it as
+/// newly or already revoked.
+#[tokio::test]
+async fn simultaneous_revocations_of_one_key_stay_consistent() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr = h.csr("frank");
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        serials.push(issue(&h, &format!("frank-{i}"), "ra-0301", &csr).await);
+    }
+    serials.sort();
+    tokio::join!(
+        revoke(
+            &h,
+            "frank-a",
+            json!({"certificateRequestRef": {"name": "frank-0"}}),
+            "keyCompromise"
+        ),
+        revoke(
+            &h,
+            "frank-b",
+            json!({"serialNumber": serials[2].to_ascii_lowercase()}),
+            "affiliationChanged"
+        ),
+    );
+    let a = wait_revocation(&h, "frank-a", "True", "Revoked").await;
+    let b = wait_revocation(&h, "frank-b", "True", "Revoked").await;
+    for s in &serials {
+        let r = wait_record(&h, s, "Revoked").await;
+        let by = r.metadata.annotations.as_ref().unwrap()["chop.dev/revoked-by"].clone();
+        let (winner, loser, reason) = if by == "frank-a" {
+            (&a, &b, "keyCompromise")
+        } else {
+            (&b, &a, "affiliationChanged")
+        };
+        let rs = r.status.unwrap();
+        let ws = winner.status.as_ref().unwrap();
+        assert_eq!(rs.reason.as_deref(), Some(reason));
+        assert_eq!(rs.revoked_at, ws.revoked_at);
+        assert!(ws.newly_revoked.contains(s));
+        assert!(loser.status.as_ref().unwrap().already_revoked.contains(s));
+    }
+}
