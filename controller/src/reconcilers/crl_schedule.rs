@@ -248,10 +248,12 @@ pub fn entries_digest(index: &MemoryIndex) -> String {
 fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
     let id = object_id(ic);
     let st = ic.status.clone().unwrap_or_default();
-    let state = st
-        .state
-        .clone()
-        .or_else(|| ic.labels().get(LABEL_STATUS).cloned());
+    // The status decides; the label (written first) only while the status
+    // says nothing else yet.
+    let state = match st.state.as_deref() {
+        Some("Revoked" | "Held") => st.state.clone(),
+        _ => ic.labels().get(LABEL_STATUS).cloned(),
+    };
     let held = match state.as_deref() {
         Some("Revoked") => false,
         Some("Held") => true,
@@ -261,12 +263,20 @@ fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
         object: id.clone(),
         source,
     };
-    // Fail closed: a revoked record without its time is an error (retried),
-    // never silently left off the CRL.
-    let revoked_at = st.revoked_at.as_ref().ok_or_else(|| Error::Invalid {
-        object: id.clone(),
-        message: "status says revoked or held but has no revokedAt".into(),
-    })?;
+    // The Revocation/Suspension reconcilers write the label first, then the
+    // status: a label without a status is a change under way, and the status
+    // write will reconcile this schedule again. A *status* that says revoked
+    // without a time is an error (retried), never silently left off the CRL.
+    let Some(revoked_at) = st.revoked_at.as_ref() else {
+        if st.state.is_none() || st.state.as_deref() == Some("Valid") {
+            tracing::debug!(record = %id, "revocation under way (label only): not yet on the CRL");
+            return Ok(None);
+        }
+        return Err(Error::Invalid {
+            object: id,
+            message: "status says revoked or held but has no revokedAt".into(),
+        });
+    };
     let reason = match (held, st.reason.as_deref()) {
         (true, _) => Reason::CertificateHold,
         (false, Some(r)) => r.parse::<Reason>().map_err(cerr)?,
@@ -783,6 +793,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(u.reason, Reason::Unspecified);
+        // Label only (the status write is under way): not yet.
+        let mut under_way = record(None, None, false);
+        under_way
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert(LABEL_STATUS.into(), "Revoked".into());
+        assert!(entry_of(&under_way).unwrap().is_none());
         // Revoked without a time, or with an unknown reason: an error naming the record.
         let err = entry_of(&record(Some("Revoked"), None, false)).unwrap_err();
         assert!(
