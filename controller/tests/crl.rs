@@ -16,7 +16,9 @@
 //! - `crl_numbers_survive_restarts_and_crashes`: after a restart the next
 //!   number is greater; with `CHOP_TEST_CRASH_AFTER_CRL_RESERVE=1` the process
 //!   aborts after reserving, and after a restart the published number is
-//!   greater than the reserved one (never reused).
+//!   greater than the reserved one (never reused). Then a Revocation through
+//!   the real Revocation reconciler reaches the next CRL with its reason and
+//!   invalidity date.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -455,4 +457,36 @@ async fn crl_numbers_survive_restarts_and_crashes() {
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(4));
     assert!(h.logs().contains("InterruptedAttempt"), "{}", h.logs());
+
+    // Through the real Revocation reconciler: a Revocation → the next CRL
+    // lists the certificate with the reason and invalidity date it recorded.
+    let csr = h.csr("gina");
+    h.create_request("gina", "Signature", "ra-0200", &csr, true)
+        .await;
+    h.approve("gina").await;
+    let cr = h.wait_condition("gina", "Issued", "True", None).await;
+    let serial = cr.status.unwrap().serial_number.unwrap();
+    let revocation: crds::Revocation = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
+        "metadata": {"name": "gina-gone"},
+        "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": "gina"},
+                 "reason": "cessationOfOperation", "requester": "Subscriber",
+                 "invalidityDate": "2026-01-02T03:04:05Z"}
+    }))
+    .unwrap();
+    h.api::<crds::Revocation>()
+        .create(&PostParams::default(), &revocation)
+        .await
+        .unwrap();
+    let s = wait_published(&h, "moica", 5, 60).await;
+    assert_eq!(s.status.unwrap().entries, Some(1));
+    let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
+    let parsed = ca::crl::parse_crl(&der).unwrap();
+    assert_eq!(parsed.entries.len(), 1);
+    assert_eq!(parsed.entries[0].serial.to_hex(), serial);
+    assert_eq!(
+        parsed.entries[0].reason,
+        Some(ca::revocation::Reason::CessationOfOperation)
+    );
+    assert!(parsed.entries[0].invalidity_date.is_some());
 }
