@@ -161,6 +161,13 @@ impl ControlPlane {
     /// A client for a user authenticated by a client certificate with `CN=name` and one
     /// `O=` per group, minted on demand (and reused) by `controlplane.sh user`.
     pub async fn client_for_user(&self, name: &str, groups: &[&str]) -> Result<Client, Error> {
+        let path = self.kubeconfig_for_user(name, groups).await?;
+        client_from_kubeconfig(&path).await
+    }
+
+    /// The kubeconfig file of a client-certificate user (see
+    /// [`ControlPlane::client_for_user`]), for programs the test starts.
+    pub async fn kubeconfig_for_user(&self, name: &str, groups: &[&str]) -> Result<PathBuf, Error> {
         let mut args = vec!["user".to_owned(), name.to_owned()];
         args.extend(groups.iter().map(|g| (*g).to_owned()));
         let dir = self.dir.clone();
@@ -172,7 +179,7 @@ impl ControlPlane {
         })
         .await
         .map_err(|e| Error::ControlPlane(format!("minting a user certificate: {e}")))??;
-        client_from_kubeconfig(Path::new(out.trim())).await
+        Ok(PathBuf::from(out.trim()))
     }
 
     /// The pre-defined static-token users of this plane.

@@ -24,6 +24,42 @@ pub struct Harness {
     pub child: ChildGuard,
     pub metrics_port: u16,
     pub starts: u32,
+    /// The controller runs as the user `chop-controller`, bound only to the
+    /// shipped `manifests/rbac/chop-controller.yaml` ClusterRole: a missing rule
+    /// there fails these tests.
+    pub controller_kubeconfig: PathBuf,
+}
+
+/// Install the controller's ClusterRole from `manifests/` and bind it, in `ns`,
+/// to the user `chop-controller`; return that user's kubeconfig.
+async fn controller_identity(env: &TestEnv) -> PathBuf {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac/chop-controller.yaml"),
+    )
+    .unwrap();
+    let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
+    let ssa = PatchParams::apply("chop-tests").force();
+    Api::<ClusterRole>::all(env.admin())
+        .patch("chop-controller", &ssa, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "chop-controller", "namespace": env.namespace()},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "chop-controller"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "chop-controller"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(env.admin(), env.namespace())
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    env.plane()
+        .kubeconfig_for_user("chop-controller", &[])
+        .await
+        .unwrap()
 }
 
 impl Harness {
@@ -62,6 +98,7 @@ impl Harness {
             .local_addr()
             .unwrap()
             .port();
+        let controller_kubeconfig = controller_identity(&env).await;
         Harness {
             env,
             dir,
@@ -69,6 +106,7 @@ impl Harness {
             child: ChildGuard(None),
             metrics_port,
             starts: 0,
+            controller_kubeconfig,
         }
     }
 
@@ -109,7 +147,7 @@ impl Harness {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chop-controller"));
         cmd.args(["--namespace", self.ns(), "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
-            .env("KUBECONFIG", self.env.plane().admin_kubeconfig())
+            .env("KUBECONFIG", &self.controller_kubeconfig)
             .env("SOFTHSM2_CONF", &self.conf)
             .env("POD_NAME", pod)
             .env("RUST_LOG", "debug")
