@@ -38,7 +38,7 @@ use crate::common::{
         type_ = "integer",
         json_path = ".status.revokedCount"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -29,7 +29,7 @@ use crate::common::{Conditions, DistinguishedName, LocalObjectReference};
     printcolumn(name = "Accepted", type_ = "boolean", json_path = ".spec.accepted"),
     printcolumn(name = "Issued", type_ = "string", json_path = ".status.conditions[?(@.type==\"Issued\")].status"),
     printcolumn(name = "Serial", type_ = "string", json_path = ".status.serialNumber", priority = 1),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.certificate) || self.spec == oldSelf.spec").message("spec cannot change after the certificate was issued")
 )]

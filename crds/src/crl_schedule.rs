@@ -25,7 +25,11 @@ use crate::common::{Conditions, LocalObjectReference};
     printcolumn(name = "Validity", type_ = "string", json_path = ".spec.validity"),
     printcolumn(name = "Number", type_ = "integer", json_path = ".status.crlNumber"),
     printcolumn(name = "Entries", type_ = "integer", json_path = ".status.entries"),
-    printcolumn(name = "NextUpdate", type_ = "date", json_path = ".status.nextUpdate")
+    printcolumn(
+        name = "NextUpdate",
+        type_ = "string",
+        json_path = ".status.nextUpdate"
+    )
 )]
 #[x_kube(validation = Rule::new("duration(self.validity) <= duration('36h') || self.allowValidityOver36h").message("validity over 36h breaks CPS §4.9.7; set allowValidityOver36h to allow it"))]
 #[x_kube(validation = Rule::new("duration(self.interval) <= duration('24h') || self.allowValidityOver36h").message("interval over 24h breaks CPS §4.9.7 (a CRL at least daily)"))]

@@ -36,7 +36,7 @@ pub const LABEL_STATUS: &str = "chop.dev/status";
     printcolumn(name = "Serial", type_ = "string", json_path = ".spec.serialNumber"),
     printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "NotAfter", type_ = "date", json_path = ".spec.notAfter")
+    printcolumn(name = "NotAfter", type_ = "string", json_path = ".spec.notAfter")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("an issued certificate's record is immutable"))]
 #[serde(rename_all = "camelCase")]
