@@ -56,15 +56,7 @@ pub async fn reconcile(ca: Arc<CertificateAuthority>, ctx: Arc<Context>) -> Resu
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %ca.namespace().unwrap_or_default(), name = %ca.name_any());
     let action = async {
-        // Decide on the object as it is now, not as the watch cache last saw it
-        // (see the CertificateRequest reconciler): a status computed from a stale
-        // copy could drop the certificate and lead to a second root.
-        let api: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(&ca));
-        match api
-            .get_opt(&ca.name_any())
-            .await
-            .map_err(Error::kube("get CertificateAuthority"))?
-        {
+        match super::fresh(ca.as_ref(), &ctx, "get CertificateAuthority").await? {
             Some(current) => apply(&current, &ctx).await,
             None => Ok(Action::await_change()),
         }
@@ -78,10 +70,7 @@ pub async fn reconcile(ca: Arc<CertificateAuthority>, ctx: Arc<Context>) -> Resu
 
 /// Count the error and requeue with backoff.
 pub fn error_policy(ca: Arc<CertificateAuthority>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.metric_label());
-    let delay = ctx.backoff(&ca.uid().unwrap_or_default());
-    tracing::warn!(name = %ca.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    super::requeue_after_error(KIND, ca.as_ref(), error, &ctx)
 }
 
 /// The signing context of a Ready CA: from the cache, or built from its status

@@ -63,19 +63,7 @@ pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %cr.namespace().unwrap_or_default(), name = %cr.name_any());
     let action = async {
-        // Decide on the object as it is now, not as the watch cache last saw it:
-        // the cache may not yet hold this controller's own last write, and a
-        // status computed from it would drop a reservation or a certificate
-        // (server-side apply removes owned fields an apply omits). Reconciles of
-        // one object are serialised and only the leader writes, so this read
-        // always includes every earlier write of ours.
-        let api: Api<CertificateRequest> =
-            Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-        match api
-            .get_opt(&cr.name_any())
-            .await
-            .map_err(Error::kube("get CertificateRequest"))?
-        {
+        match super::fresh(cr.as_ref(), &ctx, "get CertificateRequest").await? {
             Some(current) => apply(&current, &ctx).await,
             None => Ok(Action::await_change()),
         }
@@ -89,10 +77,7 @@ pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result
 
 /// Count the error and requeue with backoff.
 pub fn error_policy(cr: Arc<CertificateRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.metric_label());
-    let delay = ctx.backoff(&cr.uid().unwrap_or_default());
-    tracing::warn!(name = %cr.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    super::requeue_after_error(KIND, cr.as_ref(), error, &ctx)
 }
 
 /// What the controller decides for a request before touching the HSM (pure).

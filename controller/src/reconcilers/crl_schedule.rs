@@ -141,13 +141,7 @@ pub async fn reconcile(s: Arc<CRLSchedule>, ctx: Arc<Context>) -> Result<Action>
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %s.namespace().unwrap_or_default(), name = %s.name_any());
     let action = async {
-        let api: Api<CRLSchedule> =
-            Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-        match api
-            .get_opt(&s.name_any())
-            .await
-            .map_err(Error::kube("get CRLSchedule"))?
-        {
+        match super::fresh(s.as_ref(), &ctx, "get CRLSchedule").await? {
             Some(current) => apply(&current, &ctx).await,
             None => Ok(Action::await_change()),
         }
@@ -161,10 +155,7 @@ pub async fn reconcile(s: Arc<CRLSchedule>, ctx: Arc<Context>) -> Result<Action>
 
 /// Count the error and requeue with backoff.
 pub fn error_policy(s: Arc<CRLSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.metric_label());
-    let delay = ctx.backoff(&s.uid().unwrap_or_default());
-    tracing::warn!(name = %s.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    super::requeue_after_error(KIND, s.as_ref(), error, &ctx)
 }
 
 /// The schedule's durations.

@@ -11,8 +11,48 @@ pub mod suspension;
 use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::core::NamespaceResourceScope;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
+
+/// Read `obj` afresh from the API server. Reconcilers decide on the object as it
+/// is now, not as the watch cache last saw it: the cache may not yet hold this
+/// controller's own last write, and a status computed from it would drop a
+/// reservation, a certificate or a recorded time (server-side apply removes owned
+/// fields an apply omits). Reconciles of one object are serialised and only the
+/// leader writes, so this read includes every earlier write of ours. `None`: the
+/// object is gone.
+pub async fn fresh<K>(obj: &K, ctx: &Context, action: &'static str) -> Result<Option<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    api.get_opt(&obj.name_any())
+        .await
+        .map_err(Error::kube(action))
+}
+
+/// Every reconciler's error policy: count the error under `kind` and requeue with
+/// the object's own backoff.
+pub fn requeue_after_error<K: Resource>(
+    kind: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.reconcile_error(kind, error.metric_label());
+    let delay = ctx.backoff(&obj.uid().unwrap_or_default());
+    tracing::warn!(kind, name = %obj.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
 
 /// A `SystemTime` as a Kubernetes `Time`.
 pub fn to_time(t: SystemTime, object: &str) -> Result<Time> {

@@ -69,15 +69,7 @@ pub async fn reconcile(rev: Arc<Revocation>, ctx: Arc<Context>) -> Result<Action
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let span = tracing::info_span!("reconcile", kind = KIND, namespace = %rev.namespace().unwrap_or_default(), name = %rev.name_any());
     let action = async {
-        // A fresh read: the recorded revokedAt must never be missed (see the
-        // CertificateRequest reconciler for why the watch cache is not enough).
-        let api: Api<Revocation> =
-            Api::namespaced(ctx.client.clone(), &rev.namespace().unwrap_or_default());
-        match api
-            .get_opt(&rev.name_any())
-            .await
-            .map_err(Error::kube("get Revocation"))?
-        {
+        match super::fresh(rev.as_ref(), &ctx, "get Revocation").await? {
             Some(current) => apply(&current, &ctx).await,
             None => Ok(Action::await_change()),
         }
@@ -91,10 +83,7 @@ pub async fn reconcile(rev: Arc<Revocation>, ctx: Arc<Context>) -> Result<Action
 
 /// Count the error and requeue with backoff.
 pub fn error_policy(rev: Arc<Revocation>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.metric_label());
-    let delay = ctx.backoff(&rev.uid().unwrap_or_default());
-    tracing::warn!(name = %rev.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    super::requeue_after_error(KIND, rev.as_ref(), error, &ctx)
 }
 
 /// The RFC 5280 camelCase name of a CRD reason, checked against the core's list.

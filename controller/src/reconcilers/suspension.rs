@@ -99,10 +99,7 @@ fn from_finalizer(e: finalizer::Error<Error>, object: &str) -> Error {
 
 /// Count the error and requeue with backoff.
 pub fn error_policy(s: Arc<Suspension>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_error(KIND, error.metric_label());
-    let delay = ctx.backoff(&s.uid().unwrap_or_default());
-    tracing::warn!(name = %s.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
+    super::requeue_after_error(KIND, s.as_ref(), error, &ctx)
 }
 
 async fn target(s: &Suspension, ctx: &Context) -> Result<Target> {
