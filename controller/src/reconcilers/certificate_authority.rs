@@ -36,7 +36,7 @@ use crds::issued_certificate::LABEL_CA;
 use crds::{CertificateAuthority, CertificateAuthorityStatus, IssuedCertificate};
 use der::{DecodePem, EncodePem};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
@@ -531,20 +531,16 @@ async fn reserve(
     status: &CertificateAuthorityStatus,
     action: &'static str,
 ) -> Result<()> {
-    let api: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(ca));
-    let body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "metadata": { "resourceVersion": ca.resource_version() },
-        "status": status,
-    });
-    api.patch_status(
-        &ca.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    let rv = ca.resource_version();
+    super::apply_status(
+        &ctx.client,
+        ca,
+        FIELD_MANAGER,
+        status,
+        rv.as_deref(),
+        action,
     )
-    .await
-    .map_err(Error::kube(action))?;
+    .await?;
     Ok(())
 }
 
@@ -774,18 +770,14 @@ async fn write_status(
     }
     status.conditions = list;
     status.observed_generation = generation;
-    let api: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &namespace(ca));
-    let body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    api.patch_status(
-        &ca.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        ca,
+        FIELD_MANAGER,
+        &*status,
+        None,
+        "apply CertificateAuthority status",
     )
-    .await
-    .map_err(Error::kube("apply CertificateAuthority status"))?;
+    .await?;
     Ok(())
 }

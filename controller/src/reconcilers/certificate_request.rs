@@ -37,7 +37,7 @@ use crds::certificate_request::ProfileName;
 use crds::common::LocalObjectReference;
 use crds::{CertificateAuthority, CertificateRequest, CertificateRequestStatus, IssuedCertificate};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
@@ -704,23 +704,15 @@ async fn write_status(
     }
     status.conditions = own;
     status.observed_generation = generation;
-    let mut body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    if let Some(rv) = resource_version {
-        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
-    }
-    let api: Api<CertificateRequest> =
-        Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    api.patch_status(
-        &cr.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        cr,
+        FIELD_MANAGER,
+        &status,
+        resource_version.as_deref(),
+        "apply CertificateRequest status",
     )
-    .await
-    .map_err(Error::kube("apply CertificateRequest status"))?;
+    .await?;
     Ok(())
 }
 

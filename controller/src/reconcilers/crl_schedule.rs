@@ -60,7 +60,7 @@ use crds::issued_certificate::{LABEL_CA, LABEL_STATUS};
 use crds::{CRLSchedule, CRLScheduleStatus, CertificateAuthority, IssuedCertificate};
 use der::Encode;
 use futures::StreamExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -553,20 +553,15 @@ async fn set_next_crl_time(
     if ca.status.as_ref().and_then(|s| s.next_crl_time.as_ref()) == Some(&at) {
         return Ok(());
     }
-    let body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": "CertificateAuthority",
-        "status": {"nextCRLTime": at},
-    });
-    let api: Api<CertificateAuthority> =
-        Api::namespaced(ctx.client.clone(), &ca.namespace().unwrap_or_default());
-    api.patch_status(
-        &ca.name_any(),
-        &PatchParams::apply(CA_FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        ca,
+        CA_FIELD_MANAGER,
+        &serde_json::json!({ "nextCRLTime": at }),
+        None,
+        "apply CertificateAuthority status.nextCRLTime",
     )
-    .await
-    .map_err(Error::kube("apply CertificateAuthority status.nextCRLTime"))?;
+    .await?;
     Ok(())
 }
 
@@ -641,23 +636,15 @@ async fn write_status(
     if publishing && status.crl_number == status.reserved_crl_number {
         status.observed_generation = generation;
     }
-    let mut body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    if let Some(rv) = resource_version {
-        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
-    }
-    let api: Api<CRLSchedule> =
-        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        s,
+        FIELD_MANAGER,
+        &status,
+        resource_version.as_deref(),
+        "apply CRLSchedule status",
     )
-    .await
-    .map_err(Error::kube("apply CRLSchedule status"))?;
+    .await?;
     Ok(())
 }
 

@@ -40,6 +40,43 @@ where
         .map_err(Error::kube(action))
 }
 
+/// Write `status` to `obj`'s status subresource by server-side apply as
+/// `field_manager` (forced: the controller owns what it writes there). With
+/// `resource_version`, only if the object is still at that version (a conflict
+/// means someone wrote in between: read again and decide again).
+pub async fn apply_status<K, S>(
+    client: &kube::Client,
+    obj: &K,
+    field_manager: &str,
+    status: &S,
+    resource_version: Option<&str>,
+    action: &'static str,
+) -> Result<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let mut body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch_status(
+        &obj.name_any(),
+        &kube::api::PatchParams::apply(field_manager).force(),
+        &kube::api::Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::kube(action))
+}
+
 /// Every reconciler's error policy: count the error under `kind` and requeue with
 /// the object's own backoff.
 pub fn requeue_after_error<K: Resource>(

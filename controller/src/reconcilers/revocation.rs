@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use crds::issued_certificate::IssuedCertificateStatus;
 use crds::revocation::RevocationReason;
 use crds::{IssuedCertificate, Revocation, RevocationStatus};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
@@ -264,20 +264,15 @@ async fn write_status(
     ));
     status.conditions = own;
     status.observed_generation = generation;
-    let body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    let api: Api<Revocation> =
-        Api::namespaced(ctx.client.clone(), &rev.namespace().unwrap_or_default());
-    api.patch_status(
-        &rev.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        rev,
+        FIELD_MANAGER,
+        &status,
+        None,
+        "apply Revocation status",
     )
-    .await
-    .map_err(Error::kube("apply Revocation status"))?;
+    .await?;
     Ok(())
 }
 

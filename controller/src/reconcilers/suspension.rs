@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use crds::issued_certificate::IssuedCertificateStatus;
 use crds::{IssuedCertificate, Suspension, SuspensionStatus};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::{Resource, ResourceExt};
@@ -439,20 +439,15 @@ async fn write_status(
     }
     status.conditions = own;
     status.observed_generation = generation;
-    let body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": KIND,
-        "status": status,
-    });
-    let api: Api<Suspension> =
-        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-    api.patch_status(
-        &s.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    super::apply_status(
+        &ctx.client,
+        s,
+        FIELD_MANAGER,
+        &status,
+        None,
+        "apply Suspension status",
     )
-    .await
-    .map_err(Error::kube("apply Suspension status"))?;
+    .await?;
     Ok(())
 }
 
