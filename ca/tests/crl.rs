@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{der_of, must, openssl, pem, write_key};
+use common::{der_of, must, openssl, pem, self_signed, write_key};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,30 +40,7 @@ impl TestCa {
 }
 
 fn root_ca(dir: &Path, name: &str, subject: &str) -> TestCa {
-    let key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 }).unwrap());
-    write_key(dir, name, &key);
-    must(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            subject,
-            "-days",
-            "3650",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
-            "subjectKeyIdentifier=hash",
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
+    let key = self_signed(dir, name, subject);
     let cert_der = der_of(dir, &format!("{name}.pem"));
     TestCa {
         key,

@@ -6,7 +6,7 @@
 
 mod common;
 use base64::Engine;
-use common::{der_of, must, openssl, write_key};
+use common::{der_of, must, openssl, self_signed, write_key};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,34 +32,6 @@ fn now() -> SystemTime {
                 .unwrap()
                 .as_secs(),
         )
-}
-
-fn self_signed(dir: &Path, name: &str, subject: &str) -> Arc<SoftwareKey> {
-    let key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 }).unwrap());
-    write_key(dir, name, &key);
-    must(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            subject,
-            "-days",
-            "3650",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
-            "subjectKeyIdentifier=hash",
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
-    key
 }
 
 /// Sign `name.csr` with `issuer` into `name.pem`.

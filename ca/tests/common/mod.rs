@@ -7,6 +7,9 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
+use std::sync::Arc;
+
+use ca::signer::KeySpec;
 use ca::signer::software::SoftwareKey;
 
 /// Run `openssl ARGS` in `dir`: (success, stdout + stderr).
@@ -60,4 +63,34 @@ pub fn der_of(dir: &Path, pem_file: &str) -> Vec<u8> {
         &["x509", "-in", pem_file, "-outform", "DER", "-out", &out],
     );
     std::fs::read(dir.join(out)).unwrap()
+}
+
+/// A CA key (chop `SoftwareKey`) with a self-signed CA certificate made by
+/// openssl: `<dir>/<name>.key` and `<dir>/<name>.pem`.
+pub fn self_signed(dir: &Path, name: &str, subject: &str) -> Arc<SoftwareKey> {
+    let key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 }).unwrap());
+    write_key(dir, name, &key);
+    must(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            subject,
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+    key
 }
