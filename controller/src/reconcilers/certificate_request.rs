@@ -197,32 +197,18 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                 Cond::yes("Lapsed", "AcceptanceLapsed", msg),
                 Cond::no("Issued", "Lapsed", msg),
             ];
-            write_status(cr, ctx, cr.status.clone().unwrap_or_default(), &conds, None).await?;
+            set_conditions(cr, ctx, &conds).await?;
             ctx.event(cr, true, "Lapsed", msg.into()).await;
             Ok(Action::await_change())
         }
         Gate::Denied => {
             let cond = Cond::no("Issued", "Denied", "an officer denied the request");
-            write_status(
-                cr,
-                ctx,
-                cr.status.clone().unwrap_or_default(),
-                &[cond],
-                None,
-            )
-            .await?;
+            set_conditions(cr, ctx, &[cond]).await?;
             Ok(Action::await_change())
         }
         Gate::Wait(reason, message, recheck) => {
             let cond = Cond::no("Issued", reason, message);
-            write_status(
-                cr,
-                ctx,
-                cr.status.clone().unwrap_or_default(),
-                &[cond],
-                None,
-            )
-            .await?;
+            set_conditions(cr, ctx, &[cond]).await?;
             // Re-check at the deadline, but at least daily: the runtime's delay
             // queue refuses delays of years (acceptanceDays may be 3650).
             Ok(recheck.map_or_else(Action::await_change, |d| {
@@ -237,14 +223,7 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                     "CANotFound",
                     format!("CertificateAuthority {:?} not found", cr.spec.ca_ref.name),
                 );
-                write_status(
-                    cr,
-                    ctx,
-                    cr.status.clone().unwrap_or_default(),
-                    &[cond],
-                    None,
-                )
-                .await?;
+                set_conditions(cr, ctx, &[cond]).await?;
                 Ok(Action::requeue(Duration::from_secs(30)))
             }
         },
@@ -404,7 +383,7 @@ async fn fail(
         Cond::yes("Failed", e.reason(), e.to_string()),
         Cond::no("Issued", e.reason(), e.to_string()),
     ];
-    write_status(cr, ctx, cr.status.clone().unwrap_or_default(), &conds, None).await?;
+    set_conditions(cr, ctx, &conds).await?;
     ctx.event(cr, true, e.reason(), e.to_string()).await;
     ctx.metrics
         .issued(&ca.name_any(), profile_label(cr.spec.profile), e.reason());
@@ -423,14 +402,7 @@ async fn issue(
             "CANotReady",
             format!("CertificateAuthority {:?} cannot sign yet", ca.name_any()),
         );
-        write_status(
-            cr,
-            ctx,
-            cr.status.clone().unwrap_or_default(),
-            &[cond],
-            None,
-        )
-        .await?;
+        set_conditions(cr, ctx, &[cond]).await?;
         return Ok(Action::requeue(Duration::from_secs(15)));
     };
     // Trial: build and lint with provisional values, so bad input never burns a
@@ -589,14 +561,7 @@ async fn sign_and_record(
         Ok(s) => s,
         Err(e) if e.is_transient() => {
             let cond = Cond::no("Issued", e.reason(), e.to_string());
-            write_status(
-                cr,
-                ctx,
-                cr.status.clone().unwrap_or_default(),
-                &[cond],
-                None,
-            )
-            .await?;
+            set_conditions(cr, ctx, &[cond]).await?;
             return Err(Error::Ca {
                 object: id,
                 source: e,
@@ -658,6 +623,11 @@ async fn record_in_status(
 /// Apply the controller's part of the status: every non-condition field, and
 /// only the conditions this controller owns (never Approved/Denied). With
 /// `resource_version`, the write is conditional on it.
+/// Keep the request's current status and set `conds`.
+async fn set_conditions(cr: &CertificateRequest, ctx: &Context, conds: &[Cond]) -> Result<()> {
+    write_status(cr, ctx, cr.status.clone().unwrap_or_default(), conds, None).await
+}
+
 async fn write_status(
     cr: &CertificateRequest,
     ctx: &Context,
