@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ca::issue::Issuer;
 use kube::Client;
@@ -11,6 +11,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 
 use crate::metrics::Metrics;
+use crate::reconcilers::responder::Outcome;
 
 /// The one field manager of every status write.
 pub const FIELD_MANAGER: &str = "chop-controller";
@@ -48,6 +49,7 @@ pub struct Context {
     /// Never set in production.
     pub crash_after_crl_reserve: bool,
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
+    responders: Mutex<HashMap<String, (SigningKey, SystemTime, Outcome)>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -83,6 +85,7 @@ impl Context {
             crash_after_commit: false,
             crash_after_crl_reserve: false,
             signing: Mutex::new(HashMap::new()),
+            responders: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -97,6 +100,20 @@ impl Context {
         let mut map = lock(&self.signing);
         map.retain(|k, _| k.0 != key.0);
         map.insert(key, ctx);
+    }
+
+    /// The responder outcome remembered for CA `key` (uid, generation, CA
+    /// serial), if it is still good at `now`.
+    pub fn responder_outcome(&self, key: &SigningKey, now: SystemTime) -> Option<Outcome> {
+        lock(&self.responders)
+            .get(&key.0)
+            .filter(|(k, until, _)| k == key && now < *until)
+            .map(|(_, _, o)| o.clone())
+    }
+
+    /// Remember a responder outcome for CA `key` until `until`.
+    pub fn remember_responder(&self, key: SigningKey, until: SystemTime, outcome: Outcome) {
+        lock(&self.responders).insert(key.0.clone(), (key, until, outcome));
     }
 
     /// Backoff for the next retry of object `uid` after a failure: 2 s doubling up

@@ -19,7 +19,10 @@
 //! Roots and parent-signed subordinates follow the same pattern.
 //!
 //! ## Permissions the controller needs
-//! `get` Secrets (PINs); `get/create/update` ConfigMaps (`<ca>-subscribers`);
+//! `get` Secrets (PINs); `get/create/patch` Secrets `<ca>-ocsp-responder`,
+//! ServiceAccounts, Services, Deployments and RoleBindings (the responder
+//! workload, [`reconcilers::responder`]); `bind` the ClusterRole
+//! `chop:responder` only; `get/create/update` ConfigMaps (`<ca>-subscribers`);
 //! `get/list/patch/delete` ConfigMaps (CRL publication, [`publish`]);
 //! `list/watch` CRLSchedules, `patch` their `status`;
 //! `get/list/watch` CertificateAuthorities, CertificateRequests,
@@ -32,8 +35,8 @@
 //! ## Not in this slice
 //! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
 //! reliably from managedFields; it needs an admission policy that stamps the
-//! requester), renewal (`renewalOf` is only copied into the record), the
-//! responder workload, partitioned CRLs.
+//! requester), renewal (`renewalOf` is only copied into the record),
+//! partitioned CRLs.
 //!
 //! ## Revocation and suspension
 //! A [`Revocation`](reconcilers::revocation) fixes its time in its own status,

@@ -9,7 +9,7 @@ use ca::name::DistinguishedName;
 use ca::serial::Serial;
 use crds::common::LocalObjectReference;
 use crds::issued_certificate::{
-    LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_STATUS, LABEL_SUBSCRIBER_ID,
+    LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_PROFILE, LABEL_STATUS, LABEL_SUBSCRIBER_ID,
 };
 use crds::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
 use der::Encode;
@@ -79,6 +79,7 @@ pub async fn commit(
             fingerprint.chars().take(63).collect(),
         ),
         (LABEL_STATUS.to_string(), "Valid".to_string()),
+        (LABEL_PROFILE.to_string(), entry.profile.clone()),
     ]);
     if let Some(sid) = &entry.subscriber_id {
         labels.insert(LABEL_SUBSCRIBER_ID.to_string(), sid.clone());

@@ -220,18 +220,19 @@ async fn issues_end_to_end() {
     );
     issued.get(&issued_name(&serial)).await.unwrap();
     let all = issued
-        .list(&ListParams::default().labels("chop.dev/ca=root"))
+        .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
         .await
         .unwrap();
     assert_eq!(all.items.len(), 3);
 
-    // The CA counts its register.
+    // The CA counts its register: these three and its delegated OCSP
+    // responder certificate.
     let cas = h.api::<CertificateAuthority>();
-    h.wait("issuedCount = 3", 30, || {
+    h.wait("issuedCount = 4", 30, || {
         let cas = cas.clone();
         async move {
             let ca = cas.get("root").await.ok()?;
-            (ca.status?.issued_count == Some(3)).then_some(())
+            (ca.status?.issued_count == Some(4)).then_some(())
         }
     })
     .await;
@@ -298,7 +299,7 @@ async fn a_crash_after_the_reservation_issues_exactly_once() {
     let issued = h.api::<IssuedCertificate>();
     assert!(
         issued
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
             .await
             .unwrap()
             .items
@@ -311,7 +312,10 @@ async fn a_crash_after_the_reservation_issues_exactly_once() {
     assert_eq!(st2.serial_number.as_deref(), Some(reserved.as_str()));
     assert_eq!(st2.not_before, st.not_before);
     assert_eq!(st2.subscriber_id, st.subscriber_id);
-    let all = issued.list(&ListParams::default()).await.unwrap();
+    let all = issued
+        .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
+        .await
+        .unwrap();
     assert_eq!(all.items.len(), 1, "exactly one IssuedCertificate");
     assert_eq!(
         all.items[0].metadata.name.as_deref(),
@@ -542,7 +546,11 @@ async fn a_crash_after_the_commit_records_without_re_signing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let issued = h.api::<IssuedCertificate>();
-    let records = issued.list(&ListParams::default()).await.unwrap().items;
+    let records = issued
+        .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(records.len(), 1);
     let cr = h.api::<CertificateRequest>().get("ivy").await.unwrap();
     assert!(cr.status.as_ref().unwrap().certificate.is_none());
@@ -556,7 +564,7 @@ async fn a_crash_after_the_commit_records_without_re_signing() {
     );
     assert_eq!(
         issued
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
             .await
             .unwrap()
             .items

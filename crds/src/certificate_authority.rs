@@ -324,4 +324,30 @@ pub struct CertificateAuthorityStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "nextCRLTime")]
     pub next_crl_time: Option<Time>,
+    /// The CA's chop-responder: delegated OCSP certificate and workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responder: Option<ResponderStatus>,
+}
+
+/// The CA's chop-responder as the controller last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponderStatus {
+    /// The Secret (`kubernetes.io/tls`) holding the delegated OCSP responder key
+    /// and certificate; renewed automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The Service in front of the responders (port 80): the address for `ocspUrls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Serial number of the current delegated responder certificate (upper-case hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_serial_number: Option<String>,
+    /// End of the current delegated responder certificate's validity; it is
+    /// renewed when a third of its validity is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_not_after: Option<Time>,
+    /// Available replicas of the responder Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
 }

@@ -14,6 +14,10 @@ pub const LABEL_CA: &str = "chop.dev/ca";
 pub const LABEL_KEY_FINGERPRINT: &str = "chop.dev/key-fingerprint";
 /// Label holding the CA-assigned subscriber identifier.
 pub const LABEL_SUBSCRIBER_ID: &str = "chop.dev/subscriber-id";
+/// Label holding the profile the certificate was issued under (e.g.
+/// `Signature`, `OCSPResponder`), so subscriber certificates can be listed
+/// apart from the CA's own delegated responder certificates.
+pub const LABEL_PROFILE: &str = "chop.dev/profile";
 /// Label holding the certificate's status: `Valid`, `Held` or `Revoked`.
 pub const LABEL_STATUS: &str = "chop.dev/status";
 

@@ -280,16 +280,23 @@ async fn ready(
     status.revoked_count = count_of(crate::register::REVOKED);
     status.held_count = count_of(crate::register::HELD);
     let was_ready = conditions::is_true(&status.conditions, "Ready");
+    // The delegated OCSP certificate and the responder workload; their trouble
+    // shows in ResponderReady and does not stop the CA from signing.
+    let responder = super::responder::ensure(ca, ctx, &sc, &cache_key(ca, &serial.to_hex())).await;
+    status.responder = Some(responder.status);
     let conds = [
         Cond::yes("KeyReady", "KeyFound", "the CA key is in the token"),
         Cond::yes("Ready", "Ready", "the CA can sign"),
+        responder.condition,
     ];
     write_status(ca, ctx, &mut status, &conds).await?;
     if !was_ready {
         ctx.event(ca, false, "Ready", "the CA can sign".into())
             .await;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(
+        responder.recheck.min(Duration::from_secs(300)),
+    ))
 }
 
 /// The outcome of trying to get the CA's certificate.

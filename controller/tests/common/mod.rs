@@ -17,6 +17,9 @@ use serde_json::json;
 // Distinctive, so a leak into logs or metrics cannot be a coincidence.
 pub const PIN: &str = "sesame-Kq2vXw";
 
+/// The register of CA `root` without its delegated OCSP responder certificates.
+pub const SUBSCRIBER_RECORDS: &str = "chop.dev/ca=root,chop.dev/profile!=OCSPResponder";
+
 pub struct Harness {
     pub env: TestEnv,
     pub dir: tempfile::TempDir,

@@ -1,0 +1,172 @@
+//! The CA's delegated OCSP responder certificate and its chop-responder
+//! workload, on the real API server with the real controller binary (run under
+//! the shipped least-privilege `chop-controller` role) and checked with openssl.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Harness, openssl};
+use crds::{CertificateAuthority, IssuedCertificate};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+fn secret_file(h: &Harness, secret: &Secret, key: &str, file: &str) -> std::path::PathBuf {
+    let data = secret.data.as_ref().unwrap().get(key).unwrap();
+    h.write(file, std::str::from_utf8(&data.0).unwrap())
+}
+
+async fn responder_serial(h: &Harness) -> Option<String> {
+    let ca = h.api::<CertificateAuthority>().get("root").await.ok()?;
+    let st = ca.status?;
+    let ready = st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "ResponderReady" && c.status == "True");
+    ready.then_some(())?;
+    st.responder?.certificate_serial_number
+}
+
+#[tokio::test]
+async fn a_ready_ca_gets_a_delegated_ocsp_certificate_and_a_responder_workload() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    let ca = h.create_ca().await;
+    let ca_pem = h.write(
+        "ca.pem",
+        ca.status.as_ref().unwrap().certificate.as_ref().unwrap(),
+    );
+    let serial = h.wait("ResponderReady", 60, || responder_serial(&h)).await;
+
+    // The Secret: a kubernetes.io/tls pair whose certificate the CA signed for
+    // OCSP signing only, with ocsp-nocheck, short-lived, and whose key matches.
+    let secret = h.api::<Secret>().get("root-ocsp-responder").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let crt = secret_file(&h, &secret, "tls.crt", "responder.pem");
+    let key = secret_file(&h, &secret, "tls.key", "responder.key");
+    let verified = openssl(
+        &["verify", "-purpose", "ocsphelper", "-CAfile"],
+        &[&ca_pem, &crt],
+    );
+    assert!(verified.contains(": OK"), "{verified}");
+    let text = openssl(&["x509", "-noout", "-text", "-in"], &[&crt]);
+    assert!(text.contains("OCSP Signing"), "{text}");
+    assert!(text.contains("OCSP No Check"), "{text}");
+    assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+    assert!(text.contains("CN = root OCSP Responder"), "{text}");
+    let not_after = openssl(&["x509", "-noout", "-enddate", "-in"], &[&crt]);
+    let not_before = openssl(&["x509", "-noout", "-startdate", "-in"], &[&crt]);
+    let parse = |s: &str| {
+        let v = s.trim().split_once('=').unwrap().1.to_string();
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", &v, "+%s"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    assert_eq!(
+        parse(&not_after) - parse(&not_before),
+        7 * 86_400,
+        "default responder validity is 168h"
+    );
+    let cert_pub = openssl(&["x509", "-noout", "-pubkey", "-in"], &[&crt]);
+    let key_pub = openssl(&["pkey", "-pubout", "-in"], &[&key]);
+    assert_eq!(cert_pub, key_pub, "tls.key is the key of tls.crt");
+    let crt_serial = openssl(&["x509", "-noout", "-serial", "-in"], &[&crt]);
+    assert_eq!(crt_serial.trim(), format!("serial={serial}"));
+
+    // Recorded in the CA's register like every certificate it signs.
+    let record = h
+        .api::<IssuedCertificate>()
+        .get(&common::issued_name(&serial))
+        .await
+        .unwrap();
+    assert_eq!(record.spec.profile, "OCSPResponder");
+
+    // The workload, owned by the CA, running the responder for this CA.
+    let owned_by_ca =
+        |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+            refs.iter().any(|r| {
+                r.kind == "CertificateAuthority" && r.name == "root" && r.controller == Some(true)
+            })
+        };
+    assert!(owned_by_ca(secret.owner_references()));
+    let dep = h.api::<Deployment>().get("root-responder").await.unwrap();
+    assert!(owned_by_ca(dep.owner_references()));
+    assert_eq!(dep.spec.replicas, Some(2));
+    let pod = dep.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("root-responder"));
+    let args = pod.containers[0].args.clone().unwrap().join(" ");
+    let ns = h.ns().to_string();
+    assert_eq!(
+        args,
+        format!("serve --kube --namespace {ns} --ca root --listen 0.0.0.0:8080")
+    );
+    let svc = h.api::<Service>().get("root-responder").await.unwrap();
+    assert!(owned_by_ca(svc.owner_references()));
+    assert_eq!(
+        svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port,
+        80
+    );
+    let sa = h
+        .api::<ServiceAccount>()
+        .get("root-responder")
+        .await
+        .unwrap();
+    assert!(owned_by_ca(sa.owner_references()));
+    let rb = h.api::<RoleBinding>().get("root-responder").await.unwrap();
+    assert_eq!(rb.role_ref.name, "chop:responder");
+    assert_eq!(rb.role_ref.kind, "ClusterRole");
+
+    // The certificate is reused while current: a restart does not re-issue it.
+    h.child.stop();
+    h.start(false);
+    let ca_api = h.api::<CertificateAuthority>();
+    let patch = json!({"spec": {"responder": {"replicas": 1}}});
+    ca_api
+        .patch("root", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    h.wait("Deployment scaled to 1", 60, || async {
+        let d = h.api::<Deployment>().get("root-responder").await.ok()?;
+        (d.spec.replicas == Some(1)).then_some(())
+    })
+    .await;
+    assert_eq!(responder_serial(&h).await.as_deref(), Some(serial.as_str()));
+
+    // A lost (or tampered) Secret is replaced by a fresh certificate at the next
+    // look (a spec change makes it at once).
+    h.api::<Secret>()
+        .delete("root-ocsp-responder", &Default::default())
+        .await
+        .unwrap();
+    let patch = json!({"spec": {"responder": {"replicas": 3}}});
+    ca_api
+        .patch("root", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let renewed = h
+        .wait("a new responder certificate", 60, || async {
+            let s = responder_serial(&h).await?;
+            (s != serial).then_some(s)
+        })
+        .await;
+    let secret = h.api::<Secret>().get("root-ocsp-responder").await.unwrap();
+    let crt = secret_file(&h, &secret, "tls.crt", "responder2.pem");
+    let crt_serial = openssl(&["x509", "-noout", "-serial", "-in"], &[&crt]);
+    assert_eq!(crt_serial.trim(), format!("serial={renewed}"));
+    let events = h.logs();
+    assert!(
+        !events.contains("PRIVATE KEY") && !events.contains(common::PIN),
+        "no key material or PIN in the controller's log"
+    );
+    h.env.cleanup().await.unwrap();
+}
