@@ -2,12 +2,15 @@
 //! per-CA signing contexts and per-object retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ca::issue::Issuer;
+use crds::IssuedCertificate;
 use kube::Client;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use crate::metrics::Metrics;
@@ -50,6 +53,7 @@ pub struct Context {
     pub crash_after_crl_reserve: bool,
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
     responders: Mutex<HashMap<String, (SigningKey, SystemTime, Outcome)>>,
+    records: OnceLock<Store<PartialObjectMeta<IssuedCertificate>>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -86,6 +90,7 @@ impl Context {
             crash_after_crl_reserve: false,
             signing: Mutex::new(HashMap::new()),
             responders: Mutex::new(HashMap::new()),
+            records: OnceLock::new(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -114,6 +119,19 @@ impl Context {
     /// Remember a responder outcome for CA `key` until `until`.
     pub fn remember_responder(&self, key: SigningKey, until: SystemTime, outcome: Outcome) {
         lock(&self.responders).insert(key.0.clone(), (key, until, outcome));
+    }
+
+    /// Use `store` (the register's metadata, kept by a watch) for counting.
+    pub fn set_records(&self, store: Store<PartialObjectMeta<IssuedCertificate>>) {
+        let _ = self.records.set(store);
+    }
+
+    /// The register's metadata, once the watch has listed everything.
+    pub fn records(&self) -> Option<&Store<PartialObjectMeta<IssuedCertificate>>> {
+        let store = self.records.get()?;
+        futures::FutureExt::now_or_never(store.wait_until_ready())
+            .is_some_and(|r| r.is_ok())
+            .then_some(store)
     }
 
     /// Backoff for the next retry of object `uid` after a failure: 2 s doubling up

@@ -60,12 +60,14 @@ pub mod register;
 pub mod subscribers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate};
 use futures::StreamExt;
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 
 use crate::context::Context;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
@@ -82,24 +84,38 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    // A new IssuedCertificate updates its CA's issuedCount.
-    let issued: Api<IssuedCertificate> = match namespace {
+    // The register's metadata (names and labels, no certificates, no
+    // managedFields) in memory: the CA counts issued, revoked and held
+    // certificates from it without listing the API, and each new record
+    // triggers its CA's reconcile (debounced, so a burst of issuance is one
+    // recount, not one per certificate).
+    let issued: Api<PartialObjectMeta<IssuedCertificate>> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
+    let (records, writer) = reflector::store::<PartialObjectMeta<IssuedCertificate>>();
+    ctx.set_records(records);
+    let record_events = watcher(
+        issued,
+        watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
+    )
+    .default_backoff()
+    .modify(|m| {
+        m.metadata.managed_fields = None;
+        m.metadata.annotations = None;
+    })
+    .reflect(writer)
+    .touched_objects();
     let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
-        .watches(
-            issued,
-            watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
-            |ic: IssuedCertificate| {
-                let ns = ic.metadata.namespace.clone().unwrap_or_default();
-                ic.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
-                    .map(|ca| ObjectRef::<CertificateAuthority>::new(ca).within(&ns))
-            },
-        )
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
+        .watches_stream(record_events, |ic: PartialObjectMeta<IssuedCertificate>| {
+            let ns = ic.metadata.namespace.clone().unwrap_or_default();
+            ic.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
+                .map(|ca| ObjectRef::<CertificateAuthority>::new(ca).within(&ns))
+        })
         .run(ca_rec::reconcile, ca_rec::error_policy, Arc::clone(&ctx))
         .for_each(|r| async move {
             if let Err(e) = r {

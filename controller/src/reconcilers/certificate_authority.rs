@@ -36,6 +36,7 @@ use crds::issued_certificate::LABEL_CA;
 use crds::{CertificateAuthority, CertificateAuthorityStatus, IssuedCertificate};
 use der::{DecodePem, EncodePem};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -255,30 +256,10 @@ async fn ready(
         ca::time::from_x509(&cert.tbs_certificate.validity.not_after),
         &id,
     )?);
-    let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &namespace(ca));
-    let records = issued
-        .list_metadata(&ListParams::default().labels(&format!("{LABEL_CA}={}", ca.name_any())))
-        .await
-        .map_err(Error::kube("list IssuedCertificates"))?
-        .items;
-    // Revoked and held counts from the `chop.dev/status` label the Revocation
-    // and Suspension reconcilers maintain.
-    let count_of = |state: &str| {
-        let n = records
-            .iter()
-            .filter(|r| {
-                r.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(crds::issued_certificate::LABEL_STATUS))
-                    .is_some_and(|s| s == state)
-            })
-            .count();
-        Some(i64::try_from(n).unwrap_or(i64::MAX))
-    };
-    status.issued_count = Some(i64::try_from(records.len()).unwrap_or(i64::MAX));
-    status.revoked_count = count_of(crate::register::REVOKED);
-    status.held_count = count_of(crate::register::HELD);
+    let counts = register_counts(ca, ctx).await?;
+    status.issued_count = Some(counts.issued);
+    status.revoked_count = Some(counts.revoked);
+    status.held_count = Some(counts.held);
     let was_ready = conditions::is_true(&status.conditions, "Ready");
     // The delegated OCSP certificate and the responder workload; their trouble
     // shows in ResponderReady and does not stop the CA from signing.
@@ -297,6 +278,58 @@ async fn ready(
     Ok(Action::requeue(
         responder.recheck.min(Duration::from_secs(300)),
     ))
+}
+
+/// How many records the CA's register holds, and how many are revoked or held.
+struct Counts {
+    issued: i64,
+    revoked: i64,
+    held: i64,
+}
+
+/// Count the CA's register from the in-memory metadata store (kept by a
+/// watch, see [`crate::run`]), or by listing metadata before that store is
+/// ready. Revoked and held come from the `chop.dev/status` label the
+/// Revocation and Suspension reconcilers maintain.
+async fn register_counts(ca: &CertificateAuthority, ctx: &Context) -> Result<Counts> {
+    let ns = namespace(ca);
+    let name = ca.name_any();
+    let label = |m: &ObjectMeta, key: &str| {
+        m.labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let statuses: Vec<String> = match ctx.records() {
+        Some(store) => store
+            .state()
+            .iter()
+            .filter(|r| {
+                r.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && label(&r.metadata, LABEL_CA) == name
+            })
+            .map(|r| label(&r.metadata, crds::issued_certificate::LABEL_STATUS))
+            .collect(),
+        None => {
+            let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &ns);
+            issued
+                .list_metadata(&ListParams::default().labels(&format!("{LABEL_CA}={name}")))
+                .await
+                .map_err(Error::kube("list IssuedCertificates"))?
+                .items
+                .iter()
+                .map(|r| label(&r.metadata, crds::issued_certificate::LABEL_STATUS))
+                .collect()
+        }
+    };
+    let n = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+    let of = |state: &str| n(statuses.iter().filter(|s| *s == state).count());
+    Ok(Counts {
+        issued: n(statuses.len()),
+        revoked: of(crate::register::REVOKED),
+        held: of(crate::register::HELD),
+    })
 }
 
 /// The outcome of trying to get the CA's certificate.
