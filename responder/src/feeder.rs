@@ -1,9 +1,8 @@
 //! Feeders fill a [`StateHandle`]: CA material, then statuses, then updates.
 //!
-//! Implemented here: [`DirFeeder`], which reads a directory. A Kubernetes feeder
-//! (watching the operator's CertificateAuthority, certificate and revocation
-//! resources with read-only RBAC) implements the same [`Feeder`] trait: on start
-//! it builds a [`CaMaterial`] and calls [`StateHandle::install`] and
+//! Implemented here: [`DirFeeder`], which reads a directory. The Kubernetes
+//! feeder ([`crate::kube_feeder::KubeFeeder`]) implements the same [`Feeder`]
+//! trait: it builds a [`CaMaterial`] and calls [`StateHandle::install`] and
 //! [`StateHandle::load_statuses`]; then for every watch event it calls
 //! [`StateHandle::set_status`] or [`StateHandle::forget`] (a per-certificate
 //! delta, visible to the next request), and `install` again when the CA
@@ -306,23 +305,32 @@ impl DirFeeder {
 /// The responder key from PKCS#8 PEM, signing with the default algorithm for the
 /// responder certificate's key.
 fn load_key(path: &Path, responder_der: &[u8]) -> Result<Arc<SoftwareKey>> {
-    let data = read(path)?;
-    let (label, pkcs8) =
-        der::pem::decode_vec(&data).map_err(|e| Error::invalid(path.display().to_string(), e))?;
+    key_from_pem(&path.display().to_string(), &read(path)?, responder_der)
+}
+
+/// The responder key from PKCS#8 PEM `data` (named `what` in errors, which
+/// never quote the key), signing with the default algorithm for the responder
+/// certificate's key.
+pub(crate) fn key_from_pem(
+    what: &str,
+    data: &[u8],
+    responder_der: &[u8],
+) -> Result<Arc<SoftwareKey>> {
+    let (label, pkcs8) = der::pem::decode_vec(data).map_err(|e| Error::invalid(what, e))?;
     let pkcs8 = zeroize::Zeroizing::new(pkcs8);
     if label != "PRIVATE KEY" {
         return Err(Error::invalid(
-            path.display().to_string(),
+            what,
             format!("expected an unencrypted PKCS#8 key (BEGIN PRIVATE KEY), found {label}"),
         ));
     }
-    let cert =
-        Certificate::from_der(responder_der).map_err(|e| Error::invalid("responder.pem", e))?;
+    let cert = Certificate::from_der(responder_der)
+        .map_err(|e| Error::invalid("responder certificate", e))?;
     let spki_der = cert
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|e| Error::invalid("responder.pem", e))?;
+        .map_err(|e| Error::invalid("responder certificate", e))?;
     let spec = KeySpec::of(&parse_spki(&spki_der)?)?;
     Ok(Arc::new(SoftwareKey::from_pkcs8(
         &pkcs8,

@@ -42,26 +42,79 @@ pub struct Fixture {
     pub leaves: Vec<IssuedCertificate>,
 }
 
+/// An issuer for the fixture's CA.
+fn issuer(ca: &IssuedCertificate, ca_key: &Arc<SoftwareKey>) -> Result<Issuer> {
+    let cert = Certificate::from_der(&ca.der).map_err(|e| Error::invalid("CA", e))?;
+    let mut config = CaConfig::new(cert, ca_key.clone() as Arc<dyn Signer>);
+    config.crl_urls = vec!["http://127.0.0.1/crl/ca.crl".into()];
+    config.ocsp_urls = vec!["http://127.0.0.1/".into()];
+    Ok(Issuer::new(config)?)
+}
+
+/// A delegated RSA-2048 OCSP responder certificate named `cn`, and its key.
+fn issue_responder(issuer: &Issuer, cn: &str) -> Result<(IssuedCertificate, Arc<SoftwareKey>)> {
+    let key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 })?);
+    let dn = DistinguishedName::parse(&format!("C=TW, O=行政院, CN={cn}"))?;
+    let csr = build_csr(key.as_ref(), &dn.to_name()?)?;
+    let cert = issuer.issue(&IssuanceRequest::new(
+        Profile::ocsp_responder(),
+        &dn,
+        SubjectKey::from_csr(&csr)?,
+        Serial::random()?,
+    )?)?;
+    Ok((cert, key))
+}
+
 impl Fixture {
+    /// Another delegated responder certificate (named `cn`) and key from the
+    /// fixture's CA, e.g. a renewal.
+    pub fn new_responder(&self, cn: &str) -> Result<(IssuedCertificate, Arc<SoftwareKey>)> {
+        issue_responder(&issuer(&self.ca, &self.ca_key)?, cn)
+    }
+
+    /// The key of `key` as unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`).
+    pub fn key_pem(key: &SoftwareKey) -> Result<String> {
+        let pkcs8 = key.to_pkcs8()?;
+        der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8)
+            .map_err(|e| Error::invalid("key PEM", e))
+    }
+
+    /// The IssuedCertificate record the controller would write for `cert`,
+    /// issued by the CertificateAuthority `ca`, labelled `chop.dev/ca=<ca>`, no
+    /// status.
+    pub fn issued_certificate(
+        ca: &str,
+        cert: &IssuedCertificate,
+    ) -> Result<crds::IssuedCertificate> {
+        let serial = cert.serial.to_hex();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "chop.dev/v1alpha1",
+            "kind": "IssuedCertificate",
+            "metadata": {
+                "name": format!("{ca}-{}", serial.to_lowercase()),
+                "labels": {crds::issued_certificate::LABEL_CA: ca},
+            },
+            "spec": {
+                "caRef": {"name": ca},
+                "serialNumber": serial,
+                "subject": "CN=fixture",
+                "profile": "subscriber-signature",
+                "notBefore": "2026-01-01T00:00:00Z",
+                "notAfter": "2027-01-01T00:00:00Z",
+                "keyFingerprint": "00",
+                "certificate": cert_pem(&cert.der)?,
+            },
+        }))
+        .map_err(|e| Error::invalid("IssuedCertificate", e))
+    }
+
     /// Make a fixture with `leaves` subscriber certificates.
     pub fn new(leaves: usize) -> Result<Self> {
         let ca_key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 })?);
         let ca_dn = DistinguishedName::parse("C=TW, O=行政院, OU=內政部憑證管理中心測試")?;
         let ca = self_sign_root(ca_key.as_ref(), &RootRequest::new(&ca_dn)?)?;
-        let cert = Certificate::from_der(&ca.der).map_err(|e| Error::invalid("CA", e))?;
-        let mut config = CaConfig::new(cert, ca_key.clone() as Arc<dyn Signer>);
-        config.crl_urls = vec!["http://127.0.0.1/crl/ca.crl".into()];
-        config.ocsp_urls = vec!["http://127.0.0.1/".into()];
-        let issuer = Issuer::new(config)?;
-        let responder_key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 })?);
-        let rdn = DistinguishedName::parse("C=TW, O=行政院, CN=chop test OCSP responder")?;
-        let csr = build_csr(responder_key.as_ref(), &rdn.to_name()?)?;
-        let responder = issuer.issue(&IssuanceRequest::new(
-            Profile::ocsp_responder(),
-            &rdn,
-            SubjectKey::from_csr(&csr)?,
-            Serial::random()?,
-        )?)?;
+        let issuer = issuer(&ca, &ca_key)?;
+        let (responder, responder_key) = issue_responder(&issuer, "chop test OCSP responder")?;
         let mut out = Vec::with_capacity(leaves);
         for i in 0..leaves {
             let key = SoftwareKey::generate(KeySpec::Ec(Curve::P521))?;
@@ -178,10 +231,10 @@ impl Fixture {
         w("ca.pem", ca_pem.as_bytes())?;
         w("chain.pem", ca_pem.as_bytes())?;
         w("responder.pem", cert_pem(&self.responder.der)?.as_bytes())?;
-        let pkcs8 = self.responder_key.to_pkcs8()?;
-        let key_pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &pkcs8)
-            .map_err(|e| Error::invalid("key PEM", e))?;
-        w("responder.key", key_pem.as_bytes())?;
+        w(
+            "responder.key",
+            Self::key_pem(&self.responder_key)?.as_bytes(),
+        )?;
         w("crl/ca.crl", &self.crl()?)?;
         let mut txt = String::new();
         for (i, c) in self.leaves.iter().enumerate() {

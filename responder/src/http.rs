@@ -89,10 +89,12 @@ pub struct App {
 impl App {
     /// An application over `state`.
     pub fn new(state: StateHandle, config: ServerConfig) -> Arc<Self> {
+        let mut metrics = Metrics::new();
+        metrics.register_feed(&state);
         Arc::new(App {
             state,
             cache: ResponseCache::new(config.cache_entries),
-            metrics: Metrics::new(),
+            metrics,
             config,
         })
     }

@@ -15,9 +15,10 @@
 //!   updates (issue, revoke, hold, resume, forget) in place: a revocation costs one
 //!   hash-map write, not a rebuild.
 //! - **Feeders** ([`feeder`]): whatever fills the state implements [`Feeder`]. The
-//!   [`DirFeeder`] reads a directory (`--dir`) and reloads it on change; a
-//!   Kubernetes feeder (informers on the operator's resources, read-only RBAC)
-//!   plugs into the same trait and the same [`StateHandle`] calls.
+//!   [`DirFeeder`] reads a directory (`--dir`) and reloads it on change; the
+//!   [`KubeFeeder`] (`--kube`, [`kube_feeder`]) watches one CertificateAuthority's
+//!   resources with read-only RBAC and applies every IssuedCertificate event as a
+//!   per-serial delta through the same [`StateHandle`] calls.
 //! - **Pre-signed responses** ([`cache`]): answers to requests without nonce are
 //!   kept (RFC 5019 §2.1.1 allows pre-produced responses), keyed by the requested
 //!   CertIDs, until `thisUpdate + max-age` (bounded by `nextUpdate`). Every entry
@@ -31,7 +32,7 @@
 //! - **Metrics** ([`metrics`]): Prometheus text at `/metrics`, prefix `chop_`.
 //!
 //! ## Non-goals
-//! - Kubernetes access (the Kubernetes feeder is a separate piece), HTTP/2, TLS
+//! - HTTP/2, TLS
 //!   (OCSP and CRLs are signed objects served over plain HTTP, RFC 5019 §5), several
 //!   CAs per process, request signature checking (RFC 5019 §2.1.1: requests are
 //!   unsigned).
@@ -44,11 +45,13 @@ pub mod feeder;
 #[doc(hidden)]
 pub mod fixture;
 pub mod http;
+pub mod kube_feeder;
 pub mod metrics;
 pub mod state;
 
 pub use feeder::{DirFeeder, Feeder};
 pub use http::{App, ServerConfig, serve};
+pub use kube_feeder::KubeFeeder;
 pub use state::{CaMaterial, CertificateStore, StateHandle, StatusTable};
 
 /// Everything that can go wrong in the responder library.

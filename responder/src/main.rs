@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! chop-responder [serve] --dir DIR [--listen ADDR] [options]
+//! chop-responder [serve] --kube --namespace NS --ca NAME [--listen ADDR] [options]
 //! chop-responder gen-fixture DIR [--leaves N]
 //! ```
 //! See `docs/responder.md`.
@@ -10,17 +11,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use responder::{App, DirFeeder, Feeder, ServerConfig, StateHandle};
+use responder::{App, DirFeeder, Feeder, KubeFeeder, ServerConfig, StateHandle};
 
 const USAGE: &str = "usage:
-  chop-responder [serve] --dir DIR [--listen ADDR (0.0.0.0:8080)] [--poll-ms MS (1000)]
+  chop-responder [serve] (--dir DIR | --kube --namespace NS --ca NAME)
+                 [--listen ADDR (0.0.0.0:8080)] [--poll-ms MS (1000, --dir only)]
                  [--cache-entries N (65536)] [--max-age SECS (300)] [--validity SECS (3600)]
                  [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
   chop-responder gen-fixture DIR [--leaves N (3)]
+--kube: the Kubernetes client comes from KUBECONFIG / ~/.kube/config / in-cluster.
 Logging: RUST_LOG (default info).";
 
+/// Where the state comes from.
+enum Source {
+    Dir(PathBuf),
+    Kube { namespace: String, ca: String },
+}
+
 struct ServeArgs {
-    dir: PathBuf,
+    source: Source,
     listen: String,
     poll: Duration,
     threads: Option<usize>,
@@ -40,9 +49,9 @@ where
 }
 
 fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
-    let mut dir = None;
+    let (mut dir, mut kube, mut namespace, mut ca) = (None, false, None, None);
     let mut a = ServeArgs {
-        dir: PathBuf::new(),
+        source: Source::Dir(PathBuf::new()),
         listen: "0.0.0.0:8080".into(),
         poll: Duration::from_secs(1),
         threads: None,
@@ -52,6 +61,9 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--dir" => dir = Some(value::<PathBuf>(&mut args, &flag)?),
+            "--kube" => kube = true,
+            "--namespace" => namespace = Some(value::<String>(&mut args, &flag)?),
+            "--ca" => ca = Some(value::<String>(&mut args, &flag)?),
             "--listen" => a.listen = value(&mut args, &flag)?,
             "--poll-ms" => a.poll = Duration::from_millis(value(&mut args, &flag)?),
             "--cache-entries" => a.server.cache_entries = value(&mut args, &flag)?,
@@ -67,7 +79,20 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    a.dir = dir.with_context(|| format!("--dir is required\n{USAGE}"))?;
+    a.source = match (dir, kube) {
+        (Some(_), true) => bail!("--dir and --kube are exclusive\n{USAGE}"),
+        (Some(d), false) => {
+            if namespace.is_some() || ca.is_some() {
+                bail!("--namespace and --ca go with --kube\n{USAGE}");
+            }
+            Source::Dir(d)
+        }
+        (None, true) => Source::Kube {
+            namespace: namespace.with_context(|| format!("--kube needs --namespace\n{USAGE}"))?,
+            ca: ca.with_context(|| format!("--kube needs --ca\n{USAGE}"))?,
+        },
+        (None, false) => bail!("--dir or --kube is required\n{USAGE}"),
+    };
     Ok(a)
 }
 
@@ -122,16 +147,33 @@ fn serve(a: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, dir = %a.dir.display(), "chop-responder starting");
         let state = StateHandle::new();
         let app = App::new(state.clone(), a.server);
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let feeder = DirFeeder {
-            dir: a.dir,
-            poll: a.poll,
-            ocsp: a.ocsp,
+        let mut feeder_task = match a.source {
+            Source::Dir(dir) => {
+                tracing::info!(listen = %listener.local_addr()?, dir = %dir.display(), "chop-responder starting");
+                let feeder = DirFeeder {
+                    dir,
+                    poll: a.poll,
+                    ocsp: a.ocsp,
+                };
+                tokio::spawn(feeder.run(state, rx.clone()))
+            }
+            Source::Kube { namespace, ca } => {
+                tracing::info!(listen = %listener.local_addr()?, namespace, ca, "chop-responder starting (Kubernetes)");
+                let client = kube::Client::try_default()
+                    .await
+                    .context("cannot build a Kubernetes client")?;
+                let feeder = KubeFeeder {
+                    client,
+                    namespace,
+                    ca,
+                    ocsp: a.ocsp,
+                };
+                tokio::spawn(feeder.run(state, rx.clone()))
+            }
         };
-        let mut feeder_task = tokio::spawn(feeder.run(state, rx.clone()));
         let server = tokio::spawn(responder::serve(listener, app, rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let feeder_ended = tokio::select! {

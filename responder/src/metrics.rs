@@ -12,6 +12,8 @@
 //! | `chop_responder_statuses` | gauge | — (serials known) |
 //! | `chop_responder_certificate_not_after_seconds` | gauge | — (responder certificate notAfter, Unix seconds; 0 before load) |
 //! | `chop_responder_ready` | gauge | — (1 when `/readyz` would say ready) |
+//! | `chop_responder_feed_events_total` | counter | — (watch events the feeder applied; Kubernetes feeder) |
+//! | `chop_responder_feed_last_sync_seconds` | gauge | — (end of the feeder's last full list of certificates, Unix seconds; 0 before) |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -155,6 +157,21 @@ impl Metrics {
             not_after,
             ready,
         }
+    }
+
+    /// Export the feeder's counters of `state` ([`crate::state::FeedStats`]).
+    pub fn register_feed(&mut self, state: &StateHandle) {
+        let feed = state.feed().clone();
+        self.registry.register(
+            "responder_feed_events",
+            "Watch events applied by the feeder",
+            feed.events,
+        );
+        self.registry.register(
+            "responder_feed_last_sync_seconds",
+            "When the feeder last completed a full list of certificates (Unix seconds)",
+            feed.last_sync,
+        );
     }
 
     /// The Prometheus text exposition, with the state gauges refreshed from

@@ -14,6 +14,8 @@ use ca::revocation::{CertStatus, StatusSource};
 use ca::serial::Serial;
 use ca::signer::Signer;
 use der::{Decode, Encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use x509_cert::Certificate;
 
 use crate::{Error, Result};
@@ -54,6 +56,58 @@ impl MemoryCertificates {
 impl CertificateStore for MemoryCertificates {
     fn certificate(&self, serial: &Serial) -> Option<Bytes> {
         self.0.get(serial.as_be_bytes()).cloned()
+    }
+}
+
+/// A [`CertificateStore`] updated in place, one certificate at a time, while the
+/// material that refers to it stays installed: the Kubernetes feeder keeps the
+/// DER of every certificate it watches here (a re-list swaps the whole map).
+#[derive(Debug, Default)]
+pub struct SharedCertificates(RwLock<HashMap<SerialKey, Bytes>>);
+
+impl SharedCertificates {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<SerialKey, Bytes>> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add or replace the certificate with `serial`.
+    pub fn insert(&self, serial: &Serial, der: Bytes) {
+        self.write().insert(SerialKey::new(serial), der);
+    }
+
+    /// Remove the certificate with `serial`.
+    pub fn remove(&self, serial: &Serial) {
+        self.write().remove(&SerialKey::new(serial));
+    }
+
+    /// Replace every certificate.
+    pub fn replace(&self, all: HashMap<SerialKey, Bytes>) {
+        *self.write() = all;
+    }
+
+    /// Number of certificates held.
+    pub fn len(&self) -> usize {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl CertificateStore for SharedCertificates {
+    fn certificate(&self, serial: &Serial) -> Option<Bytes> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&SerialKey::new(serial))
+            .cloned()
     }
 }
 
@@ -296,6 +350,27 @@ struct Shared {
     material: ArcSwapOption<CaMaterial>,
     table: StatusTable,
     statuses_loaded: AtomicBool,
+    feed: FeedStats,
+}
+
+/// What a feeder reports about itself, exported by [`crate::metrics`].
+#[derive(Debug, Default, Clone)]
+pub struct FeedStats {
+    /// Watch events applied (`chop_responder_feed_events_total`).
+    pub events: Counter,
+    /// When the feeder last completed a full (re-)list, Unix seconds
+    /// (`chop_responder_feed_last_sync_seconds`).
+    pub last_sync: Gauge,
+}
+
+impl FeedStats {
+    /// Record a completed full list now.
+    pub fn synced(&self) {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.last_sync.set(now);
+    }
 }
 
 /// The responder's state, shared by the HTTP server and the feeder. Cheap to clone.
@@ -363,6 +438,11 @@ impl StateHandle {
         I: IntoIterator<Item = (Serial, Option<CertStatus>)>,
     {
         self.0.table.apply(changes)
+    }
+
+    /// The feeder's counters.
+    pub fn feed(&self) -> &FeedStats {
+        &self.0.feed
     }
 
     /// The status table.

@@ -4,8 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -15,6 +16,7 @@ use base64::Engine;
 use ca::ocsp::OcspConfig;
 use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
+use common::Reply;
 use der::Decode;
 use responder::feeder::{IndexFile, RevokedRecord};
 use responder::fixture::{Fixture, get_path};
@@ -78,12 +80,7 @@ impl Server {
 
     /// Send raw bytes, read until the server closes.
     fn raw(&self, request: &[u8]) -> Reply {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(request).unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).unwrap();
-        Reply::parse(&buf)
+        common::raw(self.addr, request)
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -91,18 +88,7 @@ impl Server {
     }
 
     fn request(&self, method: &str, path: &str, headers: &[&str], body: &[u8]) -> Reply {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-        for h in headers {
-            req.push_str(h);
-            req.push_str("\r\n");
-        }
-        if !body.is_empty() {
-            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        req.push_str("\r\n");
-        let mut bytes = req.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
+        common::request(self.addr, method, path, headers, body)
     }
 
     fn openssl_ocsp(&self, leaf: &str, extra: &[&str]) -> String {
@@ -140,44 +126,6 @@ impl Server {
             .rt
             .block_on(async { tokio::time::timeout(Duration::from_secs(15), task).await });
         r.expect("server stops on shutdown").unwrap().unwrap();
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn parse(buf: &[u8]) -> Reply {
-        let end = buf
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("complete header");
-        let head = std::str::from_utf8(&buf[..end]).unwrap();
-        let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap();
-        let code = status.split(' ').nth(1).unwrap().parse().unwrap();
-        let headers = lines
-            .map(|l| {
-                let (k, v) = l.split_once(':').unwrap();
-                (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-            })
-            .collect();
-        Reply {
-            code,
-            headers,
-            body: buf[end + 4..].to_vec(),
-        }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
     }
 }
 
