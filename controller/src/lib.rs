@@ -20,7 +20,7 @@
 //!
 //! ## Permissions the controller needs
 //! `get` Secrets (PINs); `get/create/patch` Secrets `<ca>-ocsp-responder`,
-//! ServiceAccounts, Services, Deployments and RoleBindings (the responder
+//! ServiceAccounts, Services, Deployments, Roles and RoleBindings (the responder
 //! workload, [`reconcilers::responder`]); `bind` the ClusterRole
 //! `chop:responder` only; `get/create/update` ConfigMaps (`<ca>-subscribers`);
 //! `get/list/patch/delete` ConfigMaps (CRL publication, [`publish`]);

@@ -10,7 +10,7 @@ use common::{Harness, openssl};
 use crds::{CertificateAuthority, IssuedCertificate};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -125,6 +125,20 @@ async fn a_ready_ca_gets_a_delegated_ocsp_certificate_and_a_responder_workload()
     let rb = h.api::<RoleBinding>().get("root-responder").await.unwrap();
     assert_eq!(rb.role_ref.name, "chop:responder");
     assert_eq!(rb.role_ref.kind, "ClusterRole");
+    let key_role = h.api::<Role>().get("root-responder").await.unwrap();
+    let rules = key_role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].verbs, ["get"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["root-ocsp-responder".to_string()][..])
+    );
+    let key_rb = h
+        .api::<RoleBinding>()
+        .get("root-responder-key")
+        .await
+        .unwrap();
+    assert_eq!(key_rb.role_ref.name, "root-responder");
 
     // The certificate is reused while current: a restart does not re-issue it.
     h.child.stop();
@@ -168,5 +182,175 @@ async fn a_ready_ca_gets_a_delegated_ocsp_certificate_and_a_responder_workload()
         !events.contains("PRIVATE KEY") && !events.contains(common::PIN),
         "no key material or PIN in the controller's log"
     );
+    h.env.cleanup().await.unwrap();
+}
+
+/// chop-responder's binary (another package of the workspace: built on demand
+/// when a `cargo test -p chop-controller` run has not built it).
+fn responder_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("chop-responder");
+    if !bin.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "chop-responder", "--bin", "chop-responder"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "cargo build -p chop-responder");
+    }
+    bin
+}
+
+/// `openssl ocsp` for `leaf` against the responder at `port`, verified against
+/// the CA certificate only (the delegated responder certificate comes in the
+/// response): the status word and the full text.
+fn ocsp(port: u16, leaf: &std::path::Path, ca: &std::path::Path) -> (String, String) {
+    let out = std::process::Command::new("openssl")
+        .args(["ocsp", "-no_nonce", "-resp_text", "-url"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg("-issuer")
+        .arg(ca)
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-cert")
+        .arg(leaf)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("{}: ", leaf.display());
+    let word = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (word, text)
+}
+
+/// The certificate issued for request `name`, written to `<name>.pem`.
+async fn cert_file(h: &Harness, name: &str) -> std::path::PathBuf {
+    let cr = h.api::<crds::CertificateRequest>().get(name).await.unwrap();
+    h.write(
+        &format!("{name}.pem"),
+        &cr.status.unwrap().certificate.unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn revocation_and_hold_reach_ocsp_through_the_cluster() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    let ca = h.create_ca().await;
+    let ca_pem = h.write(
+        "ca.pem",
+        ca.status.as_ref().unwrap().certificate.as_ref().unwrap(),
+    );
+    h.wait("ResponderReady", 60, || responder_serial(&h)).await;
+
+    // chop-responder as the ServiceAccount the controller bound (RBAC matches
+    // a ServiceAccount subject by its user name).
+    let ns = h.ns().to_string();
+    let kubeconfig = h
+        .env
+        .plane()
+        .kubeconfig_for_user(
+            &format!("system:serviceaccount:{ns}:root-responder"),
+            &["system:serviceaccounts"],
+        )
+        .await
+        .unwrap();
+    let port = common::free_port();
+    let log = std::fs::File::create(h.path("responder.log")).unwrap();
+    let _responder = common::ChildGuard(Some(
+        std::process::Command::new(responder_bin())
+            .args([
+                "serve",
+                "--kube",
+                "--namespace",
+                &ns,
+                "--ca",
+                "root",
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    ));
+    let csr_a = h.csr("alice");
+    common::issue(&h, "alice", "ra:alice", &csr_a).await;
+    let csr_b = h.csr("bob");
+    common::issue(&h, "bob", "ra:bob", &csr_b).await;
+    let alice = cert_file(&h, "alice").await;
+    let bob = cert_file(&h, "bob").await;
+    let responder_log = || std::fs::read_to_string(h.path("responder.log")).unwrap_or_default();
+    let text = h
+        .wait("OCSP good for alice", 60, || async {
+            let (word, text) = ocsp(port, &alice, &ca_pem);
+            (word == "good").then_some(text)
+        })
+        .await;
+    assert!(text.contains("Response verify OK"), "{text}");
+    assert!(
+        text.contains("root OCSP Responder"),
+        "signed by the delegated responder: {text}"
+    );
+    assert_eq!(ocsp(port, &bob, &ca_pem).0, "good");
+
+    // Revoke alice: OCSP says revoked, with the reason, within seconds.
+    let started = std::time::Instant::now();
+    common::revoke(
+        &h,
+        "alice-lost",
+        json!({"certificateRequestRef": {"name": "alice"}}),
+        "keyCompromise",
+    )
+    .await;
+    let text = h
+        .wait("OCSP revoked for alice", 30, || async {
+            let (word, text) = ocsp(port, &alice, &ca_pem);
+            (word == "revoked").then_some(text)
+        })
+        .await;
+    let visible = started.elapsed();
+    println!("revocation visible in OCSP {visible:?} after the Revocation was created");
+    assert!(text.contains("Reason: keyCompromise"), "{text}");
+    assert!(
+        visible < std::time::Duration::from_secs(10),
+        "{visible:?}\n{}",
+        responder_log()
+    );
+    assert_eq!(ocsp(port, &bob, &ca_pem).0, "good");
+
+    // Hold bob: certificateHold; resume: good again.
+    common::suspend(&h, "bob-hold", "bob").await;
+    let text = h
+        .wait("OCSP hold for bob", 30, || async {
+            let (word, text) = ocsp(port, &bob, &ca_pem);
+            (word == "revoked").then_some(text)
+        })
+        .await;
+    assert!(text.contains("Reason: certificateHold"), "{text}");
+    h.api::<crds::Suspension>()
+        .patch(
+            "bob-hold",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    h.wait("OCSP good for bob again", 30, || async {
+        (ocsp(port, &bob, &ca_pem).0 == "good").then_some(())
+    })
+    .await;
     h.env.cleanup().await.unwrap();
 }

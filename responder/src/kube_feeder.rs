@@ -14,8 +14,8 @@
 //!   ([`delta`]): [`StateHandle::set_status`] or [`StateHandle::forget`], visible
 //!   to the next request. A (re-)list (`Init` … `InitApply` … `InitDone`) is
 //!   collected aside and swapped in whole with [`StateHandle::load_statuses`].
-//! - **material**: the CertificateAuthority, the Secret (watched by name, so a
-//!   Role with `resourceNames` suffices), the CRLSchedules and the CRL manifest
+//! - **material**: the CertificateAuthority, the Secret (read by name every
+//!   `secret_poll`, so a Role granting `get` on that one name suffices), the CRLSchedules and the CRL manifest
 //!   ConfigMaps. Any change that alters the bytes served builds a new
 //!   [`CaMaterial`] and installs it; the status table is untouched, so a renewed
 //!   responder certificate takes effect without a restart and without a re-list.
@@ -66,6 +66,8 @@ pub struct KubeFeeder {
     pub ca: String,
     /// OCSP response settings.
     pub ocsp: OcspConfig,
+    /// How often the responder Secret is read (`--secret-poll-ms`, default 5 s).
+    pub secret_poll: std::time::Duration,
 }
 
 impl std::fmt::Debug for KubeFeeder {
@@ -348,6 +350,46 @@ fn applied<K>(e: Event<K>) -> Option<K> {
     }
 }
 
+/// The Secret read by name every `every`, as material inputs. A `get` by name
+/// (not a watch) so that the per-CA Role needs only `get` on that one Secret,
+/// which is what the controller itself holds and so may grant. A renewal is
+/// due days ahead of expiry; a few seconds of delay costs nothing.
+fn poll_secret(
+    api: Api<Secret>,
+    name: String,
+    every: std::time::Duration,
+) -> BoxStream<'static, Input> {
+    let ticks = tokio_stream_interval(every);
+    ticks
+        .then(move |()| {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                match api.get_opt(&name).await {
+                    Ok(Some(secret)) => Some(Input::Secret(Box::new(Event::Apply(secret)))),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::warn!(secret = %name, error = %e, "cannot read the responder Secret; retrying");
+                        None
+                    }
+                }
+            }
+        })
+        .filter_map(futures::future::ready)
+        .boxed()
+}
+
+/// A stream that yields at once, then every `every`.
+fn tokio_stream_interval(every: std::time::Duration) -> BoxStream<'static, ()> {
+    futures::stream::unfold(true, move |first| async move {
+        if !first {
+            tokio::time::sleep(every).await;
+        }
+        Some(((), false))
+    })
+    .boxed()
+}
+
 impl KubeFeeder {
     fn streams(&self) -> BoxStream<'static, Input> {
         let by_name =
@@ -366,12 +408,7 @@ impl KubeFeeder {
                 "CertificateAuthority",
                 Input::Ca,
             ),
-            inputs(
-                self.api(),
-                by_name(&secret_name(&self.ca)),
-                "Secret",
-                Input::Secret,
-            ),
+            poll_secret(self.api(), secret_name(&self.ca), self.secret_poll),
             inputs(
                 self.api(),
                 watcher::Config::default(),

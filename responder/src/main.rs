@@ -15,7 +15,8 @@ use responder::{App, DirFeeder, Feeder, KubeFeeder, ServerConfig, StateHandle};
 
 const USAGE: &str = "usage:
   chop-responder [serve] (--dir DIR | --kube --namespace NS --ca NAME)
-                 [--listen ADDR (0.0.0.0:8080)] [--poll-ms MS (1000, --dir only)]
+                 [--listen ADDR (0.0.0.0:8080)] [--poll-ms MS (--dir: the directory, 1000;
+                  --kube: the responder Secret, 5000)]
                  [--cache-entries N (65536)] [--max-age SECS (300)] [--validity SECS (3600)]
                  [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
   chop-responder gen-fixture DIR [--leaves N (3)]
@@ -31,7 +32,7 @@ enum Source {
 struct ServeArgs {
     source: Source,
     listen: String,
-    poll: Duration,
+    poll: Option<Duration>,
     threads: Option<usize>,
     server: ServerConfig,
     ocsp: ca::ocsp::OcspConfig,
@@ -53,7 +54,7 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
     let mut a = ServeArgs {
         source: Source::Dir(PathBuf::new()),
         listen: "0.0.0.0:8080".into(),
-        poll: Duration::from_secs(1),
+        poll: None,
         threads: None,
         server: ServerConfig::default(),
         ocsp: ca::ocsp::OcspConfig::default(),
@@ -65,7 +66,7 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
             "--namespace" => namespace = Some(value::<String>(&mut args, &flag)?),
             "--ca" => ca = Some(value::<String>(&mut args, &flag)?),
             "--listen" => a.listen = value(&mut args, &flag)?,
-            "--poll-ms" => a.poll = Duration::from_millis(value(&mut args, &flag)?),
+            "--poll-ms" => a.poll = Some(Duration::from_millis(value(&mut args, &flag)?)),
             "--cache-entries" => a.server.cache_entries = value(&mut args, &flag)?,
             "--max-age" => a.ocsp.max_age = Duration::from_secs(value(&mut args, &flag)?),
             "--validity" => a.ocsp.validity = Duration::from_secs(value(&mut args, &flag)?),
@@ -155,7 +156,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                 tracing::info!(listen = %listener.local_addr()?, dir = %dir.display(), "chop-responder starting");
                 let feeder = DirFeeder {
                     dir,
-                    poll: a.poll,
+                    poll: a.poll.unwrap_or(Duration::from_secs(1)),
                     ocsp: a.ocsp,
                 };
                 tokio::spawn(feeder.run(state, rx.clone()))
@@ -170,6 +171,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                     namespace,
                     ca,
                     ocsp: a.ocsp,
+                    secret_poll: a.poll.unwrap_or(Duration::from_secs(5)),
                 };
                 tokio::spawn(feeder.run(state, rx.clone()))
             }

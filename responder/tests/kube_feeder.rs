@@ -88,7 +88,7 @@ async fn responder_identity(env: &TestEnv) -> PathBuf {
     let key_role: Role = serde_json::from_value(json!({
         "metadata": {"name": "chop-responder-root", "namespace": env.namespace()},
         "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                   "resourceNames": [secret_name(CA)], "verbs": ["get", "list", "watch"]}]
+                   "resourceNames": [secret_name(CA)], "verbs": ["get"]}]
     }))
     .unwrap();
     api::<Role>(env)
@@ -304,6 +304,8 @@ async fn serves_one_ca_from_the_cluster_read_only() {
                 &ns,
                 "--ca",
                 CA,
+                "--poll-ms",
+                "300",
                 "--listen",
             ])
             .arg(addr.to_string())

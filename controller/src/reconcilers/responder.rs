@@ -26,6 +26,8 @@
 //! - ServiceAccount `<ca>-responder`;
 //! - RoleBinding `<ca>-responder` to the ClusterRole `chop:responder`
 //!   (read-only; the controller may `bind` that one role and no other);
+//! - Role `<ca>-responder` (`get` on the Secret `<ca>-ocsp-responder` only)
+//!   and its RoleBinding `<ca>-responder-key`;
 //! - Deployment `<ca>-responder`: `spec.responder.replicas` of
 //!   `chop-responder serve --kube --namespace NS --ca NAME`, probes on
 //!   `/readyz` and `/healthz`, non-root, read-only root filesystem;
@@ -58,7 +60,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, Secret, SecurityContext, Service, ServiceAccount, ServicePort,
     ServiceSpec,
 };
-use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, Patch, PatchParams};
@@ -486,6 +488,44 @@ async fn apply_workload(ca: &CertificateAuthority, ctx: &Context) -> Result<i32>
         &wl,
         &rb,
         "apply responder RoleBinding",
+    )
+    .await?;
+    // The one Secret, by name, `get` only: the controller holds `get` on
+    // Secrets, so it grants nothing it does not have (no `escalate` needed).
+    let role = Role {
+        metadata: meta(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(vec![secret_name(&name)]),
+            verbs: vec!["get".into()],
+            ..PolicyRule::default()
+        }]),
+    };
+    apply(
+        &Api::namespaced(client.clone(), &ns),
+        &wl,
+        &role,
+        "apply responder Role",
+    )
+    .await?;
+    let key_binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(format!("{wl}-key")),
+            ..meta()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: wl.clone(),
+        },
+        subjects: rb.subjects.clone(),
+    };
+    apply(
+        &Api::namespaced(client.clone(), &ns),
+        &format!("{wl}-key"),
+        &key_binding,
+        "apply responder key RoleBinding",
     )
     .await?;
     let selector = BTreeMap::from([

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crds::{CertificateAuthority, CertificateRequest};
+use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
 use e2e::TestEnv;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
 // Distinctive, so a leak into logs or metrics cannot be a coincidence.
 pub const PIN: &str = "sesame-Kq2vXw";
@@ -453,4 +453,68 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Create, approve and wait for a request; its serial (upper-case hex).
+pub async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> String {
+    h.create_request(name, "Signature", reference, csr, true)
+        .await;
+    h.approve(name).await;
+    let cr = h
+        .wait_condition(name, "Issued", "True", Some("Issued"))
+        .await;
+    cr.status.unwrap().serial_number.unwrap()
+}
+
+pub async fn record(h: &Harness, serial: &str) -> IssuedCertificate {
+    h.api::<IssuedCertificate>()
+        .get(&issued_name(serial))
+        .await
+        .unwrap()
+}
+
+pub fn state(r: &IssuedCertificate) -> (Option<String>, String) {
+    (
+        r.status.as_ref().and_then(|s| s.state.clone()),
+        r.metadata.labels.as_ref().unwrap()["chop.dev/status"].clone(),
+    )
+}
+
+pub async fn create<K>(h: &Harness, body: Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(body).unwrap();
+    h.api::<K>()
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+}
+
+pub async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
+    let mut spec = json!({"caRef": {"name": "root"}, "reason": reason, "requester": "Subscriber"});
+    for (k, v) in target.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    create::<Revocation>(
+        h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
+               "metadata": {"name": name}, "spec": spec}),
+    )
+    .await;
+}
+
+pub async fn suspend(h: &Harness, name: &str, request: &str) {
+    create::<Suspension>(
+        h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
+               "metadata": {"name": name},
+               "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": request},
+                        "requester": "Subscriber"}}),
+    )
+    .await;
 }
