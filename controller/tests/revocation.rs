@@ -20,77 +20,12 @@
 
 use std::time::{Duration, Instant};
 
-use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use crds::{CertificateAuthority, CertificateRequest, Revocation, Suspension};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
 
 mod common;
 use common::*;
-
-/// Create, approve and wait for a request; its serial (upper-case hex).
-async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> String {
-    h.create_request(name, "Signature", reference, csr, true)
-        .await;
-    h.approve(name).await;
-    let cr = h
-        .wait_condition(name, "Issued", "True", Some("Issued"))
-        .await;
-    cr.status.unwrap().serial_number.unwrap()
-}
-
-async fn record(h: &Harness, serial: &str) -> IssuedCertificate {
-    h.api::<IssuedCertificate>()
-        .get(&issued_name(serial))
-        .await
-        .unwrap()
-}
-
-fn state(r: &IssuedCertificate) -> (Option<String>, String) {
-    (
-        r.status.as_ref().and_then(|s| s.state.clone()),
-        r.metadata.labels.as_ref().unwrap()["chop.dev/status"].clone(),
-    )
-}
-
-async fn create<K>(h: &Harness, body: Value)
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(body).unwrap();
-    h.api::<K>()
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap();
-}
-
-async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
-    let mut spec = json!({"caRef": {"name": "root"}, "reason": reason, "requester": "Subscriber"});
-    for (k, v) in target.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    create::<Revocation>(
-        h,
-        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
-               "metadata": {"name": name}, "spec": spec}),
-    )
-    .await;
-}
-
-async fn suspend(h: &Harness, name: &str, request: &str) {
-    create::<Suspension>(
-        h,
-        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
-               "metadata": {"name": name},
-               "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": request},
-                        "requester": "Subscriber"}}),
-    )
-    .await;
-}
 
 fn has_cond(
     conds: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
@@ -139,34 +74,6 @@ async fn wait_suspension(
         },
     )
     .await
-}
-
-async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertificate {
-    h.wait(&format!("record {serial} {want}"), 60, || async move {
-        let r = record(h, serial).await;
-        let (st, label) = state(&r);
-        (st.as_deref().unwrap_or("Valid") == want && label == want).then_some(r)
-    })
-    .await
-}
-
-async fn warning_event(h: &Harness, object: &str, reason: &str) {
-    let events: Api<Event> = h.api();
-    h.wait(&format!("Warning {reason} for {object}"), 30, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                        && e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(())
-        }
-    })
-    .await;
 }
 
 #[tokio::test]
