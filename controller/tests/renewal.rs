@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use crds::{CertificateRequest, IssuedCertificate};
 use der::{DecodePem, Encode};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use x509_cert::Certificate;
@@ -387,12 +386,7 @@ async fn auto_approval_for_listed_users_only() {
             .any(|c| c.type_ == "Approved" && c.status == "True" && c.reason == "AutoApproved"),
         "the approval stays after issuance"
     );
-    let events: Api<Event> = h.api();
-    let list = events.list(&ListParams::default()).await.unwrap();
-    assert!(list.items.iter().any(|e| {
-        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("by-bot")
-            && e.reason.as_deref() == Some("AutoApproved")
-    }));
+    wait_event(&h, "by-bot", "AutoApproved", "Normal").await;
     // The automatic decision is final like an officer's.
     let deny = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
         "status": {"conditions": [{"type": "Denied", "status": "True", "reason": "Officer",

@@ -677,8 +677,13 @@ pub async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertifi
 
 /// Wait for a Warning Event with `reason` about `object`.
 pub async fn warning_event(h: &Harness, object: &str, reason: &str) {
+    wait_event(h, object, reason, "Warning").await;
+}
+
+/// Wait for an Event of `type_` (Normal, Warning) with `reason` about `object`.
+pub async fn wait_event(h: &Harness, object: &str, reason: &str, type_: &str) {
     let events: Api<Event> = h.api();
-    h.wait(&format!("Warning {reason} for {object}"), 30, || {
+    h.wait(&format!("{type_} {reason} for {object}"), 30, || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
@@ -687,7 +692,7 @@ pub async fn warning_event(h: &Harness, object: &str, reason: &str) {
                 .any(|e| {
                     e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
                         && e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
+                        && e.type_.as_deref() == Some(type_)
                 })
                 .then_some(())
         }
