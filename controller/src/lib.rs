@@ -30,13 +30,14 @@
 //! `create` IssuedCertificates; `list` IssuedCertificates by label selector and
 //! `patch` them (labels and annotations: `chop.dev/status`,
 //! `chop.dev/revoked-by`, `chop.dev/held-by`); `patch` Suspensions (finalizer);
-//! `create/patch` events.k8s.io Events; `get/create/update` Leases.
+//! `create/patch` events.k8s.io Events; `get/create/update` Leases; `approve`
+//! on `signers` (auto-approval, checked by the chop-approval admission policy).
+//! A renewal claims its original with the annotation `chop.dev/renewed-by` on
+//! the original's IssuedCertificate ([`renewal`]).
 //!
 //! ## Not in this slice
-//! Auto-approval (`approval.autoApproveUsers`: the creator cannot be read
-//! reliably from managedFields; it needs an admission policy that stamps the
-//! requester), renewal (`renewalOf` is only copied into the record),
-//! partitioned CRLs.
+//! Partitioned CRLs; re-key (a new key for the same subject, exclusive with
+//! renewal in the window).
 //!
 //! ## Revocation and suspension
 //! A [`Revocation`](reconcilers::revocation) fixes its time in its own status,
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod publish;
 pub mod reconcilers;
 pub mod register;
+pub mod renewal;
 pub mod subscribers;
 
 use std::sync::Arc;

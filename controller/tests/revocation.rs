@@ -20,9 +20,8 @@
 
 use std::time::{Duration, Instant};
 
-use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use crds::{CertificateAuthority, CertificateRequest, Revocation, Suspension};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 mod common;
@@ -75,34 +74,6 @@ async fn wait_suspension(
         },
     )
     .await
-}
-
-async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertificate {
-    h.wait(&format!("record {serial} {want}"), 60, || async move {
-        let r = record(h, serial).await;
-        let (st, label) = state(&r);
-        (st.as_deref().unwrap_or("Valid") == want && label == want).then_some(r)
-    })
-    .await
-}
-
-async fn warning_event(h: &Harness, object: &str, reason: &str) {
-    let events: Api<Event> = h.api();
-    h.wait(&format!("Warning {reason} for {object}"), 30, || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                        && e.reason.as_deref() == Some(reason)
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(())
-        }
-    })
-    .await;
 }
 
 #[tokio::test]

@@ -216,8 +216,11 @@ pub enum KeyGeneration {
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalPolicy {
     /// Usernames (e.g. `system:serviceaccount:ra:ra-system`) whose CertificateRequests
-    /// are approved automatically. The creator is taken from the API server's
-    /// managed fields record, not from the object's own claims.
+    /// the controller approves itself (`Approved=True`, reason `AutoApproved`). The
+    /// creator is read from the `chop.dev/requested-by` annotation, which the
+    /// `chop-requested-by` admission policy (manifests/policies) overwrites with the
+    /// authenticated user on creation; without that policy installed anyone could
+    /// claim to be a listed user.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auto_approve_users: Vec<String>,
 }
@@ -232,7 +235,8 @@ pub struct ProfileSettings {
     /// Validity of mobile certificates (CPS §6.3.2.2: 1 year = 8760h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobile_validity: Option<String>,
-    /// How far a renewal extends a certificate (CPS §6.3.2.2: 3 years = 26280h).
+    /// How far a renewal extends a certificate's notAfter, as a duration counted in
+    /// whole days (e.g. `26280h`). Default: 3 calendar years (CPS §6.3.2.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_extension: Option<String>,
     /// Validity of the delegated OCSP responder certificate, renewed automatically

@@ -33,10 +33,11 @@ use crate::common::{Conditions, DistinguishedName, LocalObjectReference};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.certificate) || self.spec == oldSelf.spec").message("spec cannot change after the certificate was issued")
 )]
-#[x_kube(validation = Rule::new("has(self.csr) != has(self.publicKey)").message("give exactly one of csr or publicKey"))]
+#[x_kube(validation = Rule::new("has(self.renewalOf) ? !(has(self.csr) && has(self.publicKey)) : has(self.csr) != has(self.publicKey)").message("give exactly one of csr or publicKey (a renewal may give neither: it keeps the original's key)"))]
 #[x_kube(validation = Rule::new("!has(self.email) || self.emailVerified").message("email can only be included when emailVerified is true (CPS §3.2.4)"))]
-#[x_kube(validation = Rule::new("(self.profile in ['Signature', 'Encryption', 'MobileSignature']) == has(self.subscriber)").message("subscriber is required for Signature, Encryption and MobileSignature profiles, and only for them"))]
-#[x_kube(validation = Rule::new("(self.profile in ['OCSPResponder', 'SubordinateCA']) == has(self.subject)").message("subject is required for OCSPResponder and SubordinateCA profiles, and only for them"))]
+#[x_kube(validation = Rule::new("!has(self.renewalOf) || (!has(self.subscriber) && !has(self.subject) && !has(self.email))").message("a renewal copies the subject and e-mail address of the original certificate: leave subscriber, subject and email out"))]
+#[x_kube(validation = Rule::new("has(self.renewalOf) || (self.profile in ['Signature', 'Encryption', 'MobileSignature']) == has(self.subscriber)").message("subscriber is required for Signature, Encryption and MobileSignature profiles, and only for them"))]
+#[x_kube(validation = Rule::new("has(self.renewalOf) || (self.profile in ['OCSPResponder', 'SubordinateCA']) == has(self.subject)").message("subject is required for OCSPResponder and SubordinateCA profiles, and only for them"))]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRequestSpec {
     /// The CertificateAuthority (same namespace) asked to sign. Immutable.
@@ -82,9 +83,16 @@ pub struct CertificateRequestSpec {
     #[serde(default)]
     pub email_verified: bool,
 
-    /// This request renews the certificate of the named CertificateRequest: same
-    /// subject and key, new serial, extended validity, once (CPS §3.3.3, §6.3.2.2).
+    /// This request renews the certificate of the named CertificateRequest (same
+    /// CA, same profile): same subject (copied byte for byte) and key, a new serial,
+    /// notAfter = the original's notAfter + `profiles.renewalExtension` (3 years),
+    /// once, from 60 days before the original expires until 3 years after, never
+    /// for a held or revoked certificate nor a mobile one (CPS §3.3.3, §4.6,
+    /// §6.3.2.2). Leave `subscriber`, `subject` and `email` out; `csr` (proof of
+    /// possession) or `publicKey` are optional and must carry the original's key.
+    /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("renewalOf is immutable"))]
     pub renewal_of: Option<LocalObjectReference>,
 
     /// The applicant reviewed the subject and accepts the certificate (CPS §4.4).

@@ -126,6 +126,11 @@ async fn cps_limits_and_one_of_rules_are_enforced_on_create() {
     cr["spec"]["publicKey"] = json!("-----BEGIN PUBLIC KEY-----\nAA==\n-----END PUBLIC KEY-----\n");
     assert_rejected(create(&env, cr).await, "exactly one of csr or publicKey");
 
+    // A renewal may give no key (it keeps the original's), but no subject.
+    let mut cr = example("certificaterequest-renewal.yaml");
+    cr["spec"]["subscriber"] = json!({"reference": "ra-1", "commonName": "王小明"});
+    assert_rejected(create(&env, cr).await, "a renewal copies the subject");
+
     let mut cr = example("certificaterequest-encryption.yaml");
     cr["spec"]["emailVerified"] = json!(false);
     assert_rejected(create(&env, cr).await, "emailVerified");

@@ -5,14 +5,17 @@
 //! Denied / Lapsed / Failed@generation / issued ─────────────► nothing to do
 //! serial reserved, no certificate ──► IssuedCertificate exists? copy it (no signing)
 //!                                     else sign with the reserved values
+//! not Approved, creator in approval.autoApproveUsers ──► Approved=True AutoApproved
 //! not Approved ──► Issued=False WaitingForApproval
 //! not accepted ──► Issued=False WaitingForAcceptance  (Lapsed=True after acceptanceDays, §4.4)
 //! CA Suspended ──► Issued=False IssuanceSuspended      (waits, not failed)
 //! CA not Ready ──► Issued=False CANotReady
 //! bad input    ──► Failed=True <ca::Error::reason()> + Warning Event (until the spec changes)
-//! otherwise: lint a trial certificate → assign subscriber id → reserve serial,
-//! notBefore, notAfter, subscriber id in status (resourceVersion precondition) →
-//! sign → create IssuedCertificate (commit point; AlreadyExists = done) → status.
+//! renewal refused ──► Failed=True <crate::renewal reason> + Warning Event
+//! otherwise: lint a trial certificate → assign subscriber id (a renewal keeps
+//! the original's; claims the original's record) → reserve serial, notBefore,
+//! notAfter, subscriber id in status (resourceVersion precondition) → sign →
+//! create IssuedCertificate (commit point; AlreadyExists = done) → status.
 //! ```
 //!
 //! The TBSCertificate is a pure function of the reserved values and RSA PKCS#1
@@ -20,9 +23,17 @@
 //! same certificate with the same serial on retry: never two certificates for
 //! one request (DESIGN §1, ADR 0002).
 //!
-//! Auto-approval (`approval.autoApproveUsers`) is not implemented in this slice:
-//! the creator cannot be read reliably from managedFields; it needs an admission
-//! policy that stamps the requester. Approved/Denied are only ever read here.
+//! A renewal (`renewalOf`, see [`crate::renewal`]) is a request like any other
+//! (approval, acceptance) whose certificate is built from the original's: same
+//! subject and key, notAfter = the original's + `profiles.renewalExtension`.
+//!
+//! Auto-approval: when the request's creator (the `chop.dev/requested-by`
+//! annotation, written by the `chop-requested-by` admission policy) is listed in
+//! the CA's `approval.autoApproveUsers`, the controller sets `Approved=True`
+//! (reason `AutoApproved`) itself, conditional on the resourceVersion it read, so
+//! an officer's `Denied` written first wins. Otherwise Approved/Denied are only
+//! read here. The API server's chop-approval policy requires verb `approve` on
+//! `signers` for that write, which the chop-controller role grants.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +58,7 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, object_id};
 use crate::error::{Error, Result};
+use crate::renewal::{self, KeyClaim, Original};
 use crate::{register, subscribers};
 
 /// Kind label in metrics and spans.
@@ -55,8 +67,16 @@ pub const KIND: &str = "CertificateRequest";
 /// The longest single requeue delay.
 const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
 
-/// Condition types this controller writes (officers own `Approved`/`Denied`).
+/// Condition types this controller writes (officers own `Approved`/`Denied`,
+/// except an `Approved` of reason [`AUTO_APPROVED`]).
 const OWN_CONDITIONS: [&str; 4] = ["Accepted", "Issued", "Failed", "Lapsed"];
+
+/// Reason of the `Approved` condition the controller writes for auto-approval.
+pub const AUTO_APPROVED: &str = "AutoApproved";
+
+/// Annotation naming the user who created the request (written by the
+/// `chop-requested-by` admission policy, manifests/policies/no-self-approval.yaml).
+pub const ANNOTATION_REQUESTED_BY: &str = "chop.dev/requested-by";
 
 /// Reconcile one CertificateRequest.
 pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result<Action> {
@@ -91,6 +111,8 @@ pub enum Gate {
     Lapse,
     /// An officer denied the request: it is never issued.
     Denied,
+    /// The creator (this user) is in the CA's `approval.autoApproveUsers`: approve.
+    AutoApprove(String),
     /// Wait, with this `Issued=False` reason and message; re-check after the duration.
     Wait(&'static str, String, Option<Duration>),
     /// Go ahead: validate, reserve, sign.
@@ -137,6 +159,9 @@ pub fn gate(cr: &CertificateRequest, ca: Option<&CertificateAuthority>, now: Sys
         return Gate::Lapse;
     }
     if !conditions::is_true(conds, "Approved") {
+        if let Some(user) = auto_approver(cr, ca) {
+            return Gate::AutoApprove(user);
+        }
         let recheck = if cr.spec.accepted {
             None
         } else {
@@ -181,6 +206,18 @@ pub fn gate(cr: &CertificateRequest, ca: Option<&CertificateAuthority>, now: Sys
     Gate::Issue
 }
 
+/// The request's creator, if the CA's approval policy lists them.
+fn auto_approver(cr: &CertificateRequest, ca: &CertificateAuthority) -> Option<String> {
+    let creator = cr.annotations().get(ANNOTATION_REQUESTED_BY)?;
+    ca.spec
+        .approval
+        .as_ref()?
+        .auto_approve_users
+        .iter()
+        .any(|u| u == creator)
+        .then(|| creator.clone())
+}
+
 async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
     let ns = cr.namespace().unwrap_or_default();
     let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
@@ -205,6 +242,24 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
             let cond = Cond::no("Issued", "Denied", "an officer denied the request");
             set_conditions(cr, ctx, &[cond]).await?;
             Ok(Action::await_change())
+        }
+        Gate::AutoApprove(user) => {
+            let msg = format!(
+                "created by {user:?}, listed in spec.approval.autoApproveUsers of CertificateAuthority {:?}",
+                cr.spec.ca_ref.name
+            );
+            let cond = Cond::yes("Approved", AUTO_APPROVED, msg.clone());
+            // Conditional: an officer's Denied written since this read wins.
+            write_status(
+                cr,
+                ctx,
+                cr.status.clone().unwrap_or_default(),
+                &[cond],
+                cr.resource_version(),
+            )
+            .await?;
+            ctx.event(cr, false, AUTO_APPROVED, msg).await;
+            Ok(Action::requeue(Duration::from_secs(1)))
         }
         Gate::Wait(reason, message, recheck) => {
             let cond = Cond::no("Issued", reason, message);
@@ -261,6 +316,14 @@ pub fn profile_for(name: ProfileName, ca: &CertificateAuthority) -> Result<Profi
         p.validity = super::parse_period(v).map_err(|m| {
             ca::Error::InvalidValidity(format!(
                 "CertificateAuthority {:?} profiles: {m}",
+                ca.name_any()
+            ))
+        })?;
+    }
+    if let (Some(ext), Some(rule)) = (settings.renewal_extension.as_ref(), p.renewal.as_mut()) {
+        rule.extension = super::parse_period(ext).map_err(|m| {
+            ca::Error::InvalidValidity(format!(
+                "CertificateAuthority {:?} profiles.renewalExtension: {m}",
                 ca.name_any()
             ))
         })?;
@@ -348,11 +411,25 @@ struct Reserved {
     subscriber_id: Option<String>,
 }
 
+/// The certificate to sign: from the request, or for a renewal from the
+/// original's certificate (its subject and key; notBefore = the reserved time,
+/// which is also the instant the renewal window is checked at).
 fn build_request(
     cr: &CertificateRequest,
     ca: &CertificateAuthority,
     r: &Reserved,
+    original: Option<&Original>,
 ) -> Result<IssuanceRequest, ca::Error> {
+    if let Some(o) = original {
+        let mut req = IssuanceRequest::renewal(
+            &o.certificate,
+            profile_for(cr.spec.profile, ca)?,
+            r.serial.clone(),
+            r.not_before,
+        )?;
+        req.not_after = Some(r.not_after);
+        return Ok(req);
+    }
     let key = subject_key(cr, ca)?;
     let dn = subject(cr, ca, r.subscriber_id.as_deref())?;
     let mut req = IssuanceRequest::new(
@@ -379,15 +456,35 @@ async fn fail(
     ctx: &Context,
     e: &ca::Error,
 ) -> Result<Action> {
+    fail_with(cr, ca, ctx, e.reason(), e.to_string()).await
+}
+
+/// [`fail`] with a reason and message of the controller's own.
+async fn fail_with(
+    cr: &CertificateRequest,
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
     let conds = [
-        Cond::yes("Failed", e.reason(), e.to_string()),
-        Cond::no("Issued", e.reason(), e.to_string()),
+        Cond::yes("Failed", reason, message.clone()),
+        Cond::no("Issued", reason, message.clone()),
     ];
     set_conditions(cr, ctx, &conds).await?;
-    ctx.event(cr, true, e.reason(), e.to_string()).await;
+    ctx.event(cr, true, reason, message).await;
     ctx.metrics
-        .issued(&ca.name_any(), profile_label(cr.spec.profile), e.reason());
+        .issued(&ca.name_any(), profile_label(cr.spec.profile), reason);
     Ok(Action::await_change())
+}
+
+/// The key a renewal request gives, if any.
+fn key_claim(cr: &CertificateRequest) -> KeyClaim<'_> {
+    match (&cr.spec.csr, &cr.spec.public_key) {
+        (Some(csr), _) => KeyClaim::Csr(csr),
+        (None, Some(spki)) => KeyClaim::PublicKey(spki),
+        (None, None) => KeyClaim::None,
+    }
 }
 
 async fn issue(
@@ -416,9 +513,36 @@ async fn issue(
         Ok(p) => p,
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
+    let ns = cr.namespace().unwrap_or_default();
+    let original = match &cr.spec.renewal_of {
+        None => None,
+        Some(of) => {
+            let found = renewal::find(&ctx.client, &ns, &ca.name_any(), &of.name, &id).await?;
+            let checked = found.and_then(|o| {
+                let label = profile_label(cr.spec.profile);
+                renewal::check(
+                    &o,
+                    &cr.name_any(),
+                    &profile,
+                    label,
+                    &key_claim(cr),
+                    not_before,
+                )
+                .map(|()| o)
+            });
+            match checked {
+                Ok(o) => Some(o),
+                Err(r) => return fail_with(cr, ca, ctx, r.reason, r.message).await,
+            }
+        }
+    };
     let ca_not_after =
         ca::time::from_x509(&sc.issuer.certificate().tbs_certificate.validity.not_after);
-    let not_after = match profile.validity.after(not_before) {
+    let not_after = match (&original, &profile.renewal) {
+        (Some(o), Some(rule)) => ca::issue::renewed_not_after(o.not_after(), rule),
+        _ => profile.validity.after(not_before),
+    };
+    let not_after = match not_after {
         Ok(na) => na.min(ca_not_after),
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
@@ -428,8 +552,8 @@ async fn issue(
         not_after,
         subscriber_id: None,
     };
-    let trial =
-        build_request(cr, ca, &reserved).and_then(|req| sc.issuer.prepare(&req).map(|_| ()));
+    let trial = build_request(cr, ca, &reserved, original.as_ref())
+        .and_then(|req| sc.issuer.prepare(&req).map(|_| ()));
     if let Err(e) = trial {
         if e.is_transient() {
             return Err(cerr(e));
@@ -437,7 +561,12 @@ async fn issue(
         return fail(cr, ca, ctx, &e).await;
     }
 
-    if let Some(s) = &cr.spec.subscriber {
+    if let Some(o) = &original {
+        // The renewed certificate keeps the subject, hence the subscriber id.
+        reserved.subscriber_id = o.record.spec.subscriber_id.clone();
+        let api: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &ns);
+        renewal::claim(&api, o, &cr.name_any()).await?;
+    } else if let Some(s) = &cr.spec.subscriber {
         let cms: Api<ConfigMap> =
             Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
         reserved.subscriber_id =
@@ -467,7 +596,7 @@ async fn issue(
         tracing::error!("CHOP_TEST_CRASH_AFTER_RESERVE is set: aborting after the reservation");
         std::process::abort();
     }
-    sign_and_record(&reserved_cr, ca, ctx, &sc, &reserved).await
+    sign_and_record(&reserved_cr, ca, ctx, &sc, &reserved, original.as_ref()).await
 }
 
 /// A serial is reserved but the status has no certificate: finish that issuance.
@@ -531,8 +660,27 @@ async fn resume(
         not_after: from_time(na),
         subscriber_id: status.subscriber_id.clone(),
     };
+    let original = match &cr.spec.renewal_of {
+        None => None,
+        Some(of) => {
+            let ns = cr.namespace().unwrap_or_default();
+            match renewal::find_claimed(
+                &ctx.client,
+                &ns,
+                &ca.name_any(),
+                &of.name,
+                &cr.name_any(),
+                &id,
+            )
+            .await?
+            {
+                Ok(o) => Some(o),
+                Err(r) => return fail_with(cr, ca, ctx, r.reason, r.message).await,
+            }
+        }
+    };
     tracing::info!(serial = %reserved.serial.to_hex(), "resuming issuance with the reserved serial");
-    sign_and_record(cr, ca, ctx, &sc, &reserved).await
+    sign_and_record(cr, ca, ctx, &sc, &reserved, original.as_ref()).await
 }
 
 async fn sign_and_record(
@@ -541,9 +689,10 @@ async fn sign_and_record(
     ctx: &Context,
     sc: &Arc<SigningContext>,
     reserved: &Reserved,
+    original: Option<&Original>,
 ) -> Result<Action> {
     let id = object_id(cr);
-    let request = match build_request(cr, ca, reserved) {
+    let request = match build_request(cr, ca, reserved, original) {
         Ok(r) => r,
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
@@ -658,7 +807,10 @@ async fn write_status(
     }
     let mut own: Vec<_> = existing
         .iter()
-        .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
+        .filter(|c| {
+            OWN_CONDITIONS.contains(&c.type_.as_str())
+                || (c.type_ == "Approved" && c.reason == AUTO_APPROVED)
+        })
         .filter(|c| !conds.iter().any(|n| n.type_ == c.type_))
         // A failure of an earlier generation no longer describes the request.
         .filter(|c| c.type_ != "Failed" || c.observed_generation == generation)
@@ -836,6 +988,87 @@ mod tests {
         assert_eq!(gate(&cr, Some(&ca(true)), SystemTime::now()), Gate::Done);
         cr.metadata.generation = Some(2);
         assert_eq!(gate(&cr, Some(&ca(true)), SystemTime::now()), Gate::Issue);
+    }
+
+    fn created_by(mut cr: CertificateRequest, user: &str) -> CertificateRequest {
+        cr.metadata.annotations =
+            Some([(ANNOTATION_REQUESTED_BY.to_string(), user.to_string())].into());
+        cr
+    }
+
+    fn auto_approving(users: &[&str]) -> CertificateAuthority {
+        let mut c = ca(true);
+        c.spec.approval = Some(crds::certificate_authority::ApprovalPolicy {
+            auto_approve_users: users.iter().map(|u| (*u).to_string()).collect(),
+        });
+        c
+    }
+
+    #[test]
+    fn listed_creators_are_auto_approved_others_wait() {
+        let now = SystemTime::now();
+        let c = auto_approving(&["system:serviceaccount:ra:ra-bot"]);
+        let listed = created_by(request(0, false, false), "system:serviceaccount:ra:ra-bot");
+        assert_eq!(
+            gate(&listed, Some(&c), now),
+            Gate::AutoApprove("system:serviceaccount:ra:ra-bot".into())
+        );
+        let other = created_by(request(0, false, false), "system:serviceaccount:ra:other");
+        assert!(matches!(
+            gate(&other, Some(&c), now),
+            Gate::Wait("WaitingForApproval", _, _)
+        ));
+        // No annotation: nobody to trust.
+        assert!(matches!(
+            gate(&request(0, false, false), Some(&c), now),
+            Gate::Wait("WaitingForApproval", _, _)
+        ));
+        // Once approved, the next gate applies.
+        let approved = created_by(request(0, false, true), "system:serviceaccount:ra:ra-bot");
+        assert!(matches!(
+            gate(&approved, Some(&c), now),
+            Gate::Wait("WaitingForAcceptance", _, _)
+        ));
+        // An officer's Denial wins; a lapsed request is not approved.
+        let mut denied = listed.clone();
+        denied.status = Some(CertificateRequestStatus {
+            conditions: vec![conditions::build(
+                &[],
+                &Cond::yes("Denied", "ByOfficer", ""),
+                Some(1),
+                conditions::now(),
+            )],
+            ..Default::default()
+        });
+        assert_eq!(gate(&denied, Some(&c), now), Gate::Denied);
+        let lapsed = created_by(request(91, false, false), "system:serviceaccount:ra:ra-bot");
+        assert_eq!(gate(&lapsed, Some(&c), now), Gate::Lapse);
+    }
+
+    #[test]
+    fn the_renewal_extension_comes_from_the_ca() {
+        let mut c = ca(true);
+        let p = profile_for(ProfileName::Signature, &c).unwrap();
+        assert_eq!(p.renewal.unwrap().extension, ca::profile::Period::Years(3));
+        c.spec.profiles.renewal_extension = Some("26280h".into());
+        let p = profile_for(ProfileName::Signature, &c).unwrap();
+        assert_eq!(
+            p.renewal.unwrap().extension,
+            ca::profile::Period::Days(1095)
+        );
+        assert!(
+            profile_for(ProfileName::MobileSignature, &c)
+                .unwrap()
+                .renewal
+                .is_none()
+        );
+        c.spec.profiles.renewal_extension = Some("1h".into());
+        assert_eq!(
+            profile_for(ProfileName::Signature, &c)
+                .unwrap_err()
+                .reason(),
+            "InvalidValidity"
+        );
     }
 
     #[test]

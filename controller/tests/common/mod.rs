@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate, Revocation, Suspension};
 use e2e::TestEnv;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 // Distinctive, so a leak into logs or metrics cannot be a coincidence.
@@ -197,22 +198,15 @@ impl Harness {
     }
 
     pub async fn create_ca(&self) -> CertificateAuthority {
-        self.create_ca_named("root", "moica-root", "IfMissing")
+        self.create_ca_with(json!({})).await
+    }
+
+    /// The root CA `root` with `extra` merged into its spec (e.g. `profiles`,
+    /// `approval`), once Ready.
+    pub async fn create_ca_with(&self, extra: Value) -> CertificateAuthority {
+        self.create_ca_spec("root", "moica-root", "IfMissing", extra)
             .await;
-        let api = self.api::<CertificateAuthority>();
-        self.wait("CA Ready", 90, || {
-            let api = api.clone();
-            async move {
-                let ca = api.get("root").await.ok()?;
-                let st = ca.status.as_ref()?;
-                let ready = st
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                (ready && st.certificate.is_some()).then_some(ca)
-            }
-        })
-        .await
+        self.wait_ca_ready("root").await
     }
 
     pub async fn wait_ca_ready(&self, name: &str) -> CertificateAuthority {
@@ -233,6 +227,18 @@ impl Harness {
     }
 
     pub async fn create_ca_named(&self, name: &str, key_label: &str, key_generation: &str) {
+        self.create_ca_spec(name, key_label, key_generation, json!({}))
+            .await;
+    }
+
+    /// Create a root CA; `extra` is merged into its spec.
+    pub async fn create_ca_spec(
+        &self,
+        name: &str,
+        key_label: &str,
+        key_generation: &str,
+        extra: Value,
+    ) {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "hsm-pin"},
             "stringData": {"pin": PIN},
@@ -247,7 +253,7 @@ impl Harness {
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => panic!("{e}"),
         }
-        let ca: CertificateAuthority = serde_json::from_value(json!({
+        let mut body = json!({
             "apiVersion": "chop.dev/v1alpha1",
             "kind": "CertificateAuthority",
             "metadata": {"name": name},
@@ -264,8 +270,11 @@ impl Harness {
                 "ocspURLs": ["http://ocsp.moica.example.tw"],
                 "caIssuersURLs": ["http://repository.moica.example.tw/certs/root.cer"]
             }
-        }))
-        .unwrap();
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body["spec"][k] = v.clone();
+        }
+        let ca: CertificateAuthority = serde_json::from_value(body).unwrap();
         self.api::<CertificateAuthority>()
             .create(&PostParams::default(), &ca)
             .await
@@ -303,23 +312,143 @@ impl Harness {
         csr: &str,
         accepted: bool,
     ) {
-        let cr: CertificateRequest = serde_json::from_value(json!({
-            "apiVersion": "chop.dev/v1alpha1",
-            "kind": "CertificateRequest",
-            "metadata": {"name": name},
-            "spec": {
-                "caRef": {"name": "root"},
-                "profile": profile,
-                "subscriber": {"reference": reference, "commonName": "王小明"},
-                "csr": csr,
-                "accepted": accepted
-            }
-        }))
-        .unwrap();
         self.api::<CertificateRequest>()
-            .create(&PostParams::default(), &cr)
+            .create(
+                &PostParams::default(),
+                &request_body(name, profile, reference, csr, accepted),
+            )
             .await
             .unwrap();
+    }
+
+    /// Install the admission policies and the RA role of `manifests/` and make
+    /// them act in this test's namespace: the policies are cluster-wide objects
+    /// on a plane shared with other test files, so this file's bindings (named
+    /// `<policy>-controller-tests`) select namespaces labelled
+    /// `chop.dev/e2e-controller-policies`. Returns once `chop-requested-by`
+    /// stamps the creator and chop-approval rejects a bad decision here.
+    pub async fn install_policies(&self) {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+        const LABEL: &str = "chop.dev/e2e-controller-policies";
+        let admin = self.env.admin();
+        Api::<Namespace>::all(admin.clone())
+            .patch(
+                self.ns(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {LABEL: "true"}}})),
+            )
+            .await
+            .unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        let mut docs = Vec::new();
+        for file in [
+            "rbac/registration-authority.yaml",
+            "policies/approval.yaml",
+            "policies/no-self-approval.yaml",
+            "policies/request-spec.yaml",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let parsed: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
+            docs.extend(parsed.into_iter().flatten());
+        }
+        for mut doc in docs {
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            if kind.ends_with("AdmissionPolicyBinding") {
+                let name = format!(
+                    "{}-controller-tests",
+                    doc["metadata"]["name"].as_str().unwrap()
+                );
+                doc["metadata"]["name"] = json!(name);
+                doc["spec"]["matchResources"] =
+                    json!({"namespaceSelector": {"matchLabels": {LABEL: "true"}}});
+            }
+            let (group, version) = doc["apiVersion"].as_str().unwrap().split_once('/').unwrap();
+            let gvk = GroupVersionKind::gvk(group, version, &kind);
+            let lower = kind.to_ascii_lowercase();
+            let plural = match lower.strip_suffix('y') {
+                Some(stem) => format!("{stem}ies"),
+                None => format!("{lower}s"),
+            };
+            let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
+            let obj: DynamicObject = serde_json::from_value(doc).unwrap();
+            Api::<DynamicObject>::all_with(admin.clone(), &resource)
+                .patch(
+                    obj.metadata.name.as_deref().unwrap(),
+                    &PatchParams::apply("chop-controller-tests").force(),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("applying {kind}: {e}"));
+        }
+        let api = self.api::<CertificateRequest>();
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let probe = request_body("policy-probe", "Signature", "probe", "x", false);
+        self.wait("chop-requested-by in force", 60, || {
+            let (api, dry, probe) = (api.clone(), dry.clone(), probe.clone());
+            async move {
+                let made = api.create(&dry, &probe).await.ok()?;
+                let who = made.metadata.annotations?.get(REQUESTED_BY)?.clone();
+                (who == "admin").then_some(())
+            }
+        })
+        .await;
+        // A probe to decide on, created by someone else than the admin (who
+        // may not decide on their own request).
+        let ra: Api<CertificateRequest> =
+            Api::namespaced(self.ra_user("policy-probe-ra").await, self.ns());
+        ra.create(&PostParams::default(), &probe).await.unwrap();
+        let bad = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+            "status": {"conditions": [{"type": "Approved", "status": "False", "reason": "Probe",
+              "message": "", "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
+        self.wait("chop-approval in force", 60, || {
+            let (api, bad) = (api.clone(), bad.clone());
+            async move {
+                let pp = PatchParams {
+                    dry_run: true,
+                    ..PatchParams::apply("officer").force()
+                };
+                match api
+                    .patch_status("policy-probe", &pp, &Patch::Apply(&bad))
+                    .await
+                {
+                    Err(kube::Error::Api(s)) if s.message.contains("take status True only") => {
+                        Some(())
+                    }
+                    _ => None,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A client for user `name`, bound to the RA's ClusterRole in this namespace
+    /// (needs [`Harness::install_policies`] for the role), once RBAC lets it create
+    /// requests.
+    pub async fn ra_user(&self, name: &str) -> kube::Client {
+        use k8s_openapi::api::rbac::v1::RoleBinding;
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("ra-{name}"), "namespace": self.ns()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "chop:registration-authority"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(self.env.admin(), self.ns())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        let client = self.env.user(name, &[]).await.unwrap();
+        let api: Api<CertificateRequest> = Api::namespaced(client.clone(), self.ns());
+        self.wait(&format!("RBAC for {name}"), 30, || {
+            let api = api.clone();
+            async move { api.list(&ListParams::default()).await.ok().map(|_| ()) }
+        })
+        .await;
+        client
     }
 
     /// An officer approves: server-side apply of the Approved condition on the
@@ -455,17 +584,33 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Create, approve and wait for a request; its serial (upper-case hex).
-pub async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> String {
-    h.create_request(name, "Signature", reference, csr, true)
-        .await;
-    h.approve(name).await;
-    let cr = h
-        .wait_condition(name, "Issued", "True", Some("Issued"))
-        .await;
-    cr.status.unwrap().serial_number.unwrap()
+/// Annotation the chop-requested-by admission policy writes.
+pub const REQUESTED_BY: &str = "chop.dev/requested-by";
+
+/// A subscriber CertificateRequest for CA `root`.
+pub fn request_body(
+    name: &str,
+    profile: &str,
+    reference: &str,
+    csr: &str,
+    accepted: bool,
+) -> CertificateRequest {
+    serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "caRef": {"name": "root"},
+            "profile": profile,
+            "subscriber": {"reference": reference, "commonName": "王小明"},
+            "csr": csr,
+            "accepted": accepted
+        }
+    }))
+    .unwrap()
 }
 
+/// The record of serial `serial` (upper-case hex) at CA `root`.
 pub async fn record(h: &Harness, serial: &str) -> IssuedCertificate {
     h.api::<IssuedCertificate>()
         .get(&issued_name(serial))
@@ -473,6 +618,7 @@ pub async fn record(h: &Harness, serial: &str) -> IssuedCertificate {
         .unwrap()
 }
 
+/// A record's state from its status (None = never changed) and its label.
 pub fn state(r: &IssuedCertificate) -> (Option<String>, String) {
     (
         r.status.as_ref().and_then(|s| s.state.clone()),
@@ -480,6 +626,7 @@ pub fn state(r: &IssuedCertificate) -> (Option<String>, String) {
     )
 }
 
+/// Create an object of kind `K` from its JSON.
 pub async fn create<K>(h: &Harness, body: Value)
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
@@ -495,6 +642,7 @@ where
         .unwrap();
 }
 
+/// A Revocation at CA `root` of `target` (e.g. `{"certificateRequestRef": ...}`).
 pub async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
     let mut spec = json!({"caRef": {"name": "root"}, "reason": reason, "requester": "Subscriber"});
     for (k, v) in target.as_object().unwrap() {
@@ -508,6 +656,7 @@ pub async fn revoke(h: &Harness, name: &str, target: Value, reason: &str) {
     .await;
 }
 
+/// A Suspension (hold) of the certificate of request `request`.
 pub async fn suspend(h: &Harness, name: &str, request: &str) {
     create::<Suspension>(
         h,
@@ -517,4 +666,51 @@ pub async fn suspend(h: &Harness, name: &str, request: &str) {
                         "requester": "Subscriber"}}),
     )
     .await;
+}
+
+/// Wait until the record of `serial` is in state `want` (status and label).
+pub async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertificate {
+    h.wait(&format!("record {serial} {want}"), 60, || async move {
+        let r = record(h, serial).await;
+        let (st, label) = state(&r);
+        (st.as_deref().unwrap_or("Valid") == want && label == want).then_some(r)
+    })
+    .await
+}
+
+/// Wait for a Warning Event with `reason` about `object`.
+pub async fn warning_event(h: &Harness, object: &str, reason: &str) {
+    wait_event(h, object, reason, "Warning").await;
+}
+
+/// Wait for an Event of `type_` (Normal, Warning) with `reason` about `object`.
+pub async fn wait_event(h: &Harness, object: &str, reason: &str, type_: &str) {
+    let events: Api<Event> = h.api();
+    h.wait(&format!("{type_} {reason} for {object}"), 30, || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+                        && e.reason.as_deref() == Some(reason)
+                        && e.type_.as_deref() == Some(type_)
+                })
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+/// Create an accepted Signature request, approve it and wait for it to be
+/// issued; its serial (upper-case hex).
+pub async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> String {
+    h.create_request(name, "Signature", reference, csr, true)
+        .await;
+    h.approve(name).await;
+    let cr = h
+        .wait_condition(name, "Issued", "True", Some("Issued"))
+        .await;
+    cr.status.unwrap().serial_number.unwrap()
 }

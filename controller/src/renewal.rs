@@ -1,0 +1,258 @@
+//! Renewal of a certificate (CPS §3.3.3, §4.6, §6.3.2.2): which certificate a
+//! `renewalOf` request renews, whether it may, and the claim that makes the
+//! renewal happen once.
+//!
+//! The original is read from the CA's register (its IssuedCertificate, through
+//! the CertificateRequest `renewalOf` names), never from the request's status: the
+//! register holds the certificate as signed and its current state (Held,
+//! Revoked). "Once" is a claim on that record: the annotation
+//! `chop.dev/renewed-by: <renewal request>`, written with the record's
+//! resourceVersion as precondition right before the renewal's serial is reserved,
+//! so two renewal requests (or a renewal and a revocation) racing for one
+//! certificate cannot both win. A claim is permanent.
+
+use std::time::SystemTime;
+
+use ca::csr::SubjectKey;
+use ca::profile::Profile;
+use crds::IssuedCertificate;
+use crds::issued_certificate::{LABEL_CA, LABEL_STATUS};
+use der::DecodePem;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use x509_cert::Certificate;
+
+use crate::error::{Error, Result};
+use crate::register::{self, Target};
+
+/// Annotation on the original's record naming the CertificateRequest that renews it.
+pub const ANNOTATION_RENEWED_BY: &str = "chop.dev/renewed-by";
+
+/// Why a renewal is refused: the `Failed` condition's reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// What the applicant or the RA should know.
+    pub message: String,
+}
+
+fn refuse(reason: &'static str, message: String) -> Refusal {
+    Refusal { reason, message }
+}
+
+/// The certificate being renewed.
+#[derive(Clone, Debug)]
+pub struct Original {
+    /// Its record in the CA's register.
+    pub record: IssuedCertificate,
+    /// The certificate itself, parsed from the record.
+    pub certificate: Certificate,
+}
+
+impl Original {
+    fn from_record(record: IssuedCertificate, object: &str) -> Result<Self> {
+        let certificate =
+            Certificate::from_pem(record.spec.certificate.as_bytes()).map_err(|e| {
+                Error::Invalid {
+                    object: object.to_string(),
+                    message: format!(
+                        "the certificate in IssuedCertificate {} does not parse: {e}",
+                        record.name_any()
+                    ),
+                }
+            })?;
+        Ok(Original {
+            record,
+            certificate,
+        })
+    }
+
+    /// The original's notAfter.
+    pub fn not_after(&self) -> SystemTime {
+        ca::time::from_x509(&self.certificate.tbs_certificate.validity.not_after)
+    }
+}
+
+/// Find the record of the certificate of CertificateRequest `of` at CA `ca`.
+pub async fn find(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    of: &str,
+    object: &str,
+) -> Result<std::result::Result<Original, Refusal>> {
+    let reference = crds::common::LocalObjectReference {
+        name: of.to_string(),
+    };
+    Ok(
+        match register::resolve(client, ns, ca, Some(&reference), None).await? {
+            Target::Found(record) => Ok(Original::from_record(*record, object)?),
+            Target::RequestNotFound => Err(refuse(
+                "RenewalTargetNotFound",
+                format!("renewalOf: CertificateRequest {of:?} not found"),
+            )),
+            Target::NotIssued => Err(refuse(
+                "RenewalTargetNotIssued",
+                format!("renewalOf: CertificateRequest {of:?} has no certificate"),
+            )),
+            Target::UnknownSerial => Err(refuse(
+                "RenewalTargetNotFound",
+                format!(
+                    "renewalOf: CertificateRequest {of:?} was not issued by CertificateAuthority {ca:?} (no record in its register)"
+                ),
+            )),
+        },
+    )
+}
+
+/// The original a reserved renewal was claimed on: found through `of` as usual,
+/// or, when that request has since been deleted, by the claim naming `renewal`.
+pub async fn find_claimed(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    of: &str,
+    renewal: &str,
+    object: &str,
+) -> Result<std::result::Result<Original, Refusal>> {
+    match find(client, ns, ca, of, object).await? {
+        Ok(o) => Ok(Ok(o)),
+        Err(refusal) => {
+            let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+            let records = api
+                .list(&ListParams::default().labels(&format!("{LABEL_CA}={ca}")))
+                .await
+                .map_err(Error::kube("list IssuedCertificates"))?;
+            match records
+                .items
+                .into_iter()
+                .find(|r| register::annotation(r, ANNOTATION_RENEWED_BY) == Some(renewal))
+            {
+                Some(r) => Ok(Ok(Original::from_record(r, object)?)),
+                None => Ok(Err(refusal)),
+            }
+        }
+    }
+}
+
+/// What the renewal request says about the key, if anything.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyClaim<'a> {
+    /// Nothing: the original's key is used.
+    None,
+    /// A PKCS#10 request (its proof of possession is verified).
+    Csr(&'a str),
+    /// An RA-attested SubjectPublicKeyInfo.
+    PublicKey(&'a str),
+}
+
+/// Whether `original` may be renewed by request `renewal` under `profile` (the
+/// CA's profile for the renewal's `profile` name, `profile_label` its CRD name)
+/// at `now`. Checks, in order: the profile renews at all, it is the original's,
+/// the original is not itself a renewal, not revoked, not held, not already
+/// renewed by another request, `now` is inside the window, and the key given (if
+/// any) is the original's.
+pub fn check(
+    original: &Original,
+    renewal: &str,
+    profile: &Profile,
+    profile_label: &str,
+    key: &KeyClaim<'_>,
+    now: SystemTime,
+) -> std::result::Result<(), Refusal> {
+    let record = &original.record;
+    let name = record.name_any();
+    let Some(rule) = profile.renewal.as_ref() else {
+        return Err(refuse(
+            "NotRenewable",
+            format!(
+                "{profile_label} certificates cannot be renewed (CPS §6.3.2.2); request a new certificate with a new key pair"
+            ),
+        ));
+    };
+    if record.spec.profile != profile_label {
+        return Err(refuse(
+            "RenewalProfileMismatch",
+            format!(
+                "the original certificate ({name}) is a {} certificate; a renewal keeps the profile (give profile {})",
+                record.spec.profile, record.spec.profile
+            ),
+        ));
+    }
+    if let Some(of) = &record.spec.renewal_of {
+        return Err(refuse(
+            "RenewalOfRenewal",
+            format!(
+                "the certificate {name} is itself the renewal of CertificateRequest {:?}; a certificate is renewed once only (CPS §6.3.2.2)",
+                of.name
+            ),
+        ));
+    }
+    if register::is_revoked(record) {
+        return Err(refuse(
+            "CertificateRevoked",
+            format!(
+                "the certificate {name} is revoked; a revoked certificate cannot be renewed (CPS §4.6.1)"
+            ),
+        ));
+    }
+    let held = record.status.as_ref().and_then(|s| s.state.as_deref()) == Some(register::HELD)
+        || register::label(record, LABEL_STATUS) == Some(register::HELD);
+    if held {
+        return Err(refuse(
+            "CertificateHeld",
+            format!("the certificate {name} is on hold; resume it before renewing (CPS §4.6.1)"),
+        ));
+    }
+    if let Some(by) = register::annotation(record, ANNOTATION_RENEWED_BY)
+        && by != renewal
+    {
+        return Err(refuse(
+            "AlreadyRenewed",
+            format!(
+                "the certificate {name} was already renewed by CertificateRequest {by:?}; a certificate is renewed once only (CPS §6.3.2.2)"
+            ),
+        ));
+    }
+    if let Err(e) = ca::issue::check_renewal_window(original.not_after(), now, rule) {
+        return Err(refuse("OutsideRenewalWindow", e.to_string()));
+    }
+    let given = match key {
+        KeyClaim::None => return Ok(()),
+        KeyClaim::Csr(pem) => SubjectKey::from_csr(pem.as_bytes()),
+        KeyClaim::PublicKey(pem) => SubjectKey::from_attested_spki(pem.as_bytes()),
+    };
+    match given {
+        Err(e) => Err(refuse(e.reason(), e.to_string())),
+        Ok(k) if *k.spki() != original.certificate.tbs_certificate.subject_public_key_info => {
+            Err(refuse(
+                "RenewalKeyMismatch",
+                format!(
+                    "the key in this request is not the key of {name}; a renewal keeps the key (CPS §3.3.3): leave csr and publicKey out, or give the original's key"
+                ),
+            ))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Claim `original` for `renewal` (the `chop.dev/renewed-by` annotation), on
+/// the condition that the record has not changed since it was read. A conflict
+/// is an error: the retry reads the record again and checks again.
+pub async fn claim(api: &Api<IssuedCertificate>, original: &Original, renewal: &str) -> Result<()> {
+    let record = &original.record;
+    if register::annotation(record, ANNOTATION_RENEWED_BY) == Some(renewal) {
+        return Ok(());
+    }
+    let state = register::label(record, LABEL_STATUS).unwrap_or(register::VALID);
+    register::patch_labels(
+        api,
+        record,
+        state,
+        &[(ANNOTATION_RENEWED_BY, Some(renewal))],
+        record.resource_version().as_deref(),
+    )
+    .await?;
+    Ok(())
+}
