@@ -38,16 +38,26 @@ pub struct Harness {
 /// to the user `chop-controller`; return that user's kubeconfig.
 async fn controller_identity(env: &TestEnv) -> PathBuf {
     use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-    let yaml = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac/chop-controller.yaml"),
-    )
-    .unwrap();
-    let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
+    // The controller's own role, and the read-only role it binds each CA's
+    // responder to (both as shipped).
     let ssa = PatchParams::apply("chop-tests").force();
-    Api::<ClusterRole>::all(env.admin())
-        .patch("chop-controller", &ssa, &Patch::Apply(&role))
-        .await
+    for file in ["chop-controller.yaml", "responder.yaml"] {
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests/rbac")
+                .join(file),
+        )
         .unwrap();
+        let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
+        Api::<ClusterRole>::all(env.admin())
+            .patch(
+                role.metadata.name.as_deref().unwrap(),
+                &ssa,
+                &Patch::Apply(&role),
+            )
+            .await
+            .unwrap();
+    }
     let binding: RoleBinding = serde_json::from_value(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
