@@ -11,8 +11,8 @@ CHOP_APT_PACKAGES+=(time)   # /usr/bin/time measures peak RSS of each child
 ensure_packages
 cargo build --release --locked -p ca --examples
 echo; echo "== (a) CRL generation: chop vs openssl ca -gencrl"
-target/release/examples/bench_crl
+"$TARGET"/release/examples/bench_crl
 echo; echo "== (b) issuance: full path vs raw HSM signing"
-target/release/examples/bench_issue
+"$TARGET"/release/examples/bench_issue
 echo; echo "== (c) OCSP responses from the core"
-target/release/examples/bench_ocsp
+"$TARGET"/release/examples/bench_ocsp

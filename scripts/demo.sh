@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, from a fresh machine: a local Kubernetes control plane (etcd +
 # kube-apiserver built from source), SoftHSM2, chop's CRDs and the examples, and
-# a sample PKI made by chop's core with its CA keys in SoftHSM2, ending with checks
-# you can see: kubectl output and the openssl CLI verifying chains, CRLs and OCSP.
+# chop-responder answering OCSP from the cluster, and a sample PKI made by chop's
+# core with its CA keys in SoftHSM2, ending with checks you can see: kubectl
+# output and the openssl CLI verifying chains, CRLs and OCSP.
 #
 #   bash scripts/demo.sh [OUTPUT_DIR]      (default: ./demo-output)
 #
@@ -20,6 +21,7 @@ if [[ ${1:-} != --inside ]]; then
   echo "== building chop (release) and the control plane binaries (cached after the first run)"
   cargo build --release --locked -p ca --examples
   cargo build --release --locked -p chop-controller --bin chop-controller
+  cargo build --release --locked -p chop-responder --bin chop-responder
   bash e2e/controlplane.sh build
   KUBECTL="$(bash e2e/controlplane.sh bin-dir)/kubectl"
   export KUBECTL OUT
@@ -74,10 +76,11 @@ export SOFTHSM2_CONF="$OUT.run/softhsm2.conf"
 # The PIN is the one in examples/hsm-pin-secret.yaml.
 softhsm2-util --init-token --free --label moica --pin change-me-1234 --so-pin "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" | sed 's/^/  /'
 KUBECONFIG=$CONTROLLER_KUBECONFIG POD_NAME=chop-controller-demo RUST_LOG=info \
-  target/release/chop-controller --namespace moica --lease-namespace moica --metrics-addr 127.0.0.1:0 \
+  "$TARGET"/release/chop-controller --namespace moica --lease-namespace moica --metrics-addr 127.0.0.1:0 \
   >"$OUT.run/controller.log" 2>&1 &
 CONTROLLER_PID=$!
-trap 'kill $CONTROLLER_PID 2>/dev/null || true' EXIT
+RESPONDER_PID=
+trap 'kill $CONTROLLER_PID $RESPONDER_PID 2>/dev/null || true' EXIT
 sleep 1
 kill -0 $CONTROLLER_PID 2>/dev/null || { cat "$OUT.run/controller.log"; fail "chop-controller did not start"; }
 check "chop-controller running as user chop-controller (log: $OUT.run/controller.log)"
@@ -164,9 +167,59 @@ expect "openssl verify -crl_check: the signature certificate is revoked" "certif
 expect "openssl verify -crl_check: the encryption certificate is on hold" "certificate revoked" \
   openssl verify -crl_check -CAfile "$OUT.run/issued/all.pem" -CRLfile "$OUT.run/issued/crl.pem" "$OUT.run/issued/encryption.pem"
 
+step "chop-responder answers OCSP from the cluster (the CA's delegated responder, read-only RBAC)"
+k wait -n moica --for=condition=ResponderReady --timeout=60s certificateauthority/moica >/dev/null \
+  || { tail -20 "$OUT.run/controller.log"; fail "responder not configured"; }
+k get -n moica secret/moica-ocsp-responder deployment/moica-responder service/moica-responder \
+  role/moica-responder rolebinding/moica-responder rolebinding/moica-responder-key 2>&1 | sed 's/^/  /'
+check "the controller certified a delegated OCSP key and applied the responder workload (owned by the CA)"
+k get -n moica secret moica-ocsp-responder -o jsonpath='{.data.tls\.crt}' | base64 -d > "$OUT.run/issued/ocsp-responder.pem"
+expect "openssl: the delegated responder certificate is for OCSP signing, with ocsp-nocheck" "OCSP No Check" \
+  openssl x509 -in "$OUT.run/issued/ocsp-responder.pem" -noout -text
+# No kubelet here: run the Deployment's command as a local process, as its
+# ServiceAccount (RBAC matches a ServiceAccount subject by user name).
+cp "$(bash e2e/controlplane.sh user system:serviceaccount:moica:moica-responder system:serviceaccounts)" "$OUT.run/responder.kubeconfig"
+KUBECONFIG=$OUT.run/responder.kubeconfig RUST_LOG=info \
+  "$TARGET"/release/chop-responder serve --kube --namespace moica --ca moica --listen 127.0.0.1:18080 \
+  >"$OUT.run/responder.log" 2>&1 &
+RESPONDER_PID=$!
+for i in $(seq 1 60); do
+  curl -fsS http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break
+  [[ $i == 60 ]] && { cat "$OUT.run/responder.log"; fail "chop-responder not ready"; }
+  sleep 0.5
+done
+check "chop-responder ready as system:serviceaccount:moica:moica-responder (log: $OUT.run/responder.log)"
+openssl x509 -in "$OUT.run/issued/chain.pem" -out "$OUT.run/issued/issuer.pem"
+ocsp_status() { # ocsp_status CERT: "good", "revoked (keyCompromise)", ... from chop-responder
+  local out
+  out=$(openssl ocsp -url http://127.0.0.1:18080/ -issuer "$OUT.run/issued/issuer.pem" -CAfile "$OUT.run/issued/all.pem" \
+    -cert "$1" -resp_text 2>&1 || true)
+  grep -q "Response verify OK" <<<"$out" || { printf '%s\n' "$out" | sed 's/^/    /'; return 1; }
+  grep -oE "Cert Status: [a-z]+|Revocation Reason: [A-Za-z]+" <<<"$out" | paste -sd, -
+}
+expect "openssl ocsp (nonce, verified to the root): the signature certificate is revoked, keyCompromise" \
+  "Cert Status: revoked,Revocation Reason: keyCompromise" ocsp_status "$OUT.run/issued/signature.pem"
+expect "openssl ocsp: the encryption certificate is on hold (certificateHold)" \
+  "Cert Status: revoked,Revocation Reason: certificateHold" ocsp_status "$OUT.run/issued/encryption.pem"
+k patch -n moica suspension wang-xiaoming-hold --type=merge -p '{"spec":{"resumed":true}}' >/dev/null
+good=
+for i in $(seq 1 40); do
+  if ocsp_status "$OUT.run/issued/encryption.pem" 2>/dev/null | grep -q "Cert Status: good"; then good=1; break; fi
+  sleep 0.25
+done
+[[ -n $good ]] && check "resumed: openssl ocsp says good again for the encryption certificate" || fail "resume not visible in OCSP"
+curl -fsS http://127.0.0.1:18080/crl/moica.crl -o "$OUT.run/issued/served.crl"
+expect "the repository serves the current CRL (/crl/moica.crl), verified by openssl" "verify OK" \
+  openssl crl -inform DER -in "$OUT.run/issued/served.crl" -CAfile "$OUT.run/issued/all.pem" -noout
+serial=$(openssl x509 -in "$OUT.run/issued/signature.pem" -noout -serial | cut -d= -f2)
+curl -fsS "http://127.0.0.1:18080/certs/$serial.pem" -o "$OUT.run/issued/served-signature.pem"
+cmp -s "$OUT.run/issued/served-signature.pem" "$OUT.run/issued/signature.pem" \
+  && check "the repository serves the issued certificate by serial (/certs/$serial.pem)" \
+  || fail "/certs/$serial.pem differs from the issued certificate"
+
 step "A sample PKI from chop's core, CA keys in a fresh SoftHSM2 token"
 rm -rf "$OUT"
-target/release/examples/sample_pki "$OUT" | sed -n '1p' | sed 's/^/  /'
+"$TARGET"/release/examples/sample_pki "$OUT" | sed -n '1p' | sed 's/^/  /'
 cd "$OUT"
 openssl x509 -in signature.pem -noout -subject -issuer -nameopt utf8,sep_comma_plus_space | sed 's/^/  /'
 expect "openssl verify: root → subordinate → signature, encryption, OCSP responder" "responder.pem: OK" \
@@ -187,4 +240,4 @@ done
 step "Done"
 echo "  Sample PKI in $OUT (see ca/examples/sample_pki.rs for what each file is)."
 echo "  The operator's own output (issued certificates, the published CRL) is in $OUT.run/issued."
-echo "  Not yet: chop-responder serving OCSP from the cluster (issue 4); the OCSP checks above use the core."
+echo "  chop-responder's log: $OUT.run/responder.log; the controller's: $OUT.run/controller.log."

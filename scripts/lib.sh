@@ -2,7 +2,10 @@
 
 # Debian packages the tests and the demo need. Installed only when missing, so a
 # second run costs nothing.
-CHOP_APT_PACKAGES=(softhsm2 openssl)
+CHOP_APT_PACKAGES=(softhsm2 openssl curl)
+
+# Where cargo puts what it builds (scripts run from the repository root).
+TARGET=${CARGO_TARGET_DIR:-target}
 
 ensure_packages() {
   local missing=()
