@@ -115,31 +115,21 @@ async fn set_state(h: &Harness, record: &str, state: &str, reason: Option<&str>)
 
 /// `openssl crl -inform DER -in crl -CAfile root -noout`: stderr/stdout text.
 fn openssl_crl_verify(crl: &std::path::Path, root: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(["crl", "-inform", "DER", "-noout", "-in"])
-        .arg(crl)
-        .arg("-CAfile")
-        .arg(root)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = run_text(
+        Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-noout", "-in"])
+            .arg(crl)
+            .arg("-CAfile")
+            .arg(root),
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     text
 }
 
 #[tokio::test]
 async fn publishes_verifies_and_reissues_on_revocation() {
     let mut h = Harness::new().await;
-    h.start(false);
-    let ca = h.create_ca().await;
-    let root = h.write(
-        "root.pem",
-        ca.status.as_ref().unwrap().certificate.as_deref().unwrap(),
-    );
+    let (_, root) = h.start_with_root("root.pem").await;
 
     create_schedule(&h, "moica", "root").await;
     let s = wait_published(&h, "moica", 1, 60).await;
@@ -255,20 +245,15 @@ async fn publishes_verifies_and_reissues_on_revocation() {
         ],
         &[&crl2],
     );
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check", "-CAfile"])
-        .arg(&root)
-        .arg("-CRLfile")
-        .arg(&crl2_pem)
-        .arg(&cert)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = run_text(
+        Command::new("openssl")
+            .args(["verify", "-crl_check", "-CAfile"])
+            .arg(&root)
+            .arg("-CRLfile")
+            .arg(&crl2_pem)
+            .arg(&cert),
     );
-    assert!(!out.status.success(), "{text}");
+    assert!(!ok, "{text}");
     assert!(text.contains("certificate revoked"), "{text}");
     // A hold (suspension) enters the next CRL as certificateHold; resuming
     // takes it out again (CPS §4.9.13–§4.9.17).

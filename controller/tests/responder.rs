@@ -34,12 +34,7 @@ async fn responder_serial(h: &Harness) -> Option<String> {
 #[tokio::test]
 async fn a_ready_ca_gets_a_delegated_ocsp_certificate_and_a_responder_workload() {
     let mut h = Harness::new().await;
-    h.start(false);
-    let ca = h.create_ca().await;
-    let ca_pem = h.write(
-        "ca.pem",
-        ca.status.as_ref().unwrap().certificate.as_ref().unwrap(),
-    );
+    let (_, ca_pem) = h.start_with_root("ca.pem").await;
     let serial = h.wait("ResponderReady", 60, || responder_serial(&h)).await;
 
     // The Secret: a kubernetes.io/tls pair whose certificate the CA signed for
@@ -208,21 +203,16 @@ fn responder_bin() -> std::path::PathBuf {
 /// the CA certificate only (the delegated responder certificate comes in the
 /// response): the status word and the full text.
 fn ocsp(port: u16, leaf: &std::path::Path, ca: &std::path::Path) -> (String, String) {
-    let out = std::process::Command::new("openssl")
-        .args(["ocsp", "-no_nonce", "-resp_text", "-url"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .arg("-issuer")
-        .arg(ca)
-        .arg("-CAfile")
-        .arg(ca)
-        .arg("-cert")
-        .arg(leaf)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (_, text) = common::run_text(
+        std::process::Command::new("openssl")
+            .args(["ocsp", "-no_nonce", "-resp_text", "-url"])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .arg("-issuer")
+            .arg(ca)
+            .arg("-CAfile")
+            .arg(ca)
+            .arg("-cert")
+            .arg(leaf),
     );
     let prefix = format!("{}: ", leaf.display());
     let word = text
@@ -274,12 +264,7 @@ async fn cert_file(h: &Harness, name: &str) -> std::path::PathBuf {
 #[tokio::test]
 async fn revocation_and_hold_reach_ocsp_through_the_cluster() {
     let mut h = Harness::new().await;
-    h.start(false);
-    let ca = h.create_ca().await;
-    let ca_pem = h.write(
-        "ca.pem",
-        ca.status.as_ref().unwrap().certificate.as_ref().unwrap(),
-    );
+    let (_, ca_pem) = h.start_with_root("ca.pem").await;
     h.wait("ResponderReady", 60, || responder_serial(&h)).await;
 
     // chop-responder as the ServiceAccount the controller bound (RBAC matches

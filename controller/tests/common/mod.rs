@@ -219,6 +219,18 @@ impl Harness {
         self.wait_ca_ready("root").await
     }
 
+    /// Start the controller, create the root CA `root`, wait until it is
+    /// Ready and write its certificate to `file`.
+    pub async fn start_with_root(&mut self, file: &str) -> (CertificateAuthority, PathBuf) {
+        self.start(false);
+        let ca = self.create_ca().await;
+        let pem = self.write(
+            file,
+            ca.status.as_ref().unwrap().certificate.as_deref().unwrap(),
+        );
+        (ca, pem)
+    }
+
     pub async fn wait_ca_ready(&self, name: &str) -> CertificateAuthority {
         let api = self.api::<CertificateAuthority>();
         self.wait(&format!("CA {name} Ready"), 90, || {
@@ -564,6 +576,17 @@ pub fn openssl(args: &[&str], files: &[&Path]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `cmd`; whether it succeeded and its stdout followed by its stderr.
+pub fn run_text(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 pub fn issued_name(serial_upper_hex: &str) -> String {
