@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 4's operator benchmark, in one run on a private local control plane
+# with the release chop-controller and chop-responder binaries
+# (controller/examples/bench_operator.rs does the work):
+#   1. raw SoftHSM2 RSA-2048 signing rate with the CA key (same token);
+#   2. N certificates end to end (create -> approval -> Issued=True), certs/s
+#      next to the raw HSM rate; target >= 50 certs/s;
+#   3. Revocation -> first OCSP "revoked" from chop-responder --kube:
+#      p50/p99/max; target p99 < 2 s;
+#   4. BENCH_RECORDS IssuedCertificates: VmRSS/VmHWM of controller, responder,
+#      kube-apiserver and etcd, and one revocation latency at that size.
+#
+# Usage: scripts/bench-operator.sh [N]   (N certificates, default 500)
+# Environment (defaults): BENCH_RECORDS=100000, BENCH_REVOCATIONS=50,
+#   BENCH_INFLIGHT=32 (requests not yet issued at a time),
+#   BENCH_APPROVAL=auto (autoApproveUsers; `officer`: an officer's SSA approval),
+#   KEEP=0 (1: keep the work directory with the controller and responder logs).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+ensure_packages
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export BENCH_N=${1:-${BENCH_N:-500}}
+KEEP=${KEEP:-0}
+
+echo "== building chop-controller, chop-responder and the benchmark (release)"
+cargo build --release --locked -q -p chop-controller -p chop-responder --bins --example bench_operator
+export CHOP_CONTROLLER_BIN=$CARGO_TARGET_DIR/release/chop-controller
+export CHOP_RESPONDER_BIN=$CARGO_TARGET_DIR/release/chop-responder
+bash e2e/controlplane.sh build >/dev/null 2>&1 || bash e2e/controlplane.sh build
+
+BENCH_DIR=$(mktemp -d /tmp/bench-operator.XXXXXX)
+export BENCH_DIR
+cleanup() {
+  if [[ $KEEP == 1 ]]; then echo "work directory kept: $BENCH_DIR"; else rm -rf "$BENCH_DIR"; fi
+}
+trap cleanup EXIT
+
+# The SoftHSM2 token the controller uses (and the benchmark, for the raw rate).
+mkdir -p "$BENCH_DIR/tokens"
+export SOFTHSM2_CONF=$BENCH_DIR/softhsm2.conf
+printf '%s\n' "directories.tokendir = $BENCH_DIR/tokens" "objectstore.backend = file" \
+  "log.level = ERROR" "slots.removable = false" >"$SOFTHSM2_CONF"
+export BENCH_PIN=bench-$RANDOM$RANDOM
+softhsm2-util --init-token --free --label moica --pin "$BENCH_PIN" --so-pin "so-$RANDOM$RANDOM" >/dev/null
+
+echo "== N=$BENCH_N, records=${BENCH_RECORDS:-100000}, approval=${BENCH_APPROVAL:-auto}; $(nproc) cores"
+# `run` starts a private plane, runs the benchmark with KUBECONFIG and
+# CHOP_E2E_DIR set, and stops the plane; the benchmark kills its children.
+env -u CHOP_E2E_DIR bash e2e/controlplane.sh run -- "$CARGO_TARGET_DIR/release/examples/bench_operator"
