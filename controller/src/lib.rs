@@ -22,7 +22,7 @@
 //! `get` Secrets (PINs); `get/create/patch` Secrets `<ca>-ocsp-responder`,
 //! ServiceAccounts, Services, Deployments, Roles and RoleBindings (the responder
 //! workload, [`reconcilers::responder`]); `bind` the ClusterRole
-//! `chop:responder` only; `get/create/update` ConfigMaps (`<ca>-subscribers`);
+//! `chop:responder` only; `get/create/update` ConfigMaps (`<ca>-subscribers-<shard>`);
 //! `get/list/patch/delete` ConfigMaps (CRL publication, [`publish`]);
 //! `list/watch` CRLSchedules, `patch` their `status`;
 //! `get/list/watch` CertificateAuthorities, CertificateRequests,

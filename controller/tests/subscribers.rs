@@ -9,6 +9,7 @@ use controller::subscribers::{assign, configmap_name, key_for};
 use e2e::TestEnv;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use kube::api::ListParams;
 
 #[tokio::test]
 async fn concurrent_assignments_agree_and_never_collide() {
@@ -29,13 +30,33 @@ async fn concurrent_assignments_agree_and_never_collide() {
     assert_eq!(many.iter().collect::<BTreeSet<_>>().len(), 16);
     assert!(!many.contains(&id));
 
-    // Stable afterwards, and the register holds no reference in clear.
+    // Stable afterwards, and the register holds no reference in clear: each
+    // reference sits in the shard its key names, and the shards together hold
+    // exactly the seventeen.
     assert_eq!(assign(&cms, "moica", "ra:person:1").await.unwrap(), id);
-    let cm = cms.get(&configmap_name("moica")).await.unwrap();
-    let data: BTreeMap<String, String> = cm.data.unwrap();
-    assert_eq!(data.len(), 17);
-    assert_eq!(data[&key_for("ra:person:1")], id);
-    assert!(data.keys().all(|k| !k.contains("person")));
+    let key = key_for("ra:person:1");
+    let cm = cms.get(&configmap_name("moica", &key)).await.unwrap();
+    assert_eq!(cm.data.unwrap()[&key], id);
+    let shards = cms
+        .list(&ListParams::default().labels("chop.dev/ca=moica"))
+        .await
+        .unwrap()
+        .items;
+    let mut all = BTreeMap::new();
+    for cm in &shards {
+        let name = cm.metadata.name.clone().unwrap();
+        for (k, v) in cm.data.clone().unwrap() {
+            assert_eq!(configmap_name("moica", &k), name, "key in its own shard");
+            assert!(!k.contains("person"));
+            all.insert(k, v);
+        }
+    }
+    assert_eq!(all.len(), 17);
+    assert_eq!(
+        all.values().collect::<BTreeSet<_>>().len(),
+        17,
+        "no identifier twice"
+    );
 
     env.cleanup().await.unwrap();
 }
