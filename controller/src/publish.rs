@@ -10,6 +10,11 @@
 //!                               thisUpdate, nextUpdate, ca, partition
 //! ```
 //!
+//! A schedule with `partitions: P` publishes P more CRLs, each a publication of
+//! its own named [`partition_publication`] (`<schedule>-<n>`, so its manifest is
+//! `<schedule>-<n>-crl`), labelled `chop.dev/crl-partition=<n>`; its manifest
+//! says `partition: "<n>"`.
+//!
 //! Order (the manifest is the commit point for readers):
 //! 1. every chunk of the new generation is applied;
 //! 2. the manifest is applied, pointing at the new generation;
@@ -45,12 +50,20 @@ pub const LABEL_SCHEDULE: &str = "chop.dev/crl-schedule";
 pub const LABEL_CRL_NUMBER: &str = "chop.dev/crl-number";
 /// Label holding the index of a chunk.
 pub const LABEL_CHUNK: &str = "chop.dev/crl-chunk";
+/// Label holding the partition number of a partition CRL's objects (absent on
+/// the full CRL's).
+pub const LABEL_PARTITION: &str = "chop.dev/crl-partition";
 /// The binaryData key of a chunk.
 pub const CHUNK_KEY: &str = "chunk";
 
 /// The manifest's name: `<schedule>-crl`.
 pub fn manifest_name(schedule: &str) -> String {
     format!("{schedule}-crl")
+}
+
+/// The publication name of partition `n` of `schedule`: `<schedule>-<n>`.
+pub fn partition_publication(schedule: &str, n: u32) -> String {
+    format!("{schedule}-{n}")
 }
 
 /// A chunk's name: `<schedule>-crl-<number>-<i>`.
@@ -92,6 +105,13 @@ impl Manifest {
             next_update,
             partition: "full".into(),
         }
+    }
+
+    /// The same, for partition `n`.
+    #[must_use]
+    pub fn in_partition(mut self, n: u32) -> Self {
+        self.partition = n.to_string();
+        self
     }
 
     /// As ConfigMap `data`.
@@ -193,7 +213,8 @@ pub fn reassemble(manifest: &Manifest, chunks: &[Vec<u8>], object: &str) -> Resu
 pub struct Publication<'a> {
     /// Namespace of the schedule.
     pub namespace: &'a str,
-    /// The CRLSchedule's name.
+    /// The publication's name: the CRLSchedule's name, or for a partition CRL
+    /// [`partition_publication`].
     pub schedule: &'a str,
     /// Owner reference to the CRLSchedule, if any.
     pub owner: Option<OwnerReference>,
@@ -212,6 +233,9 @@ fn meta(p: &Publication<'_>, name: String, chunk: Option<usize>) -> ObjectMeta {
     ]);
     if let Some(i) = chunk {
         labels.insert(LABEL_CHUNK.to_string(), i.to_string());
+    }
+    if p.manifest.partition != "full" {
+        labels.insert(LABEL_PARTITION.to_string(), p.manifest.partition.clone());
     }
     ObjectMeta {
         name: Some(name),
@@ -389,5 +413,11 @@ mod tests {
         assert_eq!(split(&blob(CHUNK_SIZE + 1)).len(), 2);
         assert_eq!(chunk_name("moica", 12, 0), "moica-crl-12-0");
         assert_eq!(manifest_name("moica"), "moica-crl");
+        assert_eq!(partition_publication("moica", 3), "moica-3");
+        let m = Manifest::of("root", 7, &blob(10), "t".into(), "n".into()).in_partition(3);
+        assert_eq!(
+            Manifest::from_data(&m.to_data(), "m").unwrap().partition,
+            "3"
+        );
     }
 }

@@ -64,6 +64,18 @@ pub async fn commit(
     entry: Entry,
     object: &str,
 ) -> Result<IssuedCertificate> {
+    commit_in_partition(api, signed, entry, None, object).await
+}
+
+/// [`commit`], recording the CRL partition the certificate names in its CRL
+/// distribution point (`spec.crlPartition`).
+pub async fn commit_in_partition(
+    api: &Api<IssuedCertificate>,
+    signed: &Signed,
+    entry: Entry,
+    crl_partition: Option<u32>,
+    object: &str,
+) -> Result<IssuedCertificate> {
     let cerr = |source: ca::Error| Error::Ca {
         object: object.to_string(),
         source,
@@ -103,6 +115,7 @@ pub async fn commit(
             certificate: signed.to_pem().map_err(cerr)?,
             request_ref: entry.request_ref,
             renewal_of: entry.renewal_of,
+            crl_partition: crl_partition.and_then(|p| i32::try_from(p).ok()),
         },
         status: None,
     };

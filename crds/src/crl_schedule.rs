@@ -58,13 +58,30 @@ pub struct CRLScheduleSpec {
     /// (default true; the CPS requires it within 24 hours).
     #[serde(default = "default_true")]
     pub reissue_on_change: bool,
-    /// Number of partitioned CRLs (0: one full CRL only). A certificate's partition
-    /// is chosen at issuance and written into its CRL distribution point; each
-    /// partition CRL carries a critical issuingDistributionPoint. Immutable.
+    /// Number of partitioned CRLs (0: one full CRL only). A certificate issued
+    /// while this schedule exists gets partition `serial mod partitions` and the
+    /// partition's URL as its only CRL distribution point; each partition CRL
+    /// (published as `<schedule>-<n>`) lists only its partition's certificates and
+    /// carries a critical issuingDistributionPoint with that URL. The full CRL is
+    /// published as well. Immutable.
     #[serde(default)]
     #[schemars(range(min = 0, max = 1024))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("partitions is immutable: certificates already name their partition"))]
     pub partitions: i32,
+    /// URL of partition `n`'s CRL, with `{n}` standing for the partition number
+    /// (e.g. `http://repository.example/crl/moica-{n}.crl`). Default: the CA's
+    /// first `crlDistributionPoints` URL with `-<n>` inserted before its last
+    /// extension (`.../crl/moica.crl` becomes `.../crl/moica-<n>.crl`), which is
+    /// where chop-responder serves partition `n` when the CA's URL is
+    /// `.../crl/<schedule>.crl`. Immutable: issued certificates carry these URLs.
+    #[serde(
+        default,
+        rename = "partitionURLTemplate",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("self.contains('{n}')").message("partitionURLTemplate must contain {n}, the partition number"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("partitionURLTemplate is immutable: issued certificates carry these URLs"))]
+    pub partition_url_template: Option<String>,
 }
 
 fn default_interval() -> String {
@@ -120,4 +137,8 @@ pub struct CRLScheduleStatus {
     /// a different digest means the CRL is out of date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries_digest: Option<String>,
+    /// Number of partition CRLs published with `crlNumber` (each as its own
+    /// publication `<schedule>-<n>`), when the schedule has `partitions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions_published: Option<i32>,
 }

@@ -71,6 +71,13 @@ pub struct IssuedCertificateSpec {
     /// The CertificateRequest whose certificate this one renews, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewal_of: Option<LocalObjectReference>,
+    /// The CRL partition the certificate was issued into (its cRLDistributionPoints
+    /// names that partition's CRL), when the CA's CRLSchedule has `partitions`.
+    /// Absent: the certificate names the CA's own distribution points and is listed
+    /// on the full CRL only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1023))]
+    pub crl_partition: Option<i32>,
 }
 
 /// The certificate's revocation state, written by the Revocation and Suspension

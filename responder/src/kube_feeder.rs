@@ -6,7 +6,7 @@
 //! | CA certificate, chain | CertificateAuthority `NAME`: `status.certificate`, `status.chain` | `/ca.crt`, `/ca.pem`, `/chain.pem`, the OCSP issuer |
 //! | delegated responder certificate and key | Secret `NAME-ocsp-responder` (`tls.crt`, `tls.key` PKCS#8 PEM) | the OCSP signer |
 //! | statuses and certificates | IssuedCertificates labelled `chop.dev/ca=NAME` | the status table, `/certs/<serial>.crt` |
-//! | CRLs | each CRLSchedule with `spec.caRef.name == NAME`: its published CRL (chunked ConfigMaps, [`controller::publish`]) | `/crl/<schedule>.crl` |
+//! | CRLs | each CRLSchedule with `spec.caRef.name == NAME`: its published CRL (chunked ConfigMaps, [`controller::publish`]), and with `partitions: P` each partition CRL | `/crl/<schedule>.crl`, `/crl/<schedule>-<n>.crl` (n < P) |
 //!
 //! Two tasks, each driving `kube::runtime::watcher` streams (no reflector: only
 //! what is served is kept, the DER of each certificate and its status):
@@ -319,12 +319,29 @@ struct Inputs {
     ca: Option<CaInput>,
     /// The Secret's resourceVersion, the responder certificate DER and key.
     responder: Option<(String, Vec<u8>, Arc<SoftwareKey>)>,
-    /// Schedules of this CA.
-    schedules: HashSet<String>,
+    /// Schedules of this CA, with their number of partitions.
+    schedules: HashMap<String, u32>,
     /// Schedules seen during a re-list of CRLSchedules.
     listing: Option<HashSet<String>>,
-    /// CRL by schedule: manifest SHA-256 and DER.
+    /// CRL by publication (`<schedule>` or `<schedule>-<n>`): manifest
+    /// SHA-256 and DER.
     crls: HashMap<String, (String, Bytes)>,
+}
+
+/// The publications of a schedule with `partitions`: the full CRL's, then each
+/// partition CRL's.
+fn publications(schedule: &str, partitions: u32) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(schedule.to_owned())
+        .chain((0..partitions).map(move |n| publish::partition_publication(schedule, n)))
+}
+
+impl Inputs {
+    /// Whether `publication` is one of a known schedule's.
+    fn serves(&self, publication: &str) -> bool {
+        self.schedules
+            .iter()
+            .any(|(s, p)| publications(s, *p).any(|name| name == publication))
+    }
 }
 
 /// A watch on `api` as material inputs.
@@ -437,7 +454,7 @@ impl KubeFeeder {
                         .get(publish::LABEL_SCHEDULE)
                         .cloned()
                         .unwrap_or_default();
-                    if inputs.schedules.contains(&schedule) {
+                    if inputs.serves(&schedule) {
                         self.read_crl(inputs, &schedule, Some(&cm)).await
                     } else {
                         false
@@ -539,9 +556,13 @@ impl KubeFeeder {
             Event::InitDone => {
                 let seen = inputs.listing.take().unwrap_or_default();
                 let before = inputs.crls.len();
-                inputs.schedules.retain(|s| seen.contains(s));
-                let schedules = &inputs.schedules;
-                inputs.crls.retain(|s, _| schedules.contains(s));
+                inputs.schedules.retain(|s, _| seen.contains(s));
+                let served: HashSet<String> = inputs
+                    .schedules
+                    .iter()
+                    .flat_map(|(s, p)| publications(s, *p).collect::<Vec<_>>())
+                    .collect();
+                inputs.crls.retain(|s, _| served.contains(s));
                 before != inputs.crls.len()
             }
             Event::Apply(s) | Event::InitApply(s) => {
@@ -552,16 +573,24 @@ impl KubeFeeder {
                 if let Some(seen) = inputs.listing.as_mut() {
                     seen.insert(name.clone());
                 }
-                if inputs.schedules.insert(name.clone()) {
-                    self.read_crl(inputs, &name, None).await
-                } else {
-                    false
+                let partitions = u32::try_from(s.spec.partitions).unwrap_or(0);
+                if inputs.schedules.insert(name.clone(), partitions) == Some(partitions) {
+                    return false;
                 }
+                let mut changed = false;
+                for publication in publications(&name, partitions) {
+                    changed |= self.read_crl(inputs, &publication, None).await;
+                }
+                changed
             }
             Event::Delete(s) => {
                 let name = s.name_any();
-                inputs.schedules.remove(&name);
-                inputs.crls.remove(&name).is_some()
+                let partitions = inputs.schedules.remove(&name).unwrap_or(0);
+                let mut changed = false;
+                for publication in publications(&name, partitions) {
+                    changed |= inputs.crls.remove(&publication).is_some();
+                }
+                changed
             }
         }
     }

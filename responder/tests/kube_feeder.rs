@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use controller::publish::{Manifest, Publication, publish};
+use controller::publish::{Manifest, Publication, partition_publication, publish};
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate};
 use der::Decode;
 use e2e::TestEnv;
@@ -509,6 +509,41 @@ async fn serves_one_ca_from_the_cluster_read_only() {
         // The next CRL differs in thisUpdate (seconds).
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+    // A partitioned schedule: each partition CRL is its own publication
+    // `<schedule>-<n>`, served at /crl/<schedule>-<n>.crl; a publication past
+    // the schedule's partitions is not served.
+    let schedule: CRLSchedule = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "CRLSchedule",
+        "metadata": {"name": "root-part"},
+        "spec": {"caRef": {"name": CA}, "interval": "24h", "validity": "36h", "overlap": "12h",
+                 "partitions": 2}
+    }))
+    .unwrap();
+    api::<CRLSchedule>(&env)
+        .create(&PostParams::default(), &schedule)
+        .await
+        .unwrap();
+    for n in [1u32, 2] {
+        let der = f.crl().unwrap();
+        let name = partition_publication("root-part", n);
+        let p = Publication {
+            namespace: &ns,
+            schedule: &name,
+            owner: None,
+            manifest: Manifest::of(CA, 3, &der, "t".into(), "n".into()).in_partition(n),
+        };
+        publish(&env.admin(), &p, &der).await.unwrap();
+        if n == 1 {
+            until("the partition CRL", Duration::from_secs(10), || {
+                let r = get("/crl/root-part-1.crl");
+                (r.code == 200 && r.body == der).then_some(())
+            })
+            .await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get("/crl/root-part-2.crl").code, 404);
+    assert_eq!(get("/crl/root-part-0.crl").code, 404, "not published yet");
 
     let metrics = String::from_utf8(get("/metrics").body).unwrap();
     let events: u64 = metrics

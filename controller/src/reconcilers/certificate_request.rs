@@ -54,6 +54,7 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::certificate_authority::{dn_from_spec, signing_context};
+use super::crl_schedule::{Partitioning, partitioning_for};
 use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, object_id};
@@ -409,6 +410,27 @@ struct Reserved {
     not_before: SystemTime,
     not_after: SystemTime,
     subscriber_id: Option<String>,
+    /// The CA's CRL partitioning when signing (its CRLSchedule's `partitions`
+    /// and URL template, both immutable): the partition is a function of the
+    /// serial, so a re-sign after a crash gives the same certificate.
+    partitioning: Option<Partitioning>,
+}
+
+impl Reserved {
+    /// The certificate's CRL partition and its URL, if partitioned.
+    fn partition(&self, ca: &CertificateAuthority) -> Option<(u32, String)> {
+        self.partitioning
+            .as_ref()?
+            .assign(&self.serial, &ca.spec.crl_distribution_points)
+    }
+
+    /// The partition's URL when `profile` writes a CRL distribution point.
+    fn partition_url(&self, ca: &CertificateAuthority, profile: &Profile) -> Option<String> {
+        if !profile.include_crl_distribution_points {
+            return None;
+        }
+        self.partition(ca).map(|(_, url)| url)
+    }
 }
 
 /// The certificate to sign: from the request, or for a renewal from the
@@ -428,6 +450,7 @@ fn build_request(
             r.not_before,
         )?;
         req.not_after = Some(r.not_after);
+        req.crl_distribution_point = r.partition_url(ca, &req.profile);
         return Ok(req);
     }
     let key = subject_key(cr, ca)?;
@@ -440,6 +463,7 @@ fn build_request(
     )?;
     req.not_before = r.not_before;
     req.not_after = Some(r.not_after);
+    req.crl_distribution_point = r.partition_url(ca, &req.profile);
     if let (Some(address), true) = (&cr.spec.email, cr.spec.email_verified) {
         req.email = Some(ca::issue::Email {
             address: address.clone(),
@@ -551,6 +575,7 @@ async fn issue(
         not_before,
         not_after,
         subscriber_id: None,
+        partitioning: partitioning_for(ctx, &ns, &ca.name_any()).await?,
     };
     let trial = build_request(cr, ca, &reserved, original.as_ref())
         .and_then(|req| sc.issuer.prepare(&req).map(|_| ()));
@@ -659,6 +684,8 @@ async fn resume(
         not_before: from_time(nb),
         not_after: from_time(na),
         subscriber_id: status.subscriber_id.clone(),
+        partitioning: partitioning_for(ctx, &cr.namespace().unwrap_or_default(), &ca.name_any())
+            .await?,
     };
     let original = match &cr.spec.renewal_of {
         None => None,
@@ -696,6 +723,13 @@ async fn sign_and_record(
         Ok(r) => r,
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
+    // Recorded only when the certificate names the partition (profiles
+    // without a CRL distribution point are on the full CRL only).
+    let crl_partition = request
+        .crl_distribution_point
+        .as_ref()
+        .and(reserved.partition(ca))
+        .map(|(n, _)| n);
     let sc2 = Arc::clone(sc);
     let started = Instant::now();
     let signed =
@@ -731,7 +765,7 @@ async fn sign_and_record(
     };
     // The commit point: creating the record. AlreadyExists means an earlier
     // attempt committed; use what it recorded.
-    let record = register::commit(&api, &signed, entry, &id).await?;
+    let record = register::commit_in_partition(&api, &signed, entry, crl_partition, &id).await?;
     if ctx.crash_after_commit {
         tracing::error!("CHOP_TEST_CRASH_AFTER_COMMIT is set: aborting after the commit");
         std::process::abort();

@@ -2,15 +2,16 @@
 //! with the CA key, publish it, record it.
 //!
 //! ```text
-//! partitions > 0        ──► full CRL only; Ready=False PartitionsNotSupported
 //! CA not found          ──► Ready=False UnknownCA + Warning Event (requeue 60 s)
 //! older schedule, same CA ─► Ready=False DuplicateSchedule (oldest wins)
+//! publication names taken ─► Ready=False PublicationNameConflict (oldest wins)
 //! CA not Ready          ──► Ready=False CaNotReady (requeue 15 s)
 //! due? none published · now ≥ thisUpdate + interval · entries changed
 //!      (reissueOnChange) · spec changed · an interrupted attempt
 //!   no  ──► requeue at thisUpdate + interval
 //!   yes ──► reserve number (status.reservedCRLNumber, conditional on the
-//!           resourceVersion read) → sign (HSM) → publish chunks + manifest →
+//!           resourceVersion read) → sign (HSM) the full CRL and each partition
+//!           CRL → publish chunks + manifest of each →
 //!           status crlNumber/thisUpdate/nextUpdate/entries/sizeBytes,
 //!           Published=True, Event CRLPublished, CA status.nextCRLTime
 //! ```
@@ -45,10 +46,30 @@
 //!   100k revocations that is ~250 MB transferred per CRL but never more than
 //!   one page held at once. Annotations with the revocation data (ADR 0002 §1)
 //!   would allow a metadata-only list.
-//! - **Partitions** are not implemented: issuance does not assign partitions
-//!   yet, so a partition CRL would be empty. With `partitions > 0` the full CRL
-//!   is still published (relying parties always have a CRL) and Ready is False
-//!   with reason `PartitionsNotSupported`.
+//! - **Partitions** (`partitions: P > 0`; RFC 5280 §5.2.5, §6.3.3 (b)): at
+//!   issuance a certificate gets partition `serial mod P` ([`Partitioning::index`])
+//!   and that partition's URL ([`Partitioning::url`]: `partitionURLTemplate` with
+//!   `{n}` replaced, or the CA's first `crlDistributionPoints` URL with `-<n>`
+//!   inserted before its extension) as its only CRL distribution point; the
+//!   IssuedCertificate records it (`spec.crlPartition`), so CRLs are built from
+//!   the register without parsing certificates. The serial is reserved before
+//!   signing and P and the URL are immutable, so a re-sign after a crash gives
+//!   the same certificate. Each round signs the full CRL (every entry, no IDP:
+//!   certificates issued before partitions, or without a CDP, are on it only)
+//!   and the P partition CRLs (only their partition's entries, a critical IDP
+//!   with the partition's URL), all with **one number** reserved once: every
+//!   CRL scope then sees a strictly increasing sequence (§5.2.3), and a relying
+//!   party comparing a partition CRL with the full CRL sees the same round. All
+//!   P + 1 are re-signed on every change (reissueOnChange): at the P ≤ 1024 the
+//!   CRD allows and with partition CRLs of a fraction of the entries, one HSM
+//!   signature each is cheaper than tracking which partitions changed. Each is
+//!   published as its own chunked ConfigMap publication
+//!   (`<schedule>-<n>`, [`publish::partition_publication`]). Two schedules whose
+//!   publication names collide (`a` with partitions and another schedule named
+//!   `a-0` in the namespace): the older wins, the newer is Ready=False
+//!   `PublicationNameConflict`. Without a template and without a CA CRL URL no
+//!   partition URL exists: the full CRL is published, issuance assigns no
+//!   partitions, Ready=False `NoPartitionURL`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -184,10 +205,12 @@ pub fn timing(s: &CRLSchedule) -> std::result::Result<Timing, String> {
 }
 
 /// Why a new CRL is due, if it is (pure; `now` injected for tests).
+/// `partitions` is the number of partition CRLs a round publishes.
 pub fn due(
     s: &CRLSchedule,
     timing: &Timing,
     digest: &str,
+    partitions: u32,
     now: SystemTime,
 ) -> Option<&'static str> {
     let st = s.status.clone().unwrap_or_default();
@@ -200,6 +223,10 @@ pub fn due(
     }
     if st.observed_generation != s.meta().generation {
         return Some("SpecChanged");
+    }
+    // Published before partitions were (an upgrade): publish them now.
+    if u32::try_from(st.partitions_published.unwrap_or(0)).unwrap_or(0) != partitions {
+        return Some("PartitionsMissing");
     }
     if s.spec.reissue_on_change && st.entries_digest.as_deref() != Some(digest) {
         return Some("EntriesChanged");
@@ -279,7 +306,7 @@ fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
         reason,
         invalidity_date: st.invalidity_date.as_ref().map(from_time),
         not_after: from_time(&ic.spec.not_after),
-        partition: None,
+        partition: ic.spec.crl_partition.and_then(|p| u32::try_from(p).ok()),
     }))
 }
 
@@ -315,8 +342,71 @@ async fn revocation_index(ctx: &Context, ns: &str, ca: &str) -> Result<MemoryInd
     })
 }
 
-/// The oldest schedule naming CA `ca` in `ns` (creation time, then name).
-async fn oldest_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<String>> {
+/// How a CA's certificates are spread over partition CRLs (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partitioning {
+    /// Number of partitions (> 0).
+    pub count: u32,
+    /// `partitionURLTemplate`, if set.
+    pub template: Option<String>,
+}
+
+impl Partitioning {
+    /// The partitioning of schedule `s`, if it has partitions.
+    pub fn of(s: &CRLSchedule) -> Option<Self> {
+        let count = u32::try_from(s.spec.partitions).ok().filter(|c| *c > 0)?;
+        Some(Partitioning {
+            count,
+            template: s.spec.partition_url_template.clone(),
+        })
+    }
+
+    /// The partition of `serial`: its value modulo the count (pure, so a
+    /// re-sign of a reserved serial picks the same one).
+    pub fn index(&self, serial: &Serial) -> u32 {
+        let m = u64::from(self.count);
+        let rem = serial
+            .as_be_bytes()
+            .iter()
+            .fold(0u64, |acc, b| (acc * 256 + u64::from(*b)) % m);
+        u32::try_from(rem).unwrap_or(0)
+    }
+
+    /// Partition `n`'s URL: the template with `{n}` replaced, else the CA's
+    /// first CRL URL with `-<n>` inserted before the extension of its last path
+    /// segment (`http://h/crl/moica.crl` → `http://h/crl/moica-<n>.crl`;
+    /// without an extension `-<n>` is appended). None without a template when
+    /// the CA has no CRL URL or its URL has no file name (`http://h/`).
+    pub fn url(&self, ca_crl_urls: &[String], n: u32) -> Option<String> {
+        if let Some(t) = &self.template {
+            return Some(t.replace("{n}", &n.to_string()));
+        }
+        let base = ca_crl_urls.first()?;
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        base[authority..].find('/')?;
+        let segment = base.rfind('/').map_or(0, |i| i + 1);
+        if segment >= base.len() {
+            return None;
+        }
+        Some(match base[segment..].rfind('.') {
+            Some(dot) if dot > 0 => {
+                let at = segment + dot;
+                format!("{}-{n}{}", &base[..at], &base[at..])
+            }
+            _ => format!("{base}-{n}"),
+        })
+    }
+
+    /// The partition and CRL distribution point of the certificate with
+    /// `serial`, if a URL exists.
+    pub fn assign(&self, serial: &Serial, ca_crl_urls: &[String]) -> Option<(u32, String)> {
+        let n = self.index(serial);
+        self.url(ca_crl_urls, n).map(|u| (n, u))
+    }
+}
+
+/// The live CRLSchedules in `ns`.
+async fn schedules(ctx: &Context, ns: &str) -> Result<Vec<CRLSchedule>> {
     let api: Api<CRLSchedule> = Api::namespaced(ctx.client.clone(), ns);
     let list = api
         .list(&ListParams::default())
@@ -324,15 +414,52 @@ async fn oldest_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<String>>
         .map_err(Error::kube("list CRLSchedules"))?;
     Ok(list
         .items
-        .iter()
-        .filter(|s| s.spec.ca_ref.name == ca && s.meta().deletion_timestamp.is_none())
-        .min_by_key(|s| {
-            (
-                s.meta().creation_timestamp.as_ref().map(|t| t.0),
-                s.name_any(),
-            )
+        .into_iter()
+        .filter(|s| s.meta().deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Creation time, then name: the order in which schedules win.
+fn age(s: &CRLSchedule) -> (Option<jiff::Timestamp>, String) {
+    (
+        s.meta().creation_timestamp.as_ref().map(|t| t.0),
+        s.name_any(),
+    )
+}
+
+/// The oldest schedule naming CA `ca` among `all` (pure).
+fn oldest<'a>(all: &'a [CRLSchedule], ca: &str) -> Option<&'a CRLSchedule> {
+    all.iter()
+        .filter(|s| s.spec.ca_ref.name == ca)
+        .min_by_key(|s| age(s))
+}
+
+/// The partitioning in force for CA `ca` in `ns`: its (oldest) schedule's.
+/// Issuance calls this to choose a new certificate's partition.
+pub async fn partitioning_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<Partitioning>> {
+    let all = schedules(ctx, ns).await?;
+    Ok(oldest(&all, ca).and_then(Partitioning::of))
+}
+
+/// Whether `name` is the name of partition publication of schedule `of`.
+fn is_partition_of(name: &str, of: &CRLSchedule) -> bool {
+    let base = of.name_any();
+    name.strip_prefix(base.as_str())
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| {
+            i64::from(n) < i64::from(of.spec.partitions)
+                && publish::partition_publication(&base, n) == name
         })
-        .map(ResourceExt::name_any))
+}
+
+/// An older schedule in `all` whose publication names collide with `s`'s (one
+/// is named like a partition publication of the other), if any (pure).
+fn name_conflict<'a>(s: &CRLSchedule, all: &'a [CRLSchedule]) -> Option<&'a CRLSchedule> {
+    let name = s.name_any();
+    all.iter()
+        .filter(|o| o.name_any() != name && age(o) < age(s))
+        .find(|o| is_partition_of(&name, o) || is_partition_of(&o.name_any(), s))
 }
 
 async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
@@ -354,7 +481,8 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         write_status(s, ctx, status, &[cond], None).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
-    if oldest_for(ctx, &ns, &ca_name).await?.as_deref() != Some(s.name_any().as_str()) {
+    let all = schedules(ctx, &ns).await?;
+    if oldest(&all, &ca_name).map(ResourceExt::name_any) != Some(s.name_any()) {
         let cond = Cond::no(
             "Ready",
             "DuplicateSchedule",
@@ -362,6 +490,18 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
                 "an older CRLSchedule already issues the CRLs of CertificateAuthority {ca_name:?}; this one is ignored"
             ),
         );
+        write_status(s, ctx, status, &[cond], None).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    if let Some(o) = name_conflict(s, &all) {
+        let msg = format!(
+            "the CRL publications of this schedule and of the older CRLSchedule {:?} would share ConfigMap names; rename one",
+            o.name_any()
+        );
+        let cond = Cond::no("Ready", "PublicationNameConflict", msg.clone());
+        if !conditions::unchanged(&status.conditions, &cond, s.meta().generation) {
+            ctx.event(s, true, "PublicationNameConflict", msg).await;
+        }
         write_status(s, ctx, status, &[cond], None).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
@@ -392,11 +532,23 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         }
     };
 
+    // The partition CRLs a round publishes, with their URLs (None: no URL).
+    let partitions: Option<Vec<(u32, String)>> = Partitioning::of(s)
+        .map(|p| {
+            (0..p.count)
+                .map(|n| p.url(&ca.spec.crl_distribution_points, n).map(|u| (n, u)))
+                .collect()
+        })
+        .unwrap_or(Some(Vec::new()));
+    let ready = ready_conds(s, partitions.is_some());
+    let partitions = partitions.unwrap_or_default();
+    let count = u32::try_from(partitions.len()).unwrap_or(0);
+
     let index = revocation_index(ctx, &ns, &ca_name).await?;
     let digest = entries_digest(&index);
     let now = SystemTime::now();
-    let Some(why) = due(s, &timing, &digest, now) else {
-        write_status(s, ctx, status.clone(), &ready_conds(s), None).await?;
+    let Some(why) = due(s, &timing, &digest, count, now) else {
+        write_status(s, ctx, status.clone(), &ready, None).await?;
         // After a restart the gauges come from the record of the current CRL.
         if let (Some(n), Some(next)) = (status.crl_number, &status.next_update) {
             ctx.metrics.crl_published(
@@ -456,12 +608,19 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         source: ca::Error::Der(e),
     })?;
     let signer = Arc::clone(&sc.issuer.config().signer);
-    let request = CrlRequest {
-        number: u64::try_from(number).unwrap_or(0),
-        this_update,
-        next_update,
-        scope: CrlScope::Full,
-    };
+    // One number for the full CRL and every partition CRL of this round.
+    let requests: Vec<CrlRequest> = std::iter::once(CrlScope::Full)
+        .chain(partitions.iter().map(|(n, url)| CrlScope::Partition {
+            index: *n,
+            distribution_point_url: url.clone(),
+        }))
+        .map(|scope| CrlRequest {
+            number: u64::try_from(number).unwrap_or(0),
+            this_update,
+            next_update,
+            scope,
+        })
+        .collect();
     let started = std::time::Instant::now();
     let signed = tokio::task::spawn_blocking(move || {
         let issuer = CrlIssuer::new(
@@ -472,7 +631,10 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
                 ..CrlConfig::default()
             },
         )?;
-        issuer.issue(&index, &request)
+        requests
+            .iter()
+            .map(|r| issuer.issue(&index, r))
+            .collect::<ca::Result<Vec<_>>>()
     })
     .await
     .map_err(|e| Error::Invalid {
@@ -480,7 +642,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         message: format!("CRL signing task failed: {e}"),
     })?;
     ctx.metrics.hsm("signCRL", started);
-    let crl = match signed {
+    let crls = match signed {
         Ok(c) => c,
         Err(e) => {
             let cond = Cond::no("Published", e.reason(), e.to_string());
@@ -489,21 +651,44 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         }
     };
 
-    let this_t = to_time(crl.this_update, &id)?;
-    let next_t = to_time(crl.next_update, &id)?;
-    let publication = Publication {
-        namespace: &ns,
-        schedule: &s.name_any(),
-        owner: s.controller_owner_ref(&()),
-        manifest: Manifest::of(
+    // Partition CRLs first, the full CRL last: its manifest is what the
+    // status and the metrics describe.
+    let schedule = s.name_any();
+    let mut crl = None;
+    for c in crls.into_iter().rev() {
+        let this_t = to_time(c.this_update, &id)?;
+        let next_t = to_time(c.next_update, &id)?;
+        let manifest = Manifest::of(
             &ca_name,
-            crl.number,
-            &crl.der,
+            c.number,
+            &c.der,
             this_t.0.to_string(),
             next_t.0.to_string(),
-        ),
-    };
-    publish::publish(&ctx.client, &publication, &crl.der).await?;
+        );
+        let (name, manifest) = match &c.scope {
+            CrlScope::Full => (schedule.clone(), manifest),
+            CrlScope::Partition { index, .. } => (
+                publish::partition_publication(&schedule, *index),
+                manifest.in_partition(*index),
+            ),
+        };
+        let publication = Publication {
+            namespace: &ns,
+            schedule: &name,
+            owner: s.controller_owner_ref(&()),
+            manifest,
+        };
+        publish::publish(&ctx.client, &publication, &c.der).await?;
+        if c.scope == CrlScope::Full {
+            crl = Some(c);
+        }
+    }
+    let crl = crl.ok_or_else(|| Error::Invalid {
+        object: id.clone(),
+        message: "no full CRL was signed".into(),
+    })?;
+    let this_t = to_time(crl.this_update, &id)?;
+    let next_t = to_time(crl.next_update, &id)?;
 
     let mut done = reserved;
     done.crl_number = Some(number);
@@ -512,13 +697,19 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
     done.entries = i64::try_from(crl.entries).ok();
     done.size_bytes = i64::try_from(crl.der.len()).ok();
     done.entries_digest = Some(digest);
+    done.partitions_published = (count > 0).then(|| i32::try_from(count).unwrap_or(0));
     let msg = format!(
-        "CRL {number} published: {} entries, {} bytes, nextUpdate {}",
+        "CRL {number} published: {} entries, {} bytes, nextUpdate {}{}",
         crl.entries,
         crl.der.len(),
-        next_t.0
+        next_t.0,
+        if count > 0 {
+            format!("; and {count} partition CRLs")
+        } else {
+            String::new()
+        }
     );
-    let mut conds = ready_conds(s);
+    let mut conds = ready;
     conds.push(Cond::yes("Published", "Published", msg.clone()));
     write_status(s, ctx, done.clone(), &conds, None).await?;
     ctx.event(s, false, "CRLPublished", msg).await;
@@ -565,13 +756,23 @@ async fn set_next_crl_time(
     Ok(())
 }
 
-/// `Ready` when the schedule works: True, or False `PartitionsNotSupported`.
-fn ready_conds(s: &CRLSchedule) -> Vec<Cond> {
-    if s.spec.partitions > 0 {
+/// `Ready` when the schedule works: True, or False `NoPartitionURL` when it
+/// has partitions but no URL for them (`urls`: whether they have one).
+fn ready_conds(s: &CRLSchedule, urls: bool) -> Vec<Cond> {
+    if !urls {
         vec![Cond::no(
             "Ready",
-            "PartitionsNotSupported",
-            "partitioned CRLs are not implemented yet; only the full CRL is published",
+            "NoPartitionURL",
+            "partitions need partitionURLTemplate or a crlDistributionPoints URL on the CertificateAuthority; only the full CRL is published",
+        )]
+    } else if s.spec.partitions > 0 {
+        vec![Cond::yes(
+            "Ready",
+            "Scheduled",
+            format!(
+                "the full CRL and {} partition CRLs are issued on schedule",
+                s.spec.partitions
+            ),
         )]
     } else {
         vec![Cond::yes(
@@ -692,36 +893,41 @@ mod tests {
         let now = SystemTime::now();
         let mut s = schedule();
         let t = timing(&s).unwrap();
-        assert_eq!(due(&s, &t, "d", now), Some("NotYetPublished"));
+        assert_eq!(due(&s, &t, "d", 0, now), Some("NotYetPublished"));
         published(&mut s, now - Duration::from_secs(3600), "d");
-        assert_eq!(due(&s, &t, "d", now), None);
-        assert_eq!(due(&s, &t, "other", now), Some("EntriesChanged"));
+        assert_eq!(due(&s, &t, "d", 0, now), None);
+        assert_eq!(due(&s, &t, "other", 0, now), Some("EntriesChanged"));
         s.spec.reissue_on_change = false;
-        assert_eq!(due(&s, &t, "other", now), None);
+        assert_eq!(due(&s, &t, "other", 0, now), None);
         assert_eq!(
-            due(&s, &t, "d", now + Duration::from_secs(23 * 3600)),
+            due(&s, &t, "d", 0, now + Duration::from_secs(23 * 3600)),
             Some("Interval")
         );
         s.metadata.generation = Some(2);
-        assert_eq!(due(&s, &t, "d", now), Some("SpecChanged"));
+        assert_eq!(due(&s, &t, "d", 0, now), Some("SpecChanged"));
         s.metadata.generation = Some(1);
         s.status.as_mut().unwrap().reserved_crl_number = Some(5);
-        assert_eq!(due(&s, &t, "d", now), Some("InterruptedAttempt"));
+        assert_eq!(due(&s, &t, "d", 0, now), Some("InterruptedAttempt"));
     }
 
     #[test]
-    fn partitions_are_reported_unsupported_and_requeue_is_at_the_interval() {
+    fn partitions_are_published_when_they_have_urls_and_requeue_is_at_the_interval() {
         let mut s = schedule();
-        assert_eq!(ready_conds(&s)[0].status, conditions::TRUE);
+        assert_eq!(ready_conds(&s, true)[0].status, conditions::TRUE);
         s.spec.partitions = 4;
-        let c = &ready_conds(&s)[0];
+        assert_eq!(ready_conds(&s, true)[0].status, conditions::TRUE);
+        let c = &ready_conds(&s, false)[0];
         assert_eq!(
             (c.status, c.reason.as_str()),
-            (conditions::FALSE, "PartitionsNotSupported")
+            (conditions::FALSE, "NoPartitionURL")
         );
+        // Published before partitions (an upgrade): due until they are.
         let now = SystemTime::now();
         published(&mut s, now - Duration::from_secs(3600), "d");
         let t = timing(&s).unwrap();
+        assert_eq!(due(&s, &t, "d", 4, now), Some("PartitionsMissing"));
+        s.status.as_mut().unwrap().partitions_published = Some(4);
+        assert_eq!(due(&s, &t, "d", 4, now), None);
         let a = requeue_at(s.status.as_ref().unwrap(), &t, now);
         assert_eq!(a, Action::requeue(Duration::from_secs(23 * 3600)));
         // Overdue: at once (1 s), never a negative or zero delay.
@@ -731,6 +937,63 @@ mod tests {
             now + Duration::from_secs(48 * 3600),
         );
         assert_eq!(a, Action::requeue(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn partitions_follow_the_serial_and_the_url_rule() {
+        let mut s = schedule();
+        assert!(Partitioning::of(&s).is_none());
+        s.spec.partitions = 3;
+        let p = Partitioning::of(&s).unwrap();
+        // 0x0100 = 256 = 3·85 + 1.
+        assert_eq!(p.index(&Serial::from_hex("0100").unwrap()), 1);
+        assert_eq!(p.index(&Serial::from_hex("0102").unwrap()), 0);
+        let long = Serial::from_hex("7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF").unwrap();
+        assert_eq!(p.index(&long), p.index(&long));
+        assert!(p.index(&long) < 3);
+        let urls = ["http://h.example/crl/moica.crl".to_string()];
+        assert_eq!(p.url(&urls, 2).unwrap(), "http://h.example/crl/moica-2.crl");
+        assert_eq!(
+            p.url(&["http://h.example/crl/moica".into()], 0).unwrap(),
+            "http://h.example/crl/moica-0"
+        );
+        assert!(p.url(&["http://h.example.tw".into()], 0).is_none());
+        assert!(p.url(&["http://h.example.tw/crl/".into()], 0).is_none());
+        assert!(p.url(&[], 0).is_none());
+        s.spec.partition_url_template = Some("http://r.example/{n}/c.crl".into());
+        let p = Partitioning::of(&s).unwrap();
+        assert_eq!(
+            p.assign(&Serial::from_hex("0100").unwrap(), &[]),
+            Some((1, "http://r.example/1/c.crl".into()))
+        );
+    }
+
+    #[test]
+    fn colliding_publication_names_are_refused_to_the_newer_schedule() {
+        let named = |n: &str, partitions: i32, secs: i64| {
+            let mut s = schedule();
+            s.metadata.name = Some(n.into());
+            s.spec.partitions = partitions;
+            s.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(secs).unwrap()));
+            s
+        };
+        let a = named("a", 2, 1);
+        let a1 = named("a-1", 0, 2);
+        let a2 = named("a-2", 0, 3);
+        let all = vec![a.clone(), a1.clone(), a2.clone()];
+        assert!(name_conflict(&a, &all).is_none());
+        assert_eq!(name_conflict(&a1, &all).unwrap().name_any(), "a");
+        assert!(name_conflict(&a2, &all).is_none());
+        // The other way round: the older full schedule keeps its name.
+        let old = named("b-0", 0, 1);
+        let b = named("b", 1, 2);
+        assert_eq!(
+            name_conflict(&b, &[old.clone(), b.clone()])
+                .unwrap()
+                .name_any(),
+            "b-0"
+        );
+        assert!(name_conflict(&old, &[old.clone(), b]).is_none());
     }
 
     fn record(state: Option<&str>, reason: Option<&str>, revoked: bool) -> IssuedCertificate {
@@ -771,6 +1034,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(u.reason, Reason::Unspecified);
+        assert_eq!(u.partition, None);
+        let mut p = record(Some("Revoked"), None, true);
+        p.spec.crl_partition = Some(3);
+        assert_eq!(entry_of(&p).unwrap().unwrap().partition, Some(3));
         // Label only (the status write is under way): not yet.
         let mut under_way = record(None, None, false);
         under_way

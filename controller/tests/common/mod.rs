@@ -747,3 +747,55 @@ pub async fn issue(h: &Harness, name: &str, reference: &str, csr: &str) -> Strin
         .await;
     cr.status.unwrap().serial_number.unwrap()
 }
+
+/// `openssl verify -crl_check -CAfile root -CRLfile <crl> cert`, the CRL given
+/// as DER (written next to the test's files as `<name>.pem`): whether it
+/// verified, and openssl's output.
+pub fn verify_with_crl(
+    h: &Harness,
+    name: &str,
+    crl_der: &[u8],
+    root: &Path,
+    cert: &Path,
+) -> (bool, String) {
+    let der = h.path(&format!("{name}.der"));
+    let pem = h.path(&format!("{name}.pem"));
+    std::fs::write(&der, crl_der).unwrap();
+    openssl(
+        &[
+            "crl",
+            "-inform",
+            "DER",
+            "-outform",
+            "PEM",
+            "-out",
+            pem.to_str().unwrap(),
+            "-in",
+        ],
+        &[&der],
+    );
+    let out = Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(root)
+        .arg("-CRLfile")
+        .arg(&pem)
+        .arg(cert)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `openssl crl -text` of a DER CRL.
+pub fn crl_text(h: &Harness, name: &str, crl_der: &[u8]) -> String {
+    let der = h.path(&format!("{name}.der"));
+    std::fs::write(&der, crl_der).unwrap();
+    openssl(
+        &["crl", "-inform", "DER", "-noout", "-text", "-in"],
+        &[&der],
+    )
+}
