@@ -114,6 +114,10 @@ async fn cps_limits_and_one_of_rules_are_enforced_on_create() {
     crl["spec"]["overlap"] = json!("13h");
     assert_rejected(create(&env, crl).await, "interval + overlap");
 
+    let mut crl = example("crlschedule-partitioned.yaml");
+    crl["spec"]["partitionURLTemplate"] = json!("http://repository.example/crl/moica.crl");
+    assert_rejected(create(&env, crl).await, "must contain {n}");
+
     let mut crl = example("crlschedule.yaml");
     crl["spec"]["interval"] = json!("sometimes");
     let err = create(&env, crl).await.unwrap_err();
