@@ -36,8 +36,8 @@
 //! the original's IssuedCertificate ([`renewal`]).
 //!
 //! ## Not in this slice
-//! Partitioned CRLs; re-key (a new key for the same subject, exclusive with
-//! renewal in the window).
+//! Key ceremonies (keys are generated with `keyGeneration: IfMissing` or must
+//! already be on the token).
 //!
 //! ## Revocation and suspension
 //! A [`Revocation`](reconcilers::revocation) fixes its time in its own status,

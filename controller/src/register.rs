@@ -51,9 +51,12 @@ pub fn key_fingerprint(signed: &Signed, object: &str) -> Result<String> {
             object: object.to_string(),
             source: ca::Error::Der(e),
         })?;
-    Ok(hex_lower(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki).as_ref(),
-    ))
+    Ok(hex_sha256(&spki))
+}
+
+/// SHA-256 of `der`, lower-case hex (the key fingerprint of an SPKI).
+pub fn hex_sha256(der: &[u8]) -> String {
+    hex_lower(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
 }
 
 /// Create the record of `signed` in `api` (its namespace), or return the one an

@@ -10,13 +10,23 @@
 //! resourceVersion as precondition right before the renewal's serial is reserved,
 //! so two renewal requests (or a renewal and a revocation) racing for one
 //! certificate cannot both win. A claim is permanent.
+//!
+//! Renewal and re-key exclude each other (CPS §4.6.2: "在憑證到期前的60天開始至
+//! 到期後3年內，用戶如選擇更換金鑰，就不能做原有憑證的展期；反之，用戶如選擇將原有的
+//! 憑證展期，就不能做更換金鑰"): [`rekeyed`] refuses a renewal when the subscriber
+//! already has a certificate of the profile with another key issued since the
+//! original's window opened; [`renewed`] refuses a new key for a subscriber and
+//! profile while a renewed certificate of theirs is valid (not revoked, not
+//! expired: its notAfter is the end of the window). Both read the register by
+//! label (CA, subscriber id, profile). Two such requests reconciled at the same
+//! instant can still both pass: the check is not a claim.
 
 use std::time::SystemTime;
 
 use ca::csr::SubjectKey;
 use ca::profile::Profile;
 use crds::IssuedCertificate;
-use crds::issued_certificate::{LABEL_CA, LABEL_STATUS};
+use crds::issued_certificate::{LABEL_CA, LABEL_PROFILE, LABEL_STATUS, LABEL_SUBSCRIBER_ID};
 use der::DecodePem;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -235,6 +245,94 @@ pub fn check(
         }
         Ok(_) => Ok(()),
     }
+}
+
+/// The subscriber's records of one profile at CA `ca` (label selector).
+async fn subscriber_records(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    subscriber_id: &str,
+    profile_label: &str,
+) -> Result<Vec<IssuedCertificate>> {
+    let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+    let selector = format!(
+        "{LABEL_CA}={ca},{LABEL_SUBSCRIBER_ID}={subscriber_id},{LABEL_PROFILE}={profile_label}"
+    );
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list the subscriber's IssuedCertificates"))?
+        .items)
+}
+
+/// Refuse renewing `original` (window opening `window_opens`) when its
+/// subscriber already re-keyed: a certificate of the same profile with another
+/// key, not itself a renewal, issued since the window opened.
+pub async fn rekeyed(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    original: &Original,
+    window_opens: SystemTime,
+) -> Result<Option<Refusal>> {
+    let spec = &original.record.spec;
+    let Some(sid) = &spec.subscriber_id else {
+        return Ok(None);
+    };
+    let records = subscriber_records(client, ns, ca, sid, &spec.profile).await?;
+    Ok(records
+        .iter()
+        .find(|r| {
+            r.spec.key_fingerprint != spec.key_fingerprint
+                && r.spec.renewal_of.is_none()
+                && super::reconcilers::from_time(&r.spec.not_before) >= window_opens
+        })
+        .map(|r| {
+            refuse(
+                "AlreadyRekeyed",
+                format!(
+                    "the subscriber already has a {} certificate with a new key ({}, serial {}) issued in the renewal window; renewal and re-key exclude each other (CPS §4.6.2)",
+                    spec.profile,
+                    r.name_any(),
+                    r.spec.serial_number
+                ),
+            )
+        }))
+}
+
+/// Refuse a new key (`key_fingerprint`) for subscriber `subscriber_id` and
+/// profile `profile_label` while a renewed certificate of theirs with another
+/// key is valid at `now`.
+pub async fn renewed(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    subscriber_id: &str,
+    profile_label: &str,
+    key_fingerprint: &str,
+    now: SystemTime,
+) -> Result<Option<Refusal>> {
+    let records = subscriber_records(client, ns, ca, subscriber_id, profile_label).await?;
+    Ok(records
+        .iter()
+        .find(|r| {
+            r.spec.renewal_of.is_some()
+                && r.spec.key_fingerprint != key_fingerprint
+                && !register::is_revoked(r)
+                && super::reconcilers::from_time(&r.spec.not_after) > now
+        })
+        .map(|r| {
+            refuse(
+                "AlreadyRenewed",
+                format!(
+                    "the subscriber renewed their {profile_label} certificate ({}, serial {}, valid until {}); a new key pair is possible once it expires or is revoked: renewal and re-key exclude each other (CPS §4.6.2)",
+                    r.name_any(),
+                    r.spec.serial_number,
+                    r.spec.not_after.0
+                ),
+            )
+        }))
 }
 
 /// Claim `original` for `renewal` (the `chop.dev/renewed-by` annotation), on

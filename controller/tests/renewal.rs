@@ -16,6 +16,11 @@
 //! - `refuses_outside_the_window_and_mobile`: with the default 5-year validity
 //!   a renewal is `OutsideRenewalWindow`; a mobile certificate is `NotRenewable`;
 //!   another profile than the original's is `RenewalProfileMismatch`.
+//! - `renewal_and_rekey_exclude_each_other` (CPS §4.6.2): after a re-key the
+//!   old certificate's renewal is `AlreadyRekeyed`; after a renewal a new key
+//!   for that subscriber and profile is `AlreadyRenewed` (another profile and
+//!   another subscriber are unaffected), until the renewed certificate is
+//!   revoked.
 //! - `auto_approval_for_listed_users_only`: with the admission policies of
 //!   `manifests/policies` in force, a request created by a user listed in
 //!   `approval.autoApproveUsers` is `Approved=True AutoApproved` by the controller
@@ -431,4 +436,76 @@ async fn auto_approval_for_listed_users_only() {
     // An officer decides it.
     h.approve("forged").await;
     issued(&h, "forged").await;
+}
+
+#[tokio::test]
+async fn renewal_and_rekey_exclude_each_other() {
+    // 30-day certificates: every certificate is inside its renewal window.
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "720h"}}))
+        .await;
+
+    // Re-key first: the subscriber gets a certificate for a new key, so the old
+    // certificate can no longer be renewed.
+    let csr = h.csr("lin");
+    issue(&h, "lin", "ra-2001", &csr).await;
+    let csr = h.csr("lin-new-key");
+    issue(&h, "lin-new-key", "ra-2001", &csr).await;
+    refused(
+        &h,
+        "lin-renewal",
+        "lin",
+        "Signature",
+        json!({}),
+        "AlreadyRekeyed",
+    )
+    .await;
+    // Another subscriber is not affected by lin's re-key.
+    let csr = h.csr("chen");
+    issue(&h, "chen", "ra-2002", &csr).await;
+    renewal(&h, "chen-renewal", "chen", "Signature", json!({})).await;
+    h.approve("chen-renewal").await;
+    issued(&h, "chen-renewal").await;
+
+    // Renewal first: while the renewed certificate is valid, a new key for the
+    // same subscriber and profile is refused; another profile is not affected.
+    let csr = h.csr("chen-new-key");
+    h.create_request("chen-new-key", "Signature", "ra-2002", &csr, true)
+        .await;
+    h.approve("chen-new-key").await;
+    h.wait_condition("chen-new-key", "Failed", "True", Some("AlreadyRenewed"))
+        .await;
+    warning_event(&h, "chen-new-key", "AlreadyRenewed").await;
+    let csr = h.csr("chen-encryption");
+    h.create_request("chen-encryption", "Encryption", "ra-2002", &csr, true)
+        .await;
+    h.approve("chen-encryption").await;
+    issued(&h, "chen-encryption").await;
+
+    // Once the renewed certificate is revoked, the subscriber may re-key.
+    revoke(
+        &h,
+        "chen-lost",
+        json!({"certificateRequestRef": {"name": "chen-renewal"}}),
+        "keyCompromise",
+    )
+    .await;
+    let renewed = h
+        .api::<CertificateRequest>()
+        .get("chen-renewal")
+        .await
+        .unwrap();
+    wait_record(
+        &h,
+        renewed.status.unwrap().serial_number.as_deref().unwrap(),
+        "Revoked",
+    )
+    .await;
+    let csr = h.csr("chen-after");
+    h.create_request("chen-after", "Signature", "ra-2002", &csr, true)
+        .await;
+    h.approve("chen-after").await;
+    issued(&h, "chen-after").await;
+    h.env.cleanup().await.unwrap();
 }

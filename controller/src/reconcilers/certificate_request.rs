@@ -554,6 +554,18 @@ async fn issue(
                 )
                 .map(|()| o)
             });
+            let checked = match (checked, &profile.renewal) {
+                (Ok(o), Some(rule)) => {
+                    let opens = ca::issue::renewal_window(o.not_after(), rule)
+                        .map(|(opens, _)| opens)
+                        .map_err(cerr)?;
+                    match renewal::rekeyed(&ctx.client, &ns, &ca.name_any(), &o, opens).await? {
+                        Some(r) => Err(r),
+                        None => Ok(o),
+                    }
+                }
+                (other, _) => other,
+            };
             match checked {
                 Ok(o) => Some(o),
                 Err(r) => return fail_with(cr, ca, ctx, r.reason, r.message).await,
@@ -577,14 +589,16 @@ async fn issue(
         subscriber_id: None,
         partitioning: partitioning_for(ctx, &ns, &ca.name_any()).await?,
     };
-    let trial = build_request(cr, ca, &reserved, original.as_ref())
-        .and_then(|req| sc.issuer.prepare(&req).map(|_| ()));
-    if let Err(e) = trial {
-        if e.is_transient() {
-            return Err(cerr(e));
-        }
-        return fail(cr, ca, ctx, &e).await;
-    }
+    let trial = build_request(cr, ca, &reserved, original.as_ref()).and_then(|req| {
+        sc.issuer.prepare(&req)?;
+        let spki = ca::signer::spki_der(req.key.spki())?;
+        Ok(register::hex_sha256(&spki))
+    });
+    let key_fingerprint = match trial {
+        Ok(f) => f,
+        Err(e) if e.is_transient() => return Err(cerr(e)),
+        Err(e) => return fail(cr, ca, ctx, &e).await,
+    };
 
     if let Some(o) = &original {
         // The renewed certificate keeps the subject, hence the subscriber id.
@@ -594,8 +608,22 @@ async fn issue(
     } else if let Some(s) = &cr.spec.subscriber {
         let cms: Api<ConfigMap> =
             Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-        reserved.subscriber_id =
-            Some(subscribers::assign(&cms, &ca.name_any(), &s.reference).await?);
+        let sid = subscribers::assign(&cms, &ca.name_any(), &s.reference).await?;
+        let label = profile_label(cr.spec.profile);
+        if let Some(r) = renewal::renewed(
+            &ctx.client,
+            &ns,
+            &ca.name_any(),
+            &sid,
+            label,
+            &key_fingerprint,
+            not_before,
+        )
+        .await?
+        {
+            return fail_with(cr, ca, ctx, r.reason, r.message).await;
+        }
+        reserved.subscriber_id = Some(sid);
     }
 
     // Reserve, conditional on the resourceVersion this reconcile read: if anyone
