@@ -30,6 +30,9 @@ cargo build --release --locked -q -p chop-controller -p chop-responder --bins --
 export CHOP_CONTROLLER_BIN=$CARGO_TARGET_DIR/release/chop-controller
 export CHOP_RESPONDER_BIN=$CARGO_TARGET_DIR/release/chop-responder
 bash e2e/controlplane.sh build >/dev/null 2>&1 || bash e2e/controlplane.sh build
+# kubectl reads kube-apiserver's request counters (API calls per certificate).
+CHOP_KUBECTL=$(bash e2e/controlplane.sh bin-dir)/kubectl
+export CHOP_KUBECTL
 
 BENCH_DIR=$(mktemp -d /tmp/bench-operator.XXXXXX)
 export BENCH_DIR

@@ -307,6 +307,52 @@ async fn controller_breakdown(port: u16) {
     }
 }
 
+/// kube-apiserver's `apiserver_request_total` for chop.dev resources and
+/// Events, by (resource/subresource, verb), via `kubectl get --raw /metrics`
+/// (CHOP_KUBECTL; empty without it).
+fn apiserver_requests() -> HashMap<String, f64> {
+    let mut out = HashMap::new();
+    let Some(kubectl) = std::env::var_os("CHOP_KUBECTL") else {
+        return out;
+    };
+    let Ok(res) = Command::new(kubectl)
+        .args(["get", "--raw", "/metrics"])
+        .output()
+    else {
+        return out;
+    };
+    let text = String::from_utf8_lossy(&res.stdout);
+    let field = |labels: &str, key: &str| {
+        labels
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+            .map(|v| v.trim_end_matches('"').to_owned())
+            .unwrap_or_default()
+    };
+    for l in text.lines() {
+        let Some(rest) = l.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, v)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let group = field(labels, "group");
+        let resource = field(labels, "resource");
+        if group != "chop.dev" && resource != "events" {
+            continue;
+        }
+        let sub = field(labels, "subresource");
+        let key = format!(
+            "{resource}{}{} {}",
+            if sub.is_empty() { "" } else { "/" },
+            sub,
+            field(labels, "verb")
+        );
+        *out.entry(key).or_insert(0.0) += v.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
 /// Signatures per second of `signer` over `message` for `secs`, on `threads`.
 fn sign_rate(signer: &dyn Signer, message: &[u8], threads: usize, secs: f64) -> Result<f64> {
     let start = Instant::now();
@@ -751,7 +797,9 @@ async fn main() -> Result<()> {
     ];
     cpu_pids.extend(plane_pids.iter().filter_map(|(n, p)| Some((*n, (*p)?))));
     let cpu0: Vec<f64> = cpu_pids.iter().map(|(_, p)| cpu_secs(*p)).collect();
+    let calls0 = apiserver_requests();
     let took = issue_all(&b, requests, officer, &csrs, inflight).await?;
+    let calls1 = apiserver_requests();
     let cpu: Vec<String> = cpu_pids
         .iter()
         .zip(cpu0)
@@ -769,6 +817,25 @@ async fn main() -> Result<()> {
         took.as_secs_f64(),
         cpu.join(", ")
     );
+    let mut calls: Vec<(String, f64)> = calls1
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - calls0.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if !calls.is_empty() {
+        let total: f64 = calls.iter().map(|(_, d)| d).sum();
+        println!(
+            "   API requests during issuance (chop.dev and Events): {total:.0} = {:.1} per certificate:",
+            total / n as f64
+        );
+        for (k, d) in calls {
+            println!("     {k:<40} {d:>7.0}  {:>5.2}/cert", d / n as f64);
+        }
+    }
     println!("   controller metrics after issuance:");
     controller_breakdown(metrics_port).await;
     print_memory(
