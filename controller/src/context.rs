@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ca::issue::Issuer;
-use crds::IssuedCertificate;
+use crds::{CertificateAuthority, IssuedCertificate};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -54,6 +54,8 @@ pub struct Context {
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
     responders: Mutex<HashMap<String, (SigningKey, SystemTime, Outcome)>>,
     records: OnceLock<Store<PartialObjectMeta<IssuedCertificate>>>,
+    cas: OnceLock<Store<CertificateAuthority>>,
+    written: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -91,6 +93,8 @@ impl Context {
             signing: Mutex::new(HashMap::new()),
             responders: Mutex::new(HashMap::new()),
             records: OnceLock::new(),
+            cas: OnceLock::new(),
+            written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -132,6 +136,37 @@ impl Context {
         futures::FutureExt::now_or_never(store.wait_until_ready())
             .is_some_and(|r| r.is_ok())
             .then_some(store)
+    }
+
+    /// Use `store` (the CertificateAuthorities, kept by a watch) for reads.
+    pub fn set_cas(&self, store: Store<CertificateAuthority>) {
+        let _ = self.cas.set(store);
+    }
+
+    /// CertificateAuthority `name` in `namespace` from the watch's store, once
+    /// it has listed everything: `Some(None)` when it does not exist, `None`
+    /// when the store cannot tell yet (read the API instead).
+    pub fn cached_ca(&self, namespace: &str, name: &str) -> Option<Option<CertificateAuthority>> {
+        let store = self.cas.get()?;
+        futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
+        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        Some(store.get(&key).map(|ca| ca.as_ref().clone()))
+    }
+
+    /// Remember that this controller's last write of object `uid` left it at
+    /// `resource_version`: an object at that version is the current one.
+    pub fn note_written(&self, uid: &str, resource_version: Option<String>) {
+        let mut map = lock(&self.written);
+        match resource_version {
+            Some(rv) => map.insert(uid.to_string(), rv),
+            None => map.remove(uid),
+        };
+    }
+
+    /// Whether `resource_version` of object `uid` is the one this controller
+    /// last wrote.
+    pub fn is_own_write(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        resource_version.is_some_and(|rv| lock(&self.written).get(uid).is_some_and(|w| w == rv))
     }
 
     /// Backoff for the next retry of object `uid` after a failure: 2 s doubling up

@@ -69,10 +69,25 @@ use futures::StreamExt;
 use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 
 use crate::context::Context;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
+
+/// What of a CA can unblock its waiting requests: its spec (issuance,
+/// approval policy, profiles), whether it is Ready, and its certificate.
+fn unblocking_state(ca: &CertificateAuthority) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ca.metadata.generation.hash(&mut h);
+    let status = ca.status.as_ref();
+    status
+        .map(|s| conditions::is_true(&s.conditions, "Ready"))
+        .hash(&mut h);
+    status.and_then(|s| s.serial_number.as_ref()).hash(&mut h);
+    Some(h.finish())
+}
 
 /// Run the CertificateAuthority, CertificateRequest, Revocation, Suspension
 /// and CRLSchedule controllers until their streams end (on shutdown).
@@ -126,22 +141,32 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         });
     let cr_controller = Controller::new(crs, watcher::Config::default());
     let store = cr_controller.store();
-    // A CA change (Ready, issuance resumed) re-examines the requests waiting on it.
+    // The CAs in memory: requests read their CA from here instead of from the
+    // API server. A CA change that can unblock a request (spec, Ready, its
+    // certificate) re-examines that CA's requests still without a certificate;
+    // its counters (which change with every issuance) do not.
+    let (ca_store, ca_writer) = reflector::store::<CertificateAuthority>();
+    ctx.set_cas(ca_store);
+    let ca_events = watcher(cas, watcher::Config::default())
+        .default_backoff()
+        .reflect(ca_writer)
+        .touched_objects()
+        .predicate_filter(unblocking_state, PredicateConfig::default());
     let cr_controller = cr_controller
-        .watches(
-            cas,
-            watcher::Config::default(),
-            move |ca: CertificateAuthority| {
-                let ns = ca.metadata.namespace.clone();
-                let name = ca.metadata.name.clone().unwrap_or_default();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|cr| cr.metadata.namespace == ns && cr.spec.ca_ref.name == name)
-                    .map(|cr| ObjectRef::from_obj(cr.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(ca_events, move |ca: CertificateAuthority| {
+            let ns = ca.metadata.namespace.clone();
+            let name = ca.metadata.name.clone().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|cr| {
+                    cr.metadata.namespace == ns
+                        && cr.spec.ca_ref.name == name
+                        && cr.status.as_ref().is_none_or(|s| s.certificate.is_none())
+                })
+                .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .run(cr_rec::reconcile, cr_rec::error_policy, Arc::clone(&ctx))
         .for_each(|r| async move {
             if let Err(e) = r {

@@ -221,11 +221,15 @@ fn auto_approver(cr: &CertificateRequest, ca: &CertificateAuthority) -> Option<S
 
 async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
     let ns = cr.namespace().unwrap_or_default();
-    let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
-    let ca = cas
-        .get_opt(&cr.spec.ca_ref.name)
-        .await
-        .map_err(Error::kube("get CertificateAuthority"))?;
+    let ca = match ctx.cached_ca(&ns, &cr.spec.ca_ref.name) {
+        Some(ca) => ca,
+        None => {
+            let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
+            cas.get_opt(&cr.spec.ca_ref.name)
+                .await
+                .map_err(Error::kube("get CertificateAuthority"))?
+        }
+    };
     match gate(cr, ca.as_ref(), SystemTime::now()) {
         Gate::Done => Ok(Action::await_change()),
         Gate::Lapse => {
@@ -250,6 +254,26 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                 cr.spec.ca_ref.name
             );
             let cond = Cond::yes("Approved", AUTO_APPROVED, msg.clone());
+            // Ready to issue once approved: the approval goes out with the
+            // serial reservation, in one conditional write (every status write
+            // keeps the controller's own Approved condition).
+            let mut approved = cr.clone();
+            let mut status = approved.status.take().unwrap_or_default();
+            let built = conditions::build(
+                &status.conditions,
+                &cond,
+                cr.meta().generation,
+                conditions::now(),
+            );
+            status.conditions.retain(|c| c.type_ != "Approved");
+            status.conditions.push(built);
+            approved.status = Some(status);
+            if let (Gate::Issue, Some(ca)) = (gate(&approved, ca.as_ref(), SystemTime::now()), &ca)
+            {
+                let action = issue(&approved, ca, ctx).await?;
+                ctx.event(cr, false, AUTO_APPROVED, msg).await;
+                return Ok(action);
+            }
             // Conditional: an officer's Denied written since this read wins.
             write_status(
                 cr,
@@ -888,7 +912,7 @@ async fn write_status(
     }
     status.conditions = own;
     status.observed_generation = generation;
-    super::apply_status(
+    let written = super::apply_status(
         &ctx.client,
         cr,
         FIELD_MANAGER,
@@ -897,6 +921,7 @@ async fn write_status(
         "apply CertificateRequest status",
     )
     .await?;
+    ctx.note_written(&cr.uid().unwrap_or_default(), written.resource_version());
     Ok(())
 }
 

@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 /// reservation, a certificate or a recorded time (server-side apply removes owned
 /// fields an apply omits). Reconciles of one object are serialised and only the
 /// leader writes, so this read includes every earlier write of ours. `None`: the
-/// object is gone.
+/// object is gone. An object whose resourceVersion is the one our own last write
+/// returned ([`Context::note_written`]) is current already and is not read again.
 pub async fn fresh<K>(obj: &K, ctx: &Context, action: &'static str) -> Result<Option<K>>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -35,10 +36,23 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    // The watch already delivered this controller's own last write: that is the
+    // current state, no need to read it again.
+    if ctx.is_own_write(
+        &obj.uid().unwrap_or_default(),
+        obj.resource_version().as_deref(),
+    ) {
+        return Ok(Some(obj.clone()));
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    api.get_opt(&obj.name_any())
+    let current = api
+        .get_opt(&obj.name_any())
         .await
-        .map_err(Error::kube(action))
+        .map_err(Error::kube(action))?;
+    if current.is_none() {
+        ctx.note_written(&obj.uid().unwrap_or_default(), None);
+    }
+    Ok(current)
 }
 
 /// Write `status` to `obj`'s status subresource by server-side apply as
