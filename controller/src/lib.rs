@@ -75,20 +75,6 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use crate::context::Context;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
 
-/// What of a CA can unblock its waiting requests: its spec (issuance,
-/// approval policy, profiles), whether it is Ready, and its certificate.
-fn unblocking_state(ca: &CertificateAuthority) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ca.metadata.generation.hash(&mut h);
-    let status = ca.status.as_ref();
-    status
-        .map(|s| conditions::is_true(&s.conditions, "Ready"))
-        .hash(&mut h);
-    status.and_then(|s| s.serial_number.as_ref()).hash(&mut h);
-    Some(h.finish())
-}
-
 /// Run the CertificateAuthority, CertificateRequest, Revocation, Suspension
 /// and CRLSchedule controllers until their streams end (on shutdown).
 /// `namespace`: watch one namespace, or all.
@@ -151,7 +137,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         .default_backoff()
         .reflect(ca_writer)
         .touched_objects()
-        .predicate_filter(unblocking_state, PredicateConfig::default());
+        .predicate_filter(ca_rec::signing_state, PredicateConfig::default());
     let cr_controller = cr_controller
         .watches_stream(ca_events, move |ca: CertificateAuthority| {
             let ns = ca.metadata.namespace.clone();

@@ -231,28 +231,7 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     );
     assert!(text.contains(&serial), "{serial} not in\n{text}");
     assert!(text.contains("Key Compromise"), "{text}");
-    let crl2_pem = h.path("crl2.pem");
-    openssl(
-        &[
-            "crl",
-            "-inform",
-            "DER",
-            "-outform",
-            "PEM",
-            "-out",
-            crl2_pem.to_str().unwrap(),
-            "-in",
-        ],
-        &[&crl2],
-    );
-    let (ok, text) = run_text(
-        Command::new("openssl")
-            .args(["verify", "-crl_check", "-CAfile"])
-            .arg(&root)
-            .arg("-CRLfile")
-            .arg(&crl2_pem)
-            .arg(&cert),
-    );
+    let (ok, text) = verify_with_crl(&h, "crl2", &der, &root, &cert);
     assert!(!ok, "{text}");
     assert!(text.contains("certificate revoked"), "{text}");
     // A hold (suspension) enters the next CRL as certificateHold; resuming

@@ -220,23 +220,7 @@ async fn renews_once_within_the_window() {
 
     // Neither a revoked nor a held certificate is renewed.
     issue(&h, "chen", "ra-1003", &h.csr("chen")).await;
-    revoke(
-        &h,
-        "chen-revoked",
-        json!({"certificateRequestRef": {"name": "chen"}}),
-        "keyCompromise",
-    )
-    .await;
-    let chen_serial = h
-        .api::<CertificateRequest>()
-        .get("chen")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .serial_number
-        .unwrap();
-    wait_record(&h, &chen_serial, "Revoked").await;
+    revoke_request(&h, "chen-revoked", "chen", "keyCompromise").await;
     refused(
         &h,
         "chen-renewal",
@@ -484,24 +468,7 @@ async fn renewal_and_rekey_exclude_each_other() {
     issued(&h, "chen-encryption").await;
 
     // Once the renewed certificate is revoked, the subscriber may re-key.
-    revoke(
-        &h,
-        "chen-lost",
-        json!({"certificateRequestRef": {"name": "chen-renewal"}}),
-        "keyCompromise",
-    )
-    .await;
-    let renewed = h
-        .api::<CertificateRequest>()
-        .get("chen-renewal")
-        .await
-        .unwrap();
-    wait_record(
-        &h,
-        renewed.status.unwrap().serial_number.as_deref().unwrap(),
-        "Revoked",
-    )
-    .await;
+    revoke_request(&h, "chen-lost", "chen-renewal", "keyCompromise").await;
     let csr = h.csr("chen-after");
     h.create_request("chen-after", "Signature", "ra-2002", &csr, true)
         .await;

@@ -52,6 +52,21 @@ use crate::register;
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateAuthority";
 
+/// A hash of what of a CA its requests and CRL schedules depend on: its spec
+/// (issuance, approval policy, profiles), whether it is Ready, and its
+/// certificate; not its counters, which change with every issuance.
+pub fn signing_state(ca: &CertificateAuthority) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ca.metadata.generation.hash(&mut h);
+    let status = ca.status.as_ref();
+    status
+        .map(|s| crate::conditions::is_true(&s.conditions, "Ready"))
+        .hash(&mut h);
+    status.and_then(|s| s.serial_number.as_ref()).hash(&mut h);
+    Some(h.finish())
+}
+
 /// Reconcile one CertificateAuthority.
 pub async fn reconcile(ca: Arc<CertificateAuthority>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);

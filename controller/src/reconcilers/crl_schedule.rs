@@ -82,9 +82,11 @@ use crds::{CRLSchedule, CRLScheduleStatus, CertificateAuthority, IssuedCertifica
 use der::Encode;
 use futures::StreamExt;
 use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
@@ -106,9 +108,9 @@ const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
 /// itself reconciles that CA's schedules.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
-    let (schedules, issued, cas): (
+    let (schedules, issued_meta, cas): (
         Api<CRLSchedule>,
-        Api<IssuedCertificate>,
+        Api<PartialObjectMeta<IssuedCertificate>>,
         Api<CertificateAuthority>,
     ) = match namespace {
         Some(ns) => (
@@ -122,6 +124,21 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
             Api::all(client),
         ),
     };
+    // Records by metadata only (the `chop.dev/status` label says Valid, Held or
+    // Revoked), and only when that label changes: a new Valid certificate does
+    // not make a CRL out of date.
+    let record_states = watcher(issued_meta, watcher::Config::default().labels(LABEL_CA))
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(
+            |ic: &PartialObjectMeta<IssuedCertificate>| {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                ic.labels().get(LABEL_STATUS).hash(&mut h);
+                Some(h.finish())
+            },
+            PredicateConfig::default(),
+        );
     let controller = Controller::new(schedules, watcher::Config::default());
     let store = controller.store();
     let by_ca = move |ns: Option<String>, ca: String| {
@@ -135,17 +152,21 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let by_ca2 = by_ca.clone();
     controller
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)))
-        .watches(
-            issued,
-            watcher::Config::default().labels(LABEL_CA),
-            move |ic: IssuedCertificate| {
+        .watches_stream(
+            record_states,
+            move |ic: PartialObjectMeta<IssuedCertificate>| {
                 let ca = ic.labels().get(LABEL_CA).cloned().unwrap_or_default();
                 by_ca(ic.metadata.namespace.clone(), ca)
             },
         )
-        .watches(
-            cas,
-            watcher::Config::default(),
+        .watches_stream(
+            watcher(cas, watcher::Config::default())
+                .default_backoff()
+                .touched_objects()
+                .predicate_filter(
+                    super::certificate_authority::signing_state,
+                    PredicateConfig::default(),
+                ),
             move |ca: CertificateAuthority| by_ca2(ca.metadata.namespace.clone(), ca.name_any()),
         )
         .run(reconcile, error_policy, ctx)

@@ -702,6 +702,22 @@ pub async fn suspend(h: &Harness, name: &str, request: &str) {
 }
 
 /// Wait until the record of `serial` is in state `want` (status and label).
+/// Revoke the certificate of request `request` (Revocation `name`, `reason`)
+/// and wait until its record is Revoked; its serial.
+pub async fn revoke_request(h: &Harness, name: &str, request: &str, reason: &str) -> String {
+    revoke(
+        h,
+        name,
+        json!({"certificateRequestRef": {"name": request}}),
+        reason,
+    )
+    .await;
+    let cr = h.api::<CertificateRequest>().get(request).await.unwrap();
+    let serial = cr.status.unwrap().serial_number.unwrap();
+    wait_record(h, &serial, "Revoked").await;
+    serial
+}
+
 pub async fn wait_record(h: &Harness, serial: &str, want: &str) -> IssuedCertificate {
     h.wait(&format!("record {serial} {want}"), 60, || async move {
         let r = record(h, serial).await;
@@ -774,20 +790,14 @@ pub fn verify_with_crl(
         ],
         &[&der],
     );
-    let out = Command::new("openssl")
-        .args(["verify", "-crl_check", "-CAfile"])
-        .arg(root)
-        .arg("-CRLfile")
-        .arg(&pem)
-        .arg(cert)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    run_text(
+        Command::new("openssl")
+            .args(["verify", "-crl_check", "-CAfile"])
+            .arg(root)
+            .arg("-CRLfile")
+            .arg(&pem)
+            .arg(cert),
+    )
 }
 
 /// `openssl crl -text` of a DER CRL.
