@@ -104,8 +104,17 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     )
     .default_backoff()
     .modify(|m| {
+        // Keep what counting needs (CA and status labels), drop the rest:
+        // ~100,000 records per CA stay in memory.
         m.metadata.managed_fields = None;
         m.metadata.annotations = None;
+        m.metadata.creation_timestamp = None;
+        if let Some(labels) = m.metadata.labels.as_mut() {
+            labels.retain(|k, _| {
+                k == crds::issued_certificate::LABEL_CA
+                    || k == crds::issued_certificate::LABEL_STATUS
+            });
+        }
     })
     .reflect(writer)
     .touched_objects();
