@@ -459,7 +459,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     use kube::runtime::reflector::ObjectRef;
     use kube::runtime::{Controller, watcher};
     let client = ctx.client.clone();
-    let (api, issued): (Api<Suspension>, Api<IssuedCertificate>) = match namespace {
+    // Records by metadata only: the held-by annotation is all the mapping needs.
+    let (api, issued): (
+        Api<Suspension>,
+        Api<kube::core::PartialObjectMeta<IssuedCertificate>>,
+    ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
@@ -469,10 +473,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     Controller::new(api, watcher::Config::default())
         .watches(
             issued,
-            watcher::Config::default(),
-            |ic: IssuedCertificate| {
+            watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
+            |ic: kube::core::PartialObjectMeta<IssuedCertificate>| {
                 let ns = ic.namespace().unwrap_or_default();
-                register::annotation(&ic, ANNOTATION_HELD_BY)
+                ic.annotations()
+                    .get(ANNOTATION_HELD_BY)
                     .map(|s| ObjectRef::<Suspension>::new(s).within(&ns))
             },
         )
