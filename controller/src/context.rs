@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ca::issue::Issuer;
-use crds::{CertificateAuthority, IssuedCertificate};
+use crds::CertificateAuthority;
 use kube::Client;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use crate::metrics::Metrics;
 use crate::reconcilers::responder::Outcome;
+use crate::record_index::RecordIndex;
 
 /// The one field manager of every status write.
 pub const FIELD_MANAGER: &str = "chop-controller";
@@ -53,7 +53,8 @@ pub struct Context {
     pub crash_after_crl_reserve: bool,
     signing: Mutex<HashMap<SigningKey, Arc<SigningContext>>>,
     responders: Mutex<HashMap<String, (SigningKey, SystemTime, Outcome)>>,
-    records: OnceLock<Store<PartialObjectMeta<IssuedCertificate>>>,
+    /// The register's CA and state per record, kept by a watch (see [`crate::run`]).
+    pub records: RecordIndex,
     cas: OnceLock<Store<CertificateAuthority>>,
     written: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
@@ -92,7 +93,7 @@ impl Context {
             crash_after_crl_reserve: false,
             signing: Mutex::new(HashMap::new()),
             responders: Mutex::new(HashMap::new()),
-            records: OnceLock::new(),
+            records: RecordIndex::default(),
             cas: OnceLock::new(),
             written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
@@ -123,19 +124,6 @@ impl Context {
     /// Remember a responder outcome for CA `key` until `until`.
     pub fn remember_responder(&self, key: SigningKey, until: SystemTime, outcome: Outcome) {
         lock(&self.responders).insert(key.0.clone(), (key, until, outcome));
-    }
-
-    /// Use `store` (the register's metadata, kept by a watch) for counting.
-    pub fn set_records(&self, store: Store<PartialObjectMeta<IssuedCertificate>>) {
-        let _ = self.records.set(store);
-    }
-
-    /// The register's metadata, once the watch has listed everything.
-    pub fn records(&self) -> Option<&Store<PartialObjectMeta<IssuedCertificate>>> {
-        let store = self.records.get()?;
-        futures::FutureExt::now_or_never(store.wait_until_ready())
-            .is_some_and(|r| r.is_ok())
-            .then_some(store)
     }
 
     /// Use `store` (the CertificateAuthorities, kept by a watch) for reads.

@@ -57,6 +57,7 @@ pub mod leader;
 pub mod metrics;
 pub mod publish;
 pub mod reconcilers;
+pub mod record_index;
 pub mod register;
 pub mod renewal;
 pub mod subscribers;
@@ -96,27 +97,18 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
-    let (records, writer) = reflector::store::<PartialObjectMeta<IssuedCertificate>>();
-    ctx.set_records(records);
+    let index = ctx.records.clone();
     let record_events = watcher(
         issued,
         watcher::Config::default().labels(crds::issued_certificate::LABEL_CA),
     )
     .default_backoff()
-    .modify(|m| {
-        // Keep what counting needs (CA and status labels), drop the rest:
-        // ~100,000 records per CA stay in memory.
-        m.metadata.managed_fields = None;
-        m.metadata.annotations = None;
-        m.metadata.creation_timestamp = None;
-        if let Some(labels) = m.metadata.labels.as_mut() {
-            labels.retain(|k, _| {
-                k == crds::issued_certificate::LABEL_CA
-                    || k == crds::issued_certificate::LABEL_STATUS
-            });
+    .map(move |event| {
+        if let Ok(e) = &event {
+            index.apply(e);
         }
+        event
     })
-    .reflect(writer)
     .touched_objects();
     let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))

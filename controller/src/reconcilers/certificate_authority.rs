@@ -36,7 +36,6 @@ use crds::issued_certificate::LABEL_CA;
 use crds::{CertificateAuthority, CertificateAuthorityStatus, IssuedCertificate};
 use der::{DecodePem, EncodePem};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -47,6 +46,7 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, SigningKey, object_id};
 use crate::error::{Error, Result};
+use crate::record_index::Counts;
 use crate::register;
 
 /// Kind label in metrics and spans.
@@ -295,53 +295,37 @@ async fn ready(
     ))
 }
 
-/// How many records the CA's register holds, and how many are revoked or held.
-struct Counts {
-    issued: i64,
-    revoked: i64,
-    held: i64,
-}
-
-/// Count the CA's register from the in-memory metadata store (kept by a
-/// watch, see [`crate::run`]), or by listing metadata before that store is
-/// ready. Revoked and held come from the `chop.dev/status` label the
-/// Revocation and Suspension reconcilers maintain.
+/// Count the CA's register from the in-memory index (kept by a watch, see
+/// [`crate::record_index`]), or by listing metadata before the index is ready.
+/// Revoked and held come from the `chop.dev/status` label the Revocation and
+/// Suspension reconcilers maintain.
 async fn register_counts(ca: &CertificateAuthority, ctx: &Context) -> Result<Counts> {
     let ns = namespace(ca);
     let name = ca.name_any();
-    let label = |m: &ObjectMeta, key: &str| {
-        m.labels
-            .as_ref()
-            .and_then(|l| l.get(key))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let statuses: Vec<String> = match ctx.records() {
-        Some(store) => store
-            .state()
+    if let Some(c) = ctx.records.counts(&ns, &name) {
+        return Ok(c);
+    }
+    let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &ns);
+    let items = issued
+        .list_metadata(&ListParams::default().labels(&format!("{LABEL_CA}={name}")))
+        .await
+        .map_err(Error::kube("list IssuedCertificates"))?
+        .items;
+    let n = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+    let of = |state: &str| {
+        n(items
             .iter()
             .filter(|r| {
-                r.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && label(&r.metadata, LABEL_CA) == name
+                r.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(crds::issued_certificate::LABEL_STATUS))
+                    .is_some_and(|s| s == state)
             })
-            .map(|r| label(&r.metadata, crds::issued_certificate::LABEL_STATUS))
-            .collect(),
-        None => {
-            let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &ns);
-            issued
-                .list_metadata(&ListParams::default().labels(&format!("{LABEL_CA}={name}")))
-                .await
-                .map_err(Error::kube("list IssuedCertificates"))?
-                .items
-                .iter()
-                .map(|r| label(&r.metadata, crds::issued_certificate::LABEL_STATUS))
-                .collect()
-        }
+            .count())
     };
-    let n = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
-    let of = |state: &str| n(statuses.iter().filter(|s| *s == state).count());
     Ok(Counts {
-        issued: n(statuses.len()),
+        issued: n(items.len()),
         revoked: of(crate::register::REVOKED),
         held: of(crate::register::HELD),
     })
