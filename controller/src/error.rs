@@ -49,6 +49,14 @@ impl Error {
         }
     }
 
+    /// A closure mapping a core error about `object` for use with `map_err`.
+    pub fn ca(object: &str) -> impl Fn(ca::Error) -> Error + Copy + '_ {
+        move |source| Error::Ca {
+            object: object.to_string(),
+            source,
+        }
+    }
+
     /// Name the object this error concerns, if it does not already.
     pub fn about(self, object: &str) -> Self {
         match self {

@@ -79,10 +79,7 @@ pub async fn commit_in_partition(
     crl_partition: Option<u32>,
     object: &str,
 ) -> Result<IssuedCertificate> {
-    let cerr = |source: ca::Error| Error::Ca {
-        object: object.to_string(),
-        source,
-    };
+    let cerr = Error::ca(object);
     let fingerprint = key_fingerprint(signed, object)?;
     let subject = DistinguishedName::from_name(&signed.certificate.tbs_certificate.subject)
         .map(|d| d.to_string())

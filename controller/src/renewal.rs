@@ -117,21 +117,28 @@ pub async fn find(
 }
 
 /// The original a reserved renewal was claimed on: found through `of` as usual,
-/// or, when that request has since been deleted, by the claim naming `renewal`.
+/// or, when that request has since been deleted, by the claim naming `renewal`
+/// among the records of the subscriber the renewal reserved (`subscriber_id`;
+/// all of the CA's records only when there is none).
 pub async fn find_claimed(
     client: &kube::Client,
     ns: &str,
     ca: &str,
     of: &str,
     renewal: &str,
+    subscriber_id: Option<&str>,
     object: &str,
 ) -> Result<std::result::Result<Original, Refusal>> {
     match find(client, ns, ca, of, object).await? {
         Ok(o) => Ok(Ok(o)),
         Err(refusal) => {
             let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+            let selector = match subscriber_id {
+                Some(sid) => format!("{LABEL_CA}={ca},{LABEL_SUBSCRIBER_ID}={sid}"),
+                None => format!("{LABEL_CA}={ca}"),
+            };
             let records = api
-                .list(&ListParams::default().labels(&format!("{LABEL_CA}={ca}")))
+                .list(&ListParams::default().labels(&selector))
                 .await
                 .map_err(Error::kube("list IssuedCertificates"))?;
             match records

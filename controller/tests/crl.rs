@@ -392,19 +392,7 @@ async fn crl_numbers_survive_restarts_and_crashes() {
     )
     .await
     .unwrap();
-    let mut child = h.child.0.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the controller did not abort after reserving\n{}", h.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success(), "{status:?}");
+    h.wait_for_abort("after reserving", 120).await;
     let st = api.get("moica").await.unwrap().status.unwrap();
     assert_eq!(st.reserved_crl_number, Some(3));
     assert_eq!(st.crl_number, Some(2));

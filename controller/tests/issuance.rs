@@ -30,7 +30,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate};
 use k8s_openapi::api::events::v1::Event;
@@ -275,19 +275,7 @@ async fn a_crash_after_the_reservation_issues_exactly_once() {
         .await;
     h.approve("dave").await;
     // The controller aborts right after writing the reservation.
-    let mut child = h.child.0.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the controller did not abort after reserving\n{}", h.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(!status.success(), "{status:?}");
+    h.wait_for_abort("after reserving", 60).await;
     let cr = h.api::<CertificateRequest>().get("dave").await.unwrap();
     let st = cr.status.clone().unwrap();
     let reserved = st
@@ -533,18 +521,7 @@ async fn a_crash_after_the_commit_records_without_re_signing() {
     h.create_request("ivy", "Signature", "ra-0300", &csr, true)
         .await;
     h.approve("ivy").await;
-    let mut child = h.child.0.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the controller did not abort after the commit\n{}",
-                h.logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_for_abort("after the commit", 60).await;
     let issued = h.api::<IssuedCertificate>();
     let records = issued
         .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))

@@ -476,3 +476,48 @@ async fn renewal_and_rekey_exclude_each_other() {
     issued(&h, "chen-after").await;
     h.env.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reserved_renewal_finishes_after_a_crash_even_if_its_original_request_is_gone() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "720h"}}))
+        .await;
+    let csr = h.csr("wu");
+    let old_serial = issue(&h, "wu", "ra-3001", &csr).await;
+
+    // The controller aborts right after reserving the renewal's serial (and
+    // claiming the original); then the original request is deleted.
+    h.child.stop();
+    h.start(true);
+    renewal(&h, "wu-renewal", "wu", "Signature", json!({})).await;
+    h.approve("wu-renewal").await;
+    h.wait_for_abort("after reserving the renewal", 60).await;
+    let reserved = h
+        .api::<CertificateRequest>()
+        .get("wu-renewal")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .serial_number
+        .expect("serial reserved before the crash");
+    h.api::<CertificateRequest>()
+        .delete("wu", &Default::default())
+        .await
+        .unwrap();
+
+    // After a restart the renewal is finished from the claim on the original's
+    // record, found through the subscriber: same serial, renewal recorded.
+    h.start(false);
+    let st = issued(&h, "wu-renewal").await.status.unwrap();
+    assert_eq!(st.serial_number.as_deref(), Some(reserved.as_str()));
+    let rec = record(&h, &reserved).await;
+    assert_eq!(rec.spec.renewal_of.as_ref().unwrap().name, "wu");
+    let old = record(&h, &old_serial).await;
+    assert_eq!(
+        old.metadata.annotations.as_ref().unwrap()["chop.dev/renewed-by"],
+        "wu-renewal"
+    );
+    h.env.cleanup().await.unwrap();
+}

@@ -18,7 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crds::{CertificateAuthority, CertificateRequest, Revocation, Suspension};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -341,15 +341,8 @@ async fn a_crash_after_fixing_the_revocation_time_applies_exactly_it() {
         "privilegeWithdrawn",
     )
     .await;
-    let mut child = h.child.0.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the controller did not abort\n{}", h.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    h.wait_for_abort("after fixing the revocation time", 60)
+        .await;
     let rev = h.api::<Revocation>().get("erin-revoked").await.unwrap();
     let revoked_at = rev.status.unwrap().revoked_at.unwrap();
     assert_eq!(state(&record(&h, &e).await).1, "Valid");

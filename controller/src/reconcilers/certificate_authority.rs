@@ -255,10 +255,7 @@ async fn ready(
     let id = object_id(ca);
     let cert = sc.issuer.certificate();
     let serial =
-        Serial::from_serial_number(&cert.tbs_certificate.serial_number).map_err(|e| Error::Ca {
-            object: id.clone(),
-            source: e,
-        })?;
+        Serial::from_serial_number(&cert.tbs_certificate.serial_number).map_err(Error::ca(&id))?;
     ctx.cache_signing(cache_key(ca, &serial.to_hex()), Arc::clone(&sc));
 
     status.certificate = Some(pem);
@@ -382,10 +379,7 @@ async fn subordinate(
     signer: Arc<dyn Signer>,
 ) -> Result<Obtained> {
     let id = object_id(ca);
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     let subject = dn_from_spec(&ca.spec.subject).map_err(cerr)?;
     if status.csr.is_none() {
         let (s2, subj) = (Arc::clone(&signer), subject.clone());
@@ -596,10 +590,7 @@ async fn self_sign(
     signer: Arc<dyn Signer>,
 ) -> Result<String> {
     let id = object_id(ca);
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     let (serial, not_before) = match (&status.serial_number, &status.not_before) {
         (Some(s), Some(nb)) => (Serial::from_hex(s).map_err(cerr)?, from_time(nb)),
         _ => {
@@ -685,10 +676,7 @@ async fn build_context(
     signer: Arc<dyn Signer>,
     id: &str,
 ) -> Result<Arc<SigningContext>> {
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.to_string(),
-        source,
-    };
+    let cerr = Error::ca(id);
     let cert = Certificate::from_pem(pem.as_bytes()).map_err(|e| Error::Invalid {
         object: id.to_string(),
         message: format!("status.certificate does not parse: {e}"),

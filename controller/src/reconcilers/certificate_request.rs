@@ -552,10 +552,7 @@ async fn issue(
     };
     // Trial: build and lint with provisional values, so bad input never burns a
     // serial or a subscriber identifier.
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     let not_before = ca::time::truncate_to_seconds(SystemTime::now()).map_err(cerr)?;
     let profile = match profile_for(cr.spec.profile, ca) {
         Ok(p) => p,
@@ -684,10 +681,7 @@ async fn resume(
 ) -> Result<Action> {
     let id = object_id(cr);
     let status = cr.status.clone().unwrap_or_default();
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     let (Some(serial), Some(nb), Some(na)) =
         (&status.serial_number, &status.not_before, &status.not_after)
     else {
@@ -749,6 +743,7 @@ async fn resume(
                 &ca.name_any(),
                 &of.name,
                 &cr.name_any(),
+                status.subscriber_id.as_deref(),
                 &id,
             )
             .await?

@@ -298,10 +298,7 @@ fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
         Some("Held") => true,
         _ => return Ok(None),
     };
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     // The Revocation/Suspension reconcilers write the label first, then the
     // status: a label without a status is a change under way, and the status
     // write will reconcile this schedule again. A *status* that says revoked
@@ -613,10 +610,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
     }
 
     // Sign with the CA key (in the HSM), verify, then publish.
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.clone(),
-        source,
-    };
+    let cerr = Error::ca(&id);
     let this_update = ca::time::truncate_to_seconds(now).map_err(cerr)?;
     let next_update = this_update + timing.validity;
     let max_validity = if s.spec.allow_validity_over_36h {

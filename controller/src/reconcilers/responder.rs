@@ -181,10 +181,7 @@ async fn ensure_inner(
         }
     };
     let serial =
-        Serial::from_serial_number(&cert.tbs_certificate.serial_number).map_err(|e| Error::Ca {
-            object: id.clone(),
-            source: e,
-        })?;
+        Serial::from_serial_number(&cert.tbs_certificate.serial_number).map_err(Error::ca(&id))?;
     if let Some(why) = renewed {
         ctx.event(
             ca,
@@ -340,10 +337,7 @@ async fn issue(
     validity_days: u32,
     id: &str,
 ) -> Result<Certificate> {
-    let cerr = |source: ca::Error| Error::Ca {
-        object: id.to_string(),
-        source,
-    };
+    let cerr = Error::ca(id);
     let name = ca.name_any();
     let ns = ca.namespace().unwrap_or_default();
     let mut profile =

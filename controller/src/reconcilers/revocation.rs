@@ -94,10 +94,7 @@ pub fn reason_name(reason: RevocationReason, object: &str) -> Result<&'static st
         .unwrap_or_default();
     ca::revocation::Reason::from_str(&name)
         .map(ca::revocation::Reason::name)
-        .map_err(|source| Error::Ca {
-            object: object.to_string(),
-            source,
-        })
+        .map_err(Error::ca(object))
 }
 
 async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {

@@ -147,6 +147,24 @@ impl Harness {
         });
     }
 
+    /// Wait until the running controller aborts (a crash hook fired) and
+    /// check it did not exit cleanly; fail with its log after `secs`.
+    pub async fn wait_for_abort(&mut self, what: &str, secs: u64) {
+        let mut child = self.child.0.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the controller did not abort {what}\n{}", self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(!status.success(), "{status:?}");
+    }
+
     /// Start the controller, with the crash hook `hook` (an env var name) set.
     pub fn start_with(&mut self, hook: Option<&str>) {
         let port = self.metrics_port;
