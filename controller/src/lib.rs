@@ -88,9 +88,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    // The register's metadata (names and labels, no certificates, no
-    // managedFields) in memory: the CA counts issued, revoked and held
-    // certificates from it without listing the API, and each new record
+    // The register by metadata-only watch into the compact record index
+    // (record_index.rs: name, CA, state): the CA counts issued, revoked and
+    // held certificates from it without listing the API, and each new record
     // triggers its CA's reconcile (debounced, so a burst of issuance is one
     // recount, not one per certificate).
     let issued: Api<PartialObjectMeta<IssuedCertificate>> = match namespace {
