@@ -141,6 +141,14 @@ impl Context {
         Some(store.get(&key).map(|ca| ca.as_ref().clone()))
     }
 
+    /// Every CertificateAuthority in the watch's store, once it has listed
+    /// everything (`None` before).
+    pub fn cached_cas(&self) -> Option<Vec<Arc<CertificateAuthority>>> {
+        let store = self.cas.get()?;
+        futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
+        Some(store.state())
+    }
+
     /// Remember that this controller's last write of object `uid` left it at
     /// `resource_version`: an object at that version is the current one.
     pub fn note_written(&self, uid: &str, resource_version: Option<String>) {
