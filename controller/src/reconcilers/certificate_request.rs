@@ -620,6 +620,12 @@ async fn issue(
         Err(e) if e.is_transient() => return Err(cerr(e)),
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
+    let ca_name = ca.name_any();
+    let blocked = crate::blocklist::compromised(&ctx.client, &ns, &ca_name, &key_fingerprint);
+    if let Some(serial) = blocked.await? {
+        let message = crate::blocklist::message(&ca_name, &serial);
+        return fail_with(cr, ca, ctx, crate::blocklist::REASON, message).await;
+    }
 
     if let Some(o) = &original {
         // The renewed certificate keeps the subject, hence the subscriber id.
