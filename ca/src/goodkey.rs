@@ -42,7 +42,7 @@ pub const RSA_EXPONENT: u32 = 65_537;
 /// smaller than 752).
 pub const SMALL_PRIME_BOUND: u32 = 752;
 
-/// Rounds of Fermat's factorization method. BR §6.1.1.3 (4) calls a key weak
+/// Rounds of Fermat's factorization method. BR §6.1.1.3 calls a key weak
 /// when Fermat's method factors its modulus within 100 rounds; like Boulder,
 /// chop runs 110 for a margin.
 pub const FERMAT_ROUNDS: u32 = 110;
