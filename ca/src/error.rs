@@ -114,7 +114,7 @@ pub enum Error {
     /// An RSA public exponent other than 65537 ([`crate::goodkey::RSA_EXPONENT`]).
     #[error("weak RSA key: public exponent {exponent}, chop accepts only 65537")]
     WeakKeyExponent {
-        /// The exponent found (decimal).
+        /// The exponent found (decimal; its size when above 64 bits).
         exponent: String,
     },
     /// An RSA modulus with a prime factor below 752 (even included).

@@ -64,6 +64,20 @@ pub fn check(spki: &SubjectPublicKeyInfoOwned, spec: KeySpec) -> Result<()> {
     })?;
     match spec {
         KeySpec::Rsa { .. } => {
+            // RFC 3279 §2.3.1: the parameters MUST be NULL. Accepting them absent
+            // too would give one key two encodings, hence two fingerprints (the
+            // SHA-256 of the SPKI), and a compromised key could slip past the
+            // block list and the same-key revocation (CPS §4.6.2) re-encoded.
+            // EC keys have one encoding already: a named curve (explicit
+            // parameters are refused by `KeySpec::of`) and the uncompressed
+            // point; the RSAPublicKey itself is strict DER (`der` refuses
+            // non-minimal integers and trailing data).
+            if spki.algorithm.parameters != Some(der::Any::null()) {
+                return Err(Error::Malformed {
+                    what: "RSA public key",
+                    detail: "the rsaEncryption AlgorithmIdentifier's parameters must be NULL (RFC 3279 §2.3.1)".into(),
+                });
+            }
             let key = RsaPublicKey::from_der(bits).map_err(|e| Error::Malformed {
                 what: "RSA public key",
                 detail: e.to_string(),
@@ -81,26 +95,41 @@ struct RsaPublicKey<'a> {
     public_exponent: der::asn1::UintRef<'a>,
 }
 
+/// Moduli above this size are refused before any arithmetic: no chop policy
+/// accepts them (at most 8192 bits), and this check also runs on unverified
+/// CSRs, whose size only the API server's object limit bounds.
+pub const MAX_RSA_BITS: u64 = 16_384;
+
 /// Check an RSA public key given as big-endian unsigned integers: exponent,
-/// small factors, Fermat, ROCA, in that order (cheapest first).
+/// small factors, ROCA, Fermat, in that order (cheapest first).
 pub fn check_rsa(modulus: &[u8], exponent: &[u8]) -> Result<()> {
     let e = BigUint::from_bytes_be(exponent);
     if e != BigUint::from(RSA_EXPONENT) {
         return Err(Error::WeakKeyExponent {
-            exponent: e.to_string(),
+            exponent: if e.bits() <= 64 {
+                e.to_string()
+            } else {
+                format!("of {} bits", e.bits())
+            },
         });
     }
     let n = BigUint::from_bytes_be(modulus);
+    if n.bits() > MAX_RSA_BITS {
+        return Err(Error::UnsupportedAlgorithm(format!(
+            "RSA modulus of {} bits (at most {MAX_RSA_BITS})",
+            n.bits()
+        )));
+    }
     if let Some(prime) = small_factor(&n) {
         return Err(Error::WeakKeySmallFactor { prime });
+    }
+    if has_roca_fingerprint(&n) {
+        return Err(Error::WeakKeyRoca);
     }
     if fermat_factorable(&n, FERMAT_ROUNDS) {
         return Err(Error::WeakKeyFermat {
             rounds: FERMAT_ROUNDS,
         });
-    }
-    if has_roca_fingerprint(&n) {
-        return Err(Error::WeakKeyRoca);
     }
     Ok(())
 }
@@ -423,6 +452,14 @@ mod tests {
             err.to_string(),
             "weak RSA key: public exponent 3, chop accepts only 65537"
         );
+        let err = check_rsa(&modulus(&n), &[0xff; 40]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "weak RSA key: public exponent of 320 bits, chop accepts only 65537"
+        );
+        // Huge moduli are refused before any arithmetic.
+        let err = check_rsa(&[0xff; 2049], &E).unwrap_err();
+        assert_eq!(err.reason(), "UnsupportedAlgorithm", "{err}");
     }
 
     #[test]
@@ -435,6 +472,18 @@ mod tests {
         let spec = KeySpec::of(&spki).unwrap();
         let err = check(&spki, spec).unwrap_err();
         assert_eq!(err.reason(), "WeakKeyExponent", "{err}");
+    }
+
+    #[test]
+    fn rsa_parameters_must_be_null() {
+        let key = SoftwareKey::generate(KeySpec::Rsa { bits: 2048 }).unwrap();
+        let mut spki = key.public_key().clone();
+        let spec = KeySpec::of(&spki).unwrap();
+        check(&spki, spec).unwrap();
+        spki.algorithm.parameters = None;
+        let err = check(&spki, spec).unwrap_err();
+        assert_eq!(err.reason(), "Malformed");
+        assert!(err.to_string().contains("must be NULL"), "{err}");
     }
 
     #[test]

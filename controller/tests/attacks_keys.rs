@@ -12,8 +12,10 @@
 //! - `a_key_revoked_for_key_compromise_is_never_certified_again`: a certificate
 //!   is issued and revoked for keyCompromise; the same key under another
 //!   request name, for the same subscriber and for another one, is Failed
-//!   `KeyCompromised` naming the revoked serial, and nothing is signed. A key
-//!   revoked for another reason (superseded) is certified again.
+//!   `KeyCompromised` naming the revoked serial; the same key as a bare public
+//!   key re-encoded (RSA parameters absent, so another SHA-256) is refused as
+//!   `Malformed`; nothing is signed. A key revoked for another reason
+//!   (superseded) is certified again.
 //!
 //! The weak RSA keys are in `tests/data` (built by `tests/data/weak_keys.py`
 //! from primes it computes).
@@ -23,8 +25,10 @@
 use std::process::Command;
 
 use crds::{CertificateRequest, IssuedCertificate};
+use der::{Decode, Encode};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
 
 mod common;
 use common::*;
@@ -169,13 +173,19 @@ async fn a_key_revoked_for_key_compromise_is_never_certified_again() {
     let mut h = Harness::new().await;
     h.install_policies().await;
     h.start(false);
-    h.create_ca().await;
+    h.create_ca_with(json!({"profiles": {"allowAttestedPublicKeys": true}}))
+        .await;
     let ra: Api<CertificateRequest> = Api::namespaced(h.ra_user("ra-mallory").await, h.ns());
     let pp = PostParams::default();
     let submit = |name: &'static str, reference: &'static str, csr: String| {
         let (ra, pp) = (ra.clone(), pp.clone());
         async move {
-            ra.create(&pp, &request(name, reference, "csr", &csr))
+            let field = if csr.contains("PUBLIC KEY") {
+                "publicKey"
+            } else {
+                "csr"
+            };
+            ra.create(&pp, &request(name, reference, field, &csr))
                 .await
                 .unwrap();
         }
@@ -199,11 +209,26 @@ async fn a_key_revoked_for_key_compromise_is_never_certified_again() {
     // another subscriber (whoever holds the key or a copy of its CSR).
     submit("alice-2", "ra-7001", alice.clone()).await;
     submit("mallory", "ra-7003", alice).await;
+    // The same key in another encoding of its SubjectPublicKeyInfo (RSA
+    // parameters absent instead of NULL), whose SHA-256 differs.
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(h.path("alice.key"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut spki = SubjectPublicKeyInfoOwned::from_der(&out.stdout).unwrap();
+    assert!(spki.algorithm.parameters.is_some());
+    spki.algorithm.parameters = None;
+    let reencoded = ca::csr::to_pem("PUBLIC KEY", &spki.to_der().unwrap()).unwrap();
+    submit("mallory-reencoded", "ra-7004", reencoded).await;
     // A key revoked for another reason may be certified again.
     submit("bob-2", "ra-7002", bob).await;
-    for name in ["alice-2", "mallory", "bob-2"] {
+    for name in ["alice-2", "mallory", "mallory-reencoded", "bob-2"] {
         h.approve(name).await;
     }
+    let message = refused(&h, "mallory-reencoded", "Malformed").await;
+    assert!(message.contains("NULL"), "{message}");
     for name in ["alice-2", "mallory"] {
         let message = refused(&h, name, "KeyCompromised").await;
         assert!(message.contains(&compromised), "{name}: {message}");
@@ -219,7 +244,7 @@ async fn a_key_revoked_for_key_compromise_is_never_certified_again() {
             r.spec
                 .request_ref
                 .as_ref()
-                .is_some_and(|n| n.name.starts_with("alice") || n.name == "mallory")
+                .is_some_and(|n| n.name.starts_with("alice") || n.name.starts_with("mallory"))
         })
         .collect();
     assert_eq!(alice_records.len(), 1);
