@@ -340,6 +340,28 @@ pub async fn reflect_on_request(client: &kube::Client, record: &IssuedCertificat
     }
 }
 
+/// Test hook: pause a resume for [`PAUSE`] in the middle of its record write,
+/// after it decided (`CHOP_TEST_PAUSE_IN_RESUME=1`), so a test can land a
+/// concurrent write there. Never set in production.
+pub async fn pause_in_resume() {
+    static HOOK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *HOOK.get_or_init(|| {
+        let on = std::env::var("CHOP_TEST_PAUSE_IN_RESUME").as_deref() == Ok("1");
+        if on {
+            tracing::warn!("CHOP_TEST_PAUSE_IN_RESUME=1: test hook active, resumes pause");
+        }
+        on
+    });
+    if on {
+        tracing::warn!("test hook: pausing a resume");
+        tokio::time::sleep(PAUSE).await;
+        tracing::warn!("test hook: the resume goes on");
+    }
+}
+
+/// How long [`pause_in_resume`] pauses.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Now, truncated to whole seconds (CRL and OCSP times have second precision).
 pub fn now_seconds() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     let now = jiff::Timestamp::now();

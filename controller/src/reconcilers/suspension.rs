@@ -386,6 +386,7 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
         record.metadata.resource_version.as_deref(),
     )
     .await?;
+    register::pause_in_resume().await;
     register::patch_labels(&api, &record, VALID, &[(ANNOTATION_HELD_BY, None)], None).await?;
     register::reflect_on_request(&ctx.client, &record, VALID).await;
     ctx.metrics.suspension(&ca, "resumed");
