@@ -9,10 +9,12 @@
 //! serial (or request's serial) without a record ► Applied=False UnknownSerial + Warning
 //!                                                  (until the spec changes)
 //! otherwise: fix revokedAt (now, whole seconds) in this object's status FIRST,
-//! then for every record of the CA with the same key-fingerprint label:
+//! then for every record of the CA with the same key-fingerprint label, decided
+//! on the record as read and written in ONE PATCH at that resourceVersion
+//! (409 Conflict → read again, decide again; `register::transition`):
 //!   revoked by another Revocation → left as it is (the earliest revocation stands)
-//!   else → label chop.dev/status=Revoked + annotation chop.dev/revoked-by,
-//!          then status {Revoked, revokedAt, reason, invalidityDate}
+//!   else → status {Revoked, revokedAt, reason, invalidityDate} + label
+//!          chop.dev/status=Revoked + annotation chop.dev/revoked-by, together
 //! → Applied=True, serialNumbers, newlyRevoked / alreadyRevoked, Event Revoked.
 //! ```
 //!
@@ -29,7 +31,6 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crds::issued_certificate::IssuedCertificateStatus;
 use crds::revocation::RevocationReason;
 use crds::{IssuedCertificate, Revocation, RevocationStatus};
 use kube::api::Api;
@@ -40,7 +41,7 @@ use tracing::Instrument;
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
-use crate::register::{self, ANNOTATION_REVOKED_BY, REVOKED, Target};
+use crate::register::{self, ANNOTATION_REVOKED_BY, Change, Decision, REVOKED, State, Target};
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "Revocation";
@@ -177,34 +178,32 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
     let (mut newly, mut already, mut expired) = (Vec::new(), Vec::new(), 0usize);
     for r in &records {
         let serial = r.spec.serial_number.clone();
-        let mine = register::annotation(r, ANNOTATION_REVOKED_BY) == Some(me.as_str());
-        if register::is_revoked(r) && !mine {
-            already.push(serial);
-            continue;
-        }
-        if register::expired(r, now) {
-            expired += 1;
-        }
-        // Claim the record at the version read: a concurrent Revocation or
-        // Suspension makes this a Conflict, and the retry sees its mark (so
-        // the earliest revocation stands even under a race).
-        let r = register::patch_labels(
-            &api,
-            r,
-            REVOKED,
-            &[(ANNOTATION_REVOKED_BY, Some(&me))],
-            r.metadata.resource_version.as_deref(),
-        )
-        .await?;
-        let st = IssuedCertificateStatus {
-            state: Some(REVOKED.to_string()),
+        let change = Change {
+            state: State::Revoked,
             revoked_at: Some(revoked_at.clone()),
             reason: Some(reason.to_string()),
             invalidity_date: rev.spec.invalidity_date.clone(),
+            annotations: vec![(ANNOTATION_REVOKED_BY, Some(me.clone()))],
         };
-        if r.status.as_ref() != Some(&st) {
-            register::write_record_status(&api, &r, &st, r.metadata.resource_version.as_deref())
-                .await?;
+        // Decided on the record as read and written at that version: a
+        // concurrent Revocation, hold or resume makes the write a conflict,
+        // and the decision is taken again on what it wrote (so the earliest
+        // revocation stands, and a hold or resume never overwrites it).
+        let (newly_mine, r) = register::transition(&api, r, |cur| {
+            let mine = register::annotation(cur, ANNOTATION_REVOKED_BY) == Some(me.as_str());
+            Ok(match register::state(cur)? {
+                State::Revoked if !mine => Decision::Keep(false),
+                _ if change.is_on(cur) => Decision::Keep(true),
+                _ => Decision::Write(change.clone(), true),
+            })
+        })
+        .await?;
+        if !newly_mine {
+            already.push(serial);
+            continue;
+        }
+        if register::expired(&r, now) {
+            expired += 1;
         }
         register::reflect_on_request(&ctx.client, &r, REVOKED).await;
         newly.push(serial);
