@@ -13,9 +13,11 @@
 //!   Revocation's reason, OCSP says revoked, the Suspension is Superseded.
 //! - `concurrent_revoke_hold_resume_renew_with_restarts_agree`: a seeded
 //!   random mix (seed printed; `CHOP_RACE_SEED` replays one) of concurrent
-//!   operations on six certificates, in three waves with the controller
-//!   killed during the first two (and restarted, half of the time with the
-//!   resume pause hook, which widens every resume's read-to-write window);
+//!   operations on six certificates, in four waves of ten with the controller
+//!   killed during the first three. Half of the resumptions come with a
+//!   revocation of the same certificate a moment later, and the controller
+//!   runs with the resume pause hook, which widens every resume's
+//!   read-to-write window;
 //!   then every serial agrees in the three views, and every Revocation that
 //!   reported Applied=True is on the CRL.
 
@@ -595,8 +597,9 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
         });
     println!("race seed: {seed} (replay with CHOP_RACE_SEED={seed})");
     let mut rng = Rng(seed);
-    let mut w = world(None).await;
+    let mut w = world(Some("CHOP_TEST_PAUSE_IN_RESUME")).await;
     const CERTS: usize = 6;
+    const WAVES: usize = 4;
     let mut originals = Vec::new();
     for i in 0..CERTS {
         let name = format!("c{i}");
@@ -612,19 +615,28 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
         "affiliationChanged",
         "cessationOfOperation",
     ];
-    let mut holds: Vec<String> = Vec::new();
+    // (Suspension, the certificate it holds).
+    let mut holds: Vec<(String, String)> = Vec::new();
     let (mut nrev, mut nhold, mut nrenew) = (0, 0, 0);
     let mut log = Vec::new();
-    for wave in 0..3 {
+    for wave in 0..WAVES {
         let mut ops = Vec::new();
-        for _ in 0..8 {
-            let of = originals[rng.below(CERTS)].clone();
-            let mut pick = rng.below(10);
-            if (5..=7).contains(&pick) && holds.is_empty() {
-                pick = 2;
+        // Resumptions pick among the holds of earlier waves (those have had
+        // time to take effect).
+        let mut earlier = holds.len();
+        for _ in 0..10 {
+            // Most operations go to three "hot" certificates, so they collide.
+            let of = if rng.below(10) < 7 {
+                originals[rng.below(3)].clone()
+            } else {
+                originals[rng.below(CERTS)].clone()
+            };
+            let mut pick = rng.below(20);
+            if (9..=14).contains(&pick) && earlier == 0 {
+                pick = 3;
             }
             let op = match pick {
-                0..=2 => {
+                0 | 1 => {
                     nrev += 1;
                     Op::Revoke {
                         name: format!("rev-{nrev}"),
@@ -632,14 +644,25 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
                         reason: REASONS[rng.below(REASONS.len())],
                     }
                 }
-                3 | 4 => {
+                2..=8 => {
                     nhold += 1;
                     let name = format!("hold-{nhold}");
-                    holds.push(name.clone());
+                    holds.push((name.clone(), of.clone()));
                     Op::Hold { name, of }
                 }
-                5..=7 => {
-                    let name = holds.remove(rng.below(holds.len()));
+                9..=14 => {
+                    let (name, held) = holds.remove(rng.below(earlier));
+                    earlier -= 1;
+                    // Half of the time, a revocation of the same certificate
+                    // lands while the resumption is under way.
+                    if rng.below(2) == 0 {
+                        nrev += 1;
+                        ops.push(Op::Revoke {
+                            name: format!("rev-{nrev}"),
+                            of: held,
+                            reason: REASONS[rng.below(REASONS.len())],
+                        });
+                    }
                     if rng.below(2) == 0 {
                         Op::Resume { name }
                     } else {
@@ -656,14 +679,18 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
             };
             ops.push(op);
         }
-        // Deletions and resumes of holds created in this same wave wait for them.
+        // Holds and renewals first, resumes and deletions of holds (perhaps
+        // created in this same wave) next, revocations last: they land while
+        // the resumes are under way.
+        let mut ms = |base: u64, spread: usize| {
+            Duration::from_millis(base + u64::try_from(rng.below(spread)).unwrap())
+        };
         let delays: Vec<Duration> = ops
             .iter()
             .map(|op| match op {
-                Op::Resume { .. } | Op::Delete { .. } => {
-                    Duration::from_millis(300 + u64::try_from(rng.below(400)).unwrap())
-                }
-                _ => Duration::from_millis(u64::try_from(rng.below(300)).unwrap()),
+                Op::Resume { .. } | Op::Delete { .. } => ms(300, 400),
+                Op::Revoke { .. } => ms(800, 1500),
+                _ => ms(0, 300),
             })
             .collect();
         log.push(format!("wave {wave}: {ops:?}"));
@@ -671,7 +698,7 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
         let h = &w.h;
         futures::future::join_all(ops.into_iter().zip(delays).map(|(op, d)| run_op(h, op, d)))
             .await;
-        if wave < 2 {
+        if wave + 1 < WAVES {
             // Kill the controller while the wave is being worked on.
             tokio::time::sleep(Duration::from_millis(
                 200 + u64::try_from(rng.below(800)).unwrap(),
@@ -680,9 +707,11 @@ async fn concurrent_revoke_hold_resume_renew_with_restarts_agree() {
             w.h.child.stop();
             // Half of the restarts widen every resume's window between its
             // read and its write (the hook of the deterministic test above).
-            let hook = (rng.below(2) == 0).then_some("CHOP_TEST_PAUSE_IN_RESUME");
-            println!("controller killed after wave {wave}; restarted with hook {hook:?}");
-            w.h.start_with(hook);
+            println!("controller killed after wave {wave}");
+            w.h.start_with(Some("CHOP_TEST_PAUSE_IN_RESUME"));
+            // Let it take the lease and work off what the kill left, so the
+            // next wave's resumes and revocations meet in flight.
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
     w.h.wait("quiescence", 60, || quiescent(&w.h)).await;
