@@ -11,6 +11,12 @@
 //!   Revocation lands while a resume of the same certificate is paused. The
 //!   record ends Revoked (state and label), the CRL lists it with the
 //!   Revocation's reason, OCSP says revoked, the Suspension is Superseded.
+//! - `a_renewal_signed_after_its_original_was_revoked_is_revoked_too`: a
+//!   renewal claims its original and the controller dies after reserving the
+//!   renewal's serial (`CHOP_TEST_CRASH_AFTER_RESERVE=1`); the original is
+//!   revoked meanwhile. After the restart the renewal signs a certificate of
+//!   the revoked key, and the Revocation (Applied=False WaitingForRenewal
+//!   until then) revokes it too.
 //! - `concurrent_revoke_hold_resume_renew_with_restarts_agree`: a seeded
 //!   random mix (seed printed; `CHOP_RACE_SEED` replays one) of concurrent
 //!   operations on six certificates, in four waves of ten with the controller
@@ -18,8 +24,9 @@
 //!   revocation of the same certificate a moment later, and the controller
 //!   runs with the resume pause hook, which widens every resume's
 //!   read-to-write window;
-//!   then every serial agrees in the three views, and every Revocation that
-//!   reported Applied=True is on the CRL.
+//!   then every serial agrees in the three views, every Revocation that
+//!   reported Applied=True is on the CRL, and no certificate of a revoked key
+//!   (a renewal keeps the key) is left valid or only held.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -186,6 +193,34 @@ async fn register_view(h: &Harness) -> Result<View, String> {
     Ok(view)
 }
 
+/// A revocation reaches every certificate of the key (CPS §4.6.2, §6.3): in
+/// the register, no certificate of a revoked key is Valid or only Held, also
+/// when it was a renewal (same key) issued while the revocation ran.
+async fn keys_revoked_whole(h: &Harness) -> Result<(), String> {
+    let records = h
+        .api::<IssuedCertificate>()
+        .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
+        .await
+        .map_err(|e| e.to_string())?;
+    let revoked = |r: &IssuedCertificate| state(r).0.as_deref() == Some("Revoked");
+    for r in &records.items {
+        if !revoked(r) {
+            continue;
+        }
+        for other in &records.items {
+            if other.spec.key_fingerprint == r.spec.key_fingerprint && !revoked(other) {
+                return Err(format!(
+                    "{} is revoked but {} of the same key is {:?}",
+                    r.name_any(),
+                    other.name_any(),
+                    state(other)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The published CRL `moica` (from its ConfigMaps), by `openssl crl -text`:
 /// serial → reason as openssl prints it.
 async fn crl_view(h: &Harness) -> Result<BTreeMap<String, String>, String> {
@@ -256,6 +291,7 @@ fn ocsp_view(w: &World, serial: &str) -> String {
 /// One comparison of the three views; `Err` names the first disagreement.
 async fn compare(w: &World) -> Result<usize, String> {
     let reg = register_view(&w.h).await?;
+    keys_revoked_whole(&w.h).await?;
     let crl = crl_view(&w.h).await?;
     for (serial, want) in &reg {
         let on_crl = crl.get(serial);
@@ -434,6 +470,74 @@ async fn a_revocation_landing_inside_a_resume_stays_on_the_crl() {
         "the resume is refused: the revocation superseded the hold"
     );
     w.h.env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_renewal_signed_after_its_original_was_revoked_is_revoked_too() {
+    // The renewal claims the original (Valid), reserves its serial, and the
+    // controller dies before signing; the original is revoked meanwhile. After
+    // the restart the renewal resumes and signs a certificate of the revoked
+    // key: the Revocation must reach it too.
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "720h"}}))
+        .await;
+    let csr = h.csr("li");
+    let original = issue(&h, "li", "ra-3001", &csr).await;
+    h.child.stop();
+    h.start(true);
+    create::<CertificateRequest>(
+        &h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+               "metadata": {"name": "li-renewal"},
+               "spec": {"caRef": {"name": "root"}, "profile": "Signature",
+                        "renewalOf": {"name": "li"}, "accepted": true}}),
+    )
+    .await;
+    h.approve("li-renewal").await;
+    h.wait_for_abort("after reserving the renewal's serial", 60)
+        .await;
+    let claimed = record(&h, &original).await;
+    assert_eq!(
+        claimed.metadata.annotations.as_ref().unwrap()["chop.dev/renewed-by"],
+        "li-renewal"
+    );
+    revoke(
+        &h,
+        "li-lost",
+        json!({"certificateRequestRef": {"name": "li"}}),
+        "keyCompromise",
+    )
+    .await;
+    h.start(false);
+    let renewed = h
+        .wait_condition("li-renewal", "Issued", "True", Some("Issued"))
+        .await
+        .status
+        .unwrap()
+        .serial_number
+        .unwrap();
+    h.wait("Revocation li-lost Applied", 60, || async {
+        let r = h.api::<Revocation>().get("li-lost").await.ok()?;
+        applied(&r).then_some(r)
+    })
+    .await;
+    let r = wait_record(&h, &renewed, "Revoked").await;
+    assert_eq!(
+        r.status.as_ref().unwrap().reason.as_deref(),
+        Some("keyCompromise")
+    );
+    keys_revoked_whole(&h).await.unwrap();
+    let rev = h.api::<Revocation>().get("li-lost").await.unwrap();
+    assert!(
+        rev.status
+            .unwrap()
+            .serial_numbers
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&renewed)),
+        "the Revocation names the renewal's serial"
+    );
+    h.env.cleanup().await.unwrap();
 }
 
 /// splitmix64: a small seeded generator (no dependency for a test).

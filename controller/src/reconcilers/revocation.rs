@@ -15,6 +15,9 @@
 //!   revoked by another Revocation → left as it is (the earliest revocation stands)
 //!   else → status {Revoked, revokedAt, reason, invalidityDate} + label
 //!          chop.dev/status=Revoked + annotation chop.dev/revoked-by, together
+//! a renewal claimed on one of them (`chop.dev/renewed-by`) not yet issued nor
+//! failed ─► Applied=False WaitingForRenewal (re-checked every 2 s; its
+//!           certificate has the same key and is revoked once its record exists)
 //! → Applied=True, serialNumbers, newlyRevoked / alreadyRevoked, Event Revoked.
 //! ```
 //!
@@ -42,6 +45,7 @@ use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
 use crate::register::{self, ANNOTATION_REVOKED_BY, Change, Decision, REVOKED, State, Target};
+use crate::renewal::ANNOTATION_RENEWED_BY;
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "Revocation";
@@ -176,6 +180,7 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
     let records = register::same_key(&api, &ca, &record).await?;
     let now = SystemTime::now();
     let (mut newly, mut already, mut expired) = (Vec::new(), Vec::new(), 0usize);
+    let mut renewals = Vec::new();
     for r in &records {
         let serial = r.spec.serial_number.clone();
         let change = Change {
@@ -198,6 +203,11 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
             })
         })
         .await?;
+        // A renewal claimed on this record (before or while it was revoked):
+        // its certificate has the same key, so it must be revoked too.
+        if let Some(by) = register::annotation(&r, ANNOTATION_RENEWED_BY) {
+            renewals.push(by.to_string());
+        }
         if !newly_mine {
             already.push(serial);
             continue;
@@ -207,6 +217,13 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
         }
         register::reflect_on_request(&ctx.client, &r, REVOKED).await;
         newly.push(serial);
+    }
+    if let Some(wait) = renewal_in_flight(ctx, &ns, &records, &renewals).await? {
+        // Applied once the renewal's record exists (then listed with the key
+        // and revoked above) or the renewal failed.
+        let cond = Cond::no("Applied", "WaitingForRenewal", wait);
+        write_status(rev, ctx, status, &cond).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     status.serial_numbers = records
         .iter()
@@ -234,6 +251,46 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
         "revocation applied"
     );
     Ok(Action::await_change())
+}
+
+/// Whether a renewal claimed on one of the key's records (`renewals`, the
+/// requests named by `chop.dev/renewed-by`) may still produce a certificate of
+/// this key that `records` does not list yet: its request has neither failed
+/// nor a certificate whose record is among `records`. The message says which.
+/// (A claim is written at the version of a Valid record, so a claim and this
+/// revocation are ordered; a claim seen here may still be signing.)
+async fn renewal_in_flight(
+    ctx: &Context,
+    ns: &str,
+    records: &[IssuedCertificate],
+    renewals: &[String],
+) -> Result<Option<String>> {
+    let api: Api<crds::CertificateRequest> = Api::namespaced(ctx.client.clone(), ns);
+    for name in renewals {
+        let Some(cr) = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get CertificateRequest"))?
+        else {
+            continue;
+        };
+        let st = cr.status.clone().unwrap_or_default();
+        if conditions::is_true(&st.conditions, "Failed") {
+            continue;
+        }
+        let listed = st.certificate.is_some()
+            && st.serial_number.as_deref().is_some_and(|serial| {
+                records
+                    .iter()
+                    .any(|r| r.spec.serial_number.eq_ignore_ascii_case(serial))
+            });
+        if !listed {
+            return Ok(Some(format!(
+                "the certificates of the key are revoked; waiting for renewal {name:?} (same key) to be issued or to fail, to revoke its certificate too"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 async fn write_status(
