@@ -11,6 +11,8 @@
 //!   Revocation lands while a resume of the same certificate is paused. The
 //!   record ends Revoked (state and label), the CRL lists it with the
 //!   Revocation's reason, OCSP says revoked, the Suspension is Superseded.
+//!   An officer (shipped role) cannot write the record's state (403), and
+//!   nobody can change its spec (`self == oldSelf`).
 //! - `a_renewal_signed_after_its_original_was_revoked_is_revoked_too`: a
 //!   renewal claims its original and the controller dies after reserving the
 //!   renewal's serial (`CHOP_TEST_CRASH_AFTER_RESERVE=1`); the original is
@@ -469,6 +471,11 @@ async fn a_revocation_landing_inside_a_resume_stays_on_the_crl() {
         Some("Superseded"),
         "the resume is refused: the revocation superseded the hold"
     );
+
+    // Without the status subresource the record is still the controller's
+    // alone: an officer (the shipped role) cannot write its state, and nobody
+    // can change its spec.
+    officer_cannot_touch_the_record(h, &record(h, &serial).await).await;
     w.h.env.cleanup().await.unwrap();
 }
 
@@ -538,6 +545,63 @@ async fn a_renewal_signed_after_its_original_was_revoked_is_revoked_too() {
         "the Revocation names the renewal's serial"
     );
     h.env.cleanup().await.unwrap();
+}
+
+async fn officer_cannot_touch_the_record(h: &Harness, r: &IssuedCertificate) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac/officer.yaml"),
+    )
+    .unwrap();
+    let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
+    kube::Api::<ClusterRole>::all(h.env.admin())
+        .patch(
+            "chop:officer",
+            &PatchParams::apply("chop-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .unwrap();
+    create::<RoleBinding>(
+        h,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "officer-zhao"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "chop:officer"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                             "name": "zhao"}]}),
+    )
+    .await;
+    let officer: kube::Api<IssuedCertificate> =
+        kube::Api::namespaced(h.env.user("zhao", &[]).await.unwrap(), h.ns());
+    let name = r.name_any();
+    h.wait("RBAC for the officer", 30, || async {
+        officer.get(&name).await.ok().map(|_| ())
+    })
+    .await;
+    let unrevoke = json!({"metadata": {"labels": {"chop.dev/status": "Valid"}},
+                          "status": {"state": "Valid", "revokedAt": null, "reason": null}});
+    match officer
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&unrevoke))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("an officer wrote a record's state: {other:?}"),
+    }
+    let spec = json!({"spec": {"subject": "CN=someone else"}});
+    match h
+        .api::<IssuedCertificate>()
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&spec))
+        .await
+    {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("record is immutable"), "{s:?}");
+        }
+        other => panic!("a record's spec changed: {other:?}"),
+    }
+    let after = record(h, &r.spec.serial_number).await;
+    assert_eq!(state(&after), (Some("Revoked".into()), "Revoked".into()));
+    assert_eq!(after.spec, r.spec);
 }
 
 /// splitmix64: a small seeded generator (no dependency for a test).
