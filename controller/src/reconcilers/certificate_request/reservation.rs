@@ -347,6 +347,20 @@ pub(super) async fn resume(
             }
         }
     };
+    // The original must still be good when its renewal is signed: a
+    // revocation or hold since the reservation stops it (CPS §4.6: never a
+    // renewal of a held or revoked certificate).
+    if let Some(o) = &original {
+        let state = register::state(&o.record)?;
+        if state != register::State::Valid {
+            let message = format!(
+                "the certificate this request renews ({}) is {} since the renewal was reserved: nothing was signed",
+                o.record.name_any(),
+                state.as_str()
+            );
+            return fail_with(cr, ca, ctx, "OriginalNotValid", message).await;
+        }
+    }
     if let Err(message) = check_reservation(cr, ca, ctx, &sc, &reserved, original.as_ref()).await? {
         return invalid(cr, ca, ctx, &message).await;
     }
