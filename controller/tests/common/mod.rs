@@ -176,7 +176,11 @@ impl Harness {
         self.starts += 1;
         let log =
             std::fs::File::create(self.path(&format!("controller-{}.log", self.starts))).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chop-controller"));
+        // CHOP_CONTROLLER_BIN: a copy of the binary to run instead (the shared
+        // target directory's binary may be rebuilt from another tree meanwhile).
+        let bin = std::env::var_os("CHOP_CONTROLLER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_chop-controller").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["--namespace", self.ns(), "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &self.controller_kubeconfig)
