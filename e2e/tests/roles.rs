@@ -226,7 +226,10 @@ impl Fixture {
             .patch(
                 &ns,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {TEST_LABEL: "true"}}})),
+                // chop.dev/register: a CA may be created here (chop-register-protection).
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {TEST_LABEL: "true", "chop.dev/register": "true"}}}),
+                ),
             )
             .await
             .unwrap();
