@@ -10,7 +10,8 @@
 //!   namespace, deletes the IssuedCertificate CRD (dry run), and tries to
 //!   decommission the namespace and a chop CRD; system:masters deletes a record
 //!   and the namespace (dry run); an administrator and an officer delete a record
-//!   (RBAC). A CA cannot be created in a namespace without `chop.dev/register`.
+//!   (RBAC). A CA cannot be created in a namespace without `chop.dev/register`,
+//!   nor in one already labelled `chop.dev/decommissioned`.
 //!   Then the documented decommission path works: a user bound to
 //!   `chop:decommissioner` labels the namespace `chop.dev/decommissioned=true`,
 //!   removes the finalizers, and the namespace may be deleted; the same for a
@@ -326,10 +327,34 @@ async fn the_register_cannot_be_erased_in_one_step() {
                     dry_run: true,
                     ..PostParams::default()
                 },
-                &serde_json::from_value(body).unwrap(),
+                &serde_json::from_value(body.clone()).unwrap(),
             )
             .await,
         "chop.dev/register=true before creating a CertificateAuthority",
+    );
+    // Nor in one created already decommissioned (its register could be erased
+    // in one step).
+    Api::<Namespace>::all(masters.clone())
+        .patch(
+            other.namespace(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "chop.dev/register": "true", "chop.dev/decommissioned": "true"}}})),
+        )
+        .await
+        .unwrap();
+    refused(
+        "a CA in a decommissioned namespace",
+        Api::<CertificateAuthority>::namespaced(masters.clone(), other.namespace())
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                },
+                &serde_json::from_value(body.clone()).unwrap(),
+            )
+            .await,
+        "is decommissioned",
     );
     other.cleanup().await.unwrap();
 
