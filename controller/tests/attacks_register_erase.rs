@@ -3,8 +3,10 @@
 //! `chop-controller` binary and SoftHSM2.
 //!
 //! - `the_register_cannot_be_erased_in_one_step`: a CA's register (the record of
-//!   its delegated OCSP responder certificate, which carries the finalizer
-//!   `chop.dev/register` from its creation) survives, each attempt refused with
+//!   its delegated OCSP responder certificate, and of a subscriber certificate
+//!   issued and revoked through the controller, each carrying the finalizer
+//!   `chop.dev/register` from its creation, kept through the controller's
+//!   writes of its state) survives, each attempt refused with
 //!   the policy's message: a cluster admin who is not in system:masters deletes
 //!   a record, deletes the collection, removes the finalizer, deletes the
 //!   namespace, deletes the IssuedCertificate CRD (dry run), and tries to
@@ -167,6 +169,23 @@ async fn the_register_cannot_be_erased_in_one_step() {
             }
         })
         .await;
+    // A certificate issued and revoked through the controller: its record keeps
+    // the finalizer through the controller's own writes of its state, and
+    // erasing it would forget the revocation.
+    let csr = h.csr("ann");
+    let ra = h.ra_user("ra-ann").await;
+    Api::<crds::CertificateRequest>::namespaced(ra, h.ns())
+        .create(
+            &PostParams::default(),
+            &request_body("ann", "Signature", "ra-0001", &csr, true),
+        )
+        .await
+        .unwrap();
+    h.approve("ann").await;
+    h.wait_condition("ann", "Issued", "True", Some("Issued"))
+        .await;
+    let revoked = revoke_request(&h, "ann-gone", "ann", "keyCompromise").await;
+    let revoked = issued_name(&revoked);
     h.child.stop();
 
     let ns = h.ns().to_string();
@@ -177,7 +196,10 @@ async fn the_register_cannot_be_erased_in_one_step() {
     let administrator = bound_user(&h, "chop:administrator", "admin-mallory", false).await;
     let officer = bound_user(&h, "chop:officer", "officer-mallory", false).await;
     let before = register(&h, false).await;
-    assert!(before.contains(&record));
+    assert!(
+        before.contains(&record) && before.contains(&revoked),
+        "{before:?}"
+    );
 
     // The policy may reach the API server's cache a moment after install_policies.
     let ca_records: Api<IssuedCertificate> = Api::namespaced(cluster_admin.clone(), &ns);
@@ -199,6 +221,11 @@ async fn the_register_cannot_be_erased_in_one_step() {
     refused(
         "cluster admin deletes a record",
         ca_records.delete(&record, &DeleteParams::default()).await,
+        "may not delete it",
+    );
+    refused(
+        "cluster admin deletes a revoked certificate's record",
+        ca_records.delete(&revoked, &DeleteParams::default()).await,
         "may not delete it",
     );
     refused(
