@@ -8,7 +8,8 @@
 //!   `chop.dev/register` from its creation, kept through the controller's
 //!   writes of its state) survives, each attempt refused with
 //!   the policy's message: a cluster admin who is not in system:masters deletes
-//!   a record, deletes the collection, removes the finalizer, deletes the
+//!   a record, deletes the collection, removes the finalizer, relabels the
+//!   revoked record (off its CA, or Valid), deletes the
 //!   namespace, deletes the IssuedCertificate CRD (dry run), and tries to
 //!   decommission the namespace and a chop CRD; system:masters deletes a record
 //!   and the namespace (dry run); an administrator and an officer delete a record
@@ -246,6 +247,20 @@ async fn the_register_cannot_be_erased_in_one_step() {
             .await,
         "may not remove its finalizer",
     );
+    // Relabelling the revoked record would take it off its CA's CRL.
+    for (label, value) in [("chop.dev/ca", "other"), ("chop.dev/status", "Valid")] {
+        refused(
+            &format!("cluster admin sets {label}={value} on the revoked record"),
+            ca_records
+                .patch(
+                    &revoked,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {label: value}}})),
+                )
+                .await,
+            "may not change its labels or annotations",
+        );
+    }
     let namespaces: Api<Namespace> = Api::all(cluster_admin.clone());
     refused(
         "cluster admin deletes the namespace",
@@ -329,6 +344,15 @@ async fn the_register_cannot_be_erased_in_one_step() {
         );
     }
     assert_eq!(register(&h, true).await, before, "the register changed");
+    let r = records.get(&revoked).await.unwrap();
+    let labels = r.metadata.labels.unwrap();
+    assert_eq!(
+        (
+            labels["chop.dev/ca"].as_str(),
+            labels["chop.dev/status"].as_str()
+        ),
+        ("root", "Revoked")
+    );
 
     // A CA only in a namespace marked as holding a register.
     let other = TestEnv::new().await.unwrap();
