@@ -46,6 +46,9 @@ step "Install chop: CRDs, trusted roles and admission policies (manifests/, docs
 k kustomize --load-restrictor LoadRestrictionsNone manifests | k apply --server-side -f - | sed 's/^/  /'
 k wait --for condition=Established --timeout=60s crd --all >/dev/null && check "CRDs established"
 k create namespace moica >/dev/null
+# It will hold the CAs' registers: only such a namespace may hold a CA, and it may
+# not be deleted before it is decommissioned (chop-register-protection).
+k label namespace moica chop.dev/register=true >/dev/null
 k create rolebinding officers -n moica --clusterrole=chop:officer --group=chop:officers >/dev/null
 k create rolebinding auditors -n moica --clusterrole=chop:auditor --group=chop:auditors >/dev/null
 OFFICER=$(bash e2e/controlplane.sh user officer-1 chop:officers)

@@ -26,8 +26,11 @@
 //! size and SHA-256 before handing the DER out: a torn or tampered publication
 //! is an error, never a wrong CRL. Every object carries the labels
 //! `chop.dev/crl-schedule`, `chop.dev/ca`, `chop.dev/crl-number` and an
-//! ownerReference to the CRLSchedule (garbage collection only happens in a real
-//! cluster; the test plane has no garbage collector).
+//! ownerReference to the CertificateAuthority, not to the schedule: deleting a
+//! schedule leaves the CA's published CRLs in place, and their numbers
+//! ([`highest_published`]) keep the next schedule's numbers above them (RFC 5280
+//! §5.2.3). Garbage collection only happens in a real cluster; the test plane
+//! has no garbage collector.
 
 use std::collections::BTreeMap;
 
@@ -319,6 +322,41 @@ async fn collect_garbage(api: &Api<ConfigMap>, schedule: &str, current: u64) -> 
         }
     }
     Ok(())
+}
+
+/// The highest CRL number on the published CRL objects (manifests and chunks,
+/// of any schedule and scope) of CA `ca` in `namespace`, if any: what the CA
+/// has used even when the schedule that published them is gone. A label that
+/// is not a number cannot be one the controller wrote: it is skipped with a
+/// warning (the clock floor of [`next_number`] still holds).
+///
+/// [`next_number`]: crate::reconcilers::crl_schedule::next_number
+pub async fn highest_published(client: &Client, namespace: &str, ca: &str) -> Result<Option<u64>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().labels(&format!(
+        "{}={ca},{LABEL_CRL_NUMBER}",
+        crds::issued_certificate::LABEL_CA
+    ));
+    let list = api
+        .list_metadata(&lp)
+        .await
+        .map_err(Error::kube("list published CRL ConfigMaps"))?;
+    let mut highest = None;
+    for m in &list.items {
+        let label = m
+            .labels()
+            .get(LABEL_CRL_NUMBER)
+            .cloned()
+            .unwrap_or_default();
+        match label.parse::<u64>() {
+            Ok(n) => highest = highest.max(Some(n)),
+            Err(_) => tracing::warn!(
+                configmap = %m.name_any(),
+                "published CRL object with a CRL number label that is not a number: ignored"
+            ),
+        }
+    }
+    Ok(highest)
 }
 
 /// Read the CRL currently published for `schedule` in `namespace`: the

@@ -71,6 +71,9 @@ pub async fn commit(
     commit_in_partition(api, signed, entry, None, object).await
 }
 
+/// The finalizer every record carries from its creation (issue 8, finding 5).
+pub const FINALIZER: &str = "chop.dev/register";
+
 /// [`commit`], recording the CRL partition the certificate names in its CRL
 /// distribution point (`spec.crlPartition`).
 pub async fn commit_in_partition(
@@ -102,6 +105,9 @@ pub async fn commit_in_partition(
         metadata: ObjectMeta {
             name: Some(name.clone()),
             labels: Some(labels),
+            // Kept until chop-controller removes it (chop-register-protection):
+            // deleting the namespace or the CRD cannot erase the register.
+            finalizers: Some(vec![FINALIZER.to_string()]),
             ..ObjectMeta::default()
         },
         spec: IssuedCertificateSpec {

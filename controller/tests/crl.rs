@@ -2,7 +2,8 @@
 //! `chop-controller` binary and SoftHSM2; CRLs checked with the `openssl` CLI.
 //!
 //! - `publishes_verifies_and_reissues_on_revocation`: a CA and a CRLSchedule →
-//!   CRL 1 is published as ConfigMaps, reassembled by `publish::read_crl`,
+//!   a first CRL (numbered at least the clock in milliseconds) is published as
+//!   ConfigMaps, reassembled by `publish::read_crl`,
 //!   verified by `openssl crl -CAfile`; nextUpdate − thisUpdate = validity. A
 //!   certificate issued through the normal request flow is marked revoked
 //!   (the test patches its IssuedCertificate as the admin, standing in for the
@@ -49,7 +50,9 @@ async fn create_schedule(h: &Harness, name: &str, ca: &str) {
         .unwrap();
 }
 
-/// Wait until the schedule has published a CRL numbered at least `min`.
+/// Wait until the schedule has published a CRL numbered at least `min` (CRL
+/// numbers start at the clock in milliseconds and only increase: pass one more
+/// than the last number seen).
 async fn wait_published(h: &Harness, name: &str, min: i64, secs: u64) -> CRLSchedule {
     let api = h.api::<CRLSchedule>();
     h.wait(&format!("{name}: CRL >= {min} published"), secs, || {
@@ -125,11 +128,14 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     let mut h = Harness::new().await;
     let (_, root) = h.start_with_root("root.pem").await;
 
+    let started_ms = jiff::Timestamp::now().as_millisecond();
     create_schedule(&h, "moica", "root").await;
     let s = wait_published(&h, "moica", 1, 60).await;
     let st = s.status.clone().unwrap();
-    assert_eq!(st.crl_number, Some(1));
-    assert_eq!(st.reserved_crl_number, Some(1));
+    // Numbered by the clock (milliseconds since the epoch) at the least.
+    let n1 = st.crl_number.unwrap();
+    assert!(n1 >= started_ms, "{n1} < {started_ms}");
+    assert_eq!(st.reserved_crl_number, Some(n1));
     assert_eq!(st.entries, Some(0));
     let this = st.this_update.clone().unwrap().0;
     let next = st.next_update.clone().unwrap().0;
@@ -154,7 +160,7 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     assert_eq!(Some(der.len() as i64), st.size_bytes);
     let parsed = ca::crl::parse_crl(&der).unwrap();
-    assert_eq!(parsed.number, Some(1));
+    assert_eq!(parsed.number, Some(n1 as u64));
     assert_eq!(
         parsed
             .next_update
@@ -172,8 +178,8 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     let labels = manifest.metadata.labels.clone().unwrap();
     assert_eq!(labels["chop.dev/crl-schedule"], "moica");
     assert_eq!(labels["chop.dev/ca"], "root");
-    assert_eq!(labels["chop.dev/crl-number"], "1");
-    assert_eq!(manifest.data.unwrap()["number"], "1");
+    assert_eq!(labels["chop.dev/crl-number"], n1.to_string());
+    assert_eq!(manifest.data.unwrap()["number"], n1.to_string());
 
     // Issue a certificate through the normal flow, then revoke it by patching
     // its record (standing in for the Revocation reconciler).
@@ -204,11 +210,11 @@ async fn publishes_verifies_and_reissues_on_revocation() {
         )
         .await
         .unwrap();
-    let s = wait_published(&h, "moica", 2, 30).await;
+    let s = wait_published(&h, "moica", n1 + 1, 30).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "CRL 2 took {took:?}");
     let st = s.status.clone().unwrap();
-    assert_eq!(st.crl_number, Some(2));
+    let n2 = st.crl_number.unwrap();
     assert_eq!(st.entries, Some(1));
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     let crl2 = h.path("crl2.der");
@@ -233,7 +239,8 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     let held_serial = cr.status.unwrap().serial_number.unwrap();
     let held = issued_name(&held_serial);
     set_state(&h, &held, "Held", Some("certificateHold")).await;
-    let s = wait_published(&h, "moica", 3, 30).await;
+    let s = wait_published(&h, "moica", n2 + 1, 30).await;
+    let n3 = s.status.clone().unwrap().crl_number.unwrap();
     assert_eq!(s.status.unwrap().entries, Some(2));
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     let crl3 = h.path("crl3.der");
@@ -245,10 +252,12 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     assert!(text.contains(&held_serial), "{text}");
     assert!(text.contains("Certificate Hold"), "{text}");
     set_state(&h, &held, "Valid", None).await;
-    let s = wait_published(&h, "moica", 4, 30).await;
+    let s = wait_published(&h, "moica", n3 + 1, 30).await;
+    let n4 = s.status.clone().unwrap().crl_number.unwrap();
     assert_eq!(s.status.unwrap().entries, Some(1));
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     let parsed = ca::crl::parse_crl(&der).unwrap();
+    assert_eq!(parsed.number, Some(n4 as u64));
     assert_eq!(parsed.entries.len(), 1);
     assert_eq!(parsed.entries[0].serial.to_hex(), serial);
 
@@ -258,18 +267,22 @@ async fn publishes_verifies_and_reissues_on_revocation() {
         .list(&ListParams::default().labels("chop.dev/crl-schedule=moica,chop.dev/crl-chunk"))
         .await
         .unwrap();
-    let mut numbers: Vec<String> = chunks
+    let mut numbers: Vec<i64> = chunks
         .items
         .iter()
-        .map(|c| c.metadata.labels.as_ref().unwrap()["chop.dev/crl-number"].clone())
+        .map(|c| {
+            c.metadata.labels.as_ref().unwrap()["chop.dev/crl-number"]
+                .parse()
+                .unwrap()
+        })
         .collect();
     numbers.sort();
-    assert_eq!(numbers, ["3", "4"]);
+    assert_eq!(numbers, [n3, n4]);
 
     // Metrics and the Event.
     let metrics = http_get(h.metrics_port, "/metrics");
     assert!(
-        metrics.contains("chop_crl_number{ca=\"root\"} 4"),
+        metrics.contains(&format!("chop_crl_number{{ca=\"root\"}} {n4}")),
         "{metrics}"
     );
     assert!(metrics.contains("chop_crl_entries{ca=\"root\"} 1"));
@@ -355,7 +368,12 @@ async fn crl_numbers_survive_restarts_and_crashes() {
     h.start(false);
     h.create_ca().await;
     create_schedule(&h, "moica", "root").await;
-    wait_published(&h, "moica", 1, 60).await;
+    let n1 = wait_published(&h, "moica", 1, 60)
+        .await
+        .status
+        .unwrap()
+        .crl_number
+        .unwrap();
 
     // Restart, then a spec change makes the next CRL due: a higher number.
     h.child.stop();
@@ -368,10 +386,10 @@ async fn crl_numbers_survive_restarts_and_crashes() {
     )
     .await
     .unwrap();
-    let s = wait_published(&h, "moica", 2, 120).await;
-    assert_eq!(s.status.unwrap().crl_number, Some(2));
+    let s = wait_published(&h, "moica", n1 + 1, 120).await;
+    let n2 = s.status.unwrap().crl_number.unwrap();
 
-    // Crash right after reserving number 3.
+    // Crash right after reserving the next number.
     h.child.stop();
     h.start_with(Some("CHOP_TEST_CRASH_AFTER_CRL_RESERVE"));
     api.patch(
@@ -383,20 +401,22 @@ async fn crl_numbers_survive_restarts_and_crashes() {
     .unwrap();
     h.wait_for_abort("after reserving", 120).await;
     let st = api.get("moica").await.unwrap().status.unwrap();
-    assert_eq!(st.reserved_crl_number, Some(3));
-    assert_eq!(st.crl_number, Some(2));
+    let reserved = st.reserved_crl_number.unwrap();
+    assert!(reserved > n2, "{st:?}");
+    assert_eq!(st.crl_number, Some(n2));
     let client = h.env.admin();
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
-    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(2));
+    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(n2 as u64));
 
     // After the restart the reserved number is skipped, never reused.
     h.start(false);
-    let s = wait_published(&h, "moica", 3, 120).await;
+    let s = wait_published(&h, "moica", n2 + 1, 120).await;
     let st = s.status.unwrap();
-    assert_eq!(st.crl_number, Some(4), "{st:?}");
-    assert_eq!(st.reserved_crl_number, Some(4));
+    let n4 = st.crl_number.unwrap();
+    assert!(n4 > reserved, "{st:?}");
+    assert_eq!(st.reserved_crl_number, Some(n4));
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
-    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(4));
+    assert_eq!(ca::crl::parse_crl(&der).unwrap().number, Some(n4 as u64));
     assert!(h.logs().contains("InterruptedAttempt"), "{}", h.logs());
 
     // Through the real Revocation reconciler: a Revocation → the next CRL
@@ -419,7 +439,7 @@ async fn crl_numbers_survive_restarts_and_crashes() {
         .create(&PostParams::default(), &revocation)
         .await
         .unwrap();
-    let s = wait_published(&h, "moica", 5, 60).await;
+    let s = wait_published(&h, "moica", n4 + 1, 60).await;
     assert_eq!(s.status.unwrap().entries, Some(1));
     let der = publish::read_crl(&client, h.ns(), "moica").await.unwrap();
     let parsed = ca::crl::parse_crl(&der).unwrap();

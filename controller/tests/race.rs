@@ -532,7 +532,8 @@ async fn a_renewal_signed_after_its_original_was_revoked_is_revoked_too() {
                     .iter()
                     .find(|c| {
                         c.status == "True"
-                            && ((c.type_ == "Issued" && c.reason == "Issued") || c.type_ == "Failed")
+                            && ((c.type_ == "Issued" && c.reason == "Issued")
+                                || c.type_ == "Failed")
                     })
                     .map(|c| (c.type_.clone(), c.reason.clone(), st.serial_number.clone()))
             }
@@ -572,7 +573,12 @@ async fn a_renewal_signed_after_its_original_was_revoked_is_revoked_too() {
                 .unwrap()
                 .items
                 .into_iter()
-                .filter(|r| r.spec.request_ref.as_ref().is_some_and(|q| q.name == "li-renewal"))
+                .filter(|r| {
+                    r.spec
+                        .request_ref
+                        .as_ref()
+                        .is_some_and(|q| q.name == "li-renewal")
+                })
                 .collect();
             assert!(signed.is_empty(), "a renewal of a revoked key was signed");
         }

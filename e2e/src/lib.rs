@@ -325,6 +325,21 @@ impl TestEnv {
     /// stay until their owner removes them) and then finalizing the namespace.
     pub async fn cleanup(self) -> Result<(), Error> {
         let api = Api::<Namespace>::all(self.admin.clone());
+        // A namespace holding a CA's register is deleted only once decommissioned
+        // (manifests/policies/register-protection.yaml; the admin, a member of
+        // system:masters, may decommission).
+        let decommission =
+            serde_json::json!({"metadata": {"labels": {"chop.dev/decommissioned": "true"}}});
+        if let Err(e) = api
+            .patch(
+                &self.namespace,
+                &PatchParams::default(),
+                &Patch::Merge(&decommission),
+            )
+            .await
+        {
+            return ignore_not_found(e);
+        }
         if let Err(e) = api.delete(&self.namespace, &DeleteParams::default()).await {
             return ignore_not_found(e);
         }

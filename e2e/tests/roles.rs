@@ -226,7 +226,10 @@ impl Fixture {
             .patch(
                 &ns,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {TEST_LABEL: "true"}}})),
+                // chop.dev/register: a CA may be created here (chop-register-protection).
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {TEST_LABEL: "true", "chop.dev/register": "true"}}}),
+                ),
             )
             .await
             .unwrap();
@@ -524,6 +527,10 @@ async fn roles_grant_what_the_cps_assigns() {
     chop:officers                  get      issuedcertificates               -              yes
     chop:officers                  patch    issuedcertificates/status        -              no
     chop:administrators            delete   issuedcertificates               -              no
+    chop:administrators            delete   registers                        -              no
+    chop:administrators            decommission registers                    -              no
+    chop:officers                  decommission registers                    -              no
+    chop:auditors                  decommission registers                    -              no
     chop:auditors                  patch    certificaterequests/status       -              no
     chop:auditors                  approve  signers                          SIGNER         no
     chop:operators                 get      certificateauthorities/status    -              yes

@@ -22,9 +22,18 @@
 //!   CRLs and MUST mark this extension as non-critical ... a monotonically
 //!   increasing sequence number"). `reservedCRLNumber` is a separate field from
 //!   `crlNumber` (the number of the CRL actually published): the next number is
-//!   `max(crlNumber, reservedCRLNumber) + 1`, so a crash after the reservation
-//!   wastes a number and never reuses one. Gaps are allowed: the RFC asks for
-//!   increase, not contiguity.
+//!   `max(crlNumber, reservedCRLNumber, highest published) + 1`, so a crash
+//!   after the reservation wastes a number and never reuses one. Gaps are
+//!   allowed: the RFC asks for increase, not contiguity.
+//! - **Numbers survive the schedule** (issue 8, finding 4; Boulder's
+//!   crl-updater numbers CRLs by time): the next number is also at least the
+//!   current Unix time in milliseconds ([`next_number`]), and "highest
+//!   published" is read from the labels of the CA's published CRL ConfigMaps,
+//!   which belong to the CA, not to the schedule. Deleting and re-creating a
+//!   schedule (a GitOps prune), or restoring it without status, therefore never
+//!   restarts at 1; with every status and every publication lost the clock
+//!   still keeps the number above every earlier one, as long as the clock
+//!   does not go back.
 //! - **Timing** (CPS §4.9.7: at least daily, validity ≤ 36 h; §4.9.8: the next
 //!   CRL published before the current nextUpdate). nextUpdate = thisUpdate +
 //!   `validity`; the next regular CRL is issued at thisUpdate + `interval`, and
@@ -261,6 +270,38 @@ pub fn due(
         return Some("Overlap");
     }
     None
+}
+
+/// The next CRL number of a CA (pure; `now` injected for tests): greater than
+/// every number the CA is known to have used in any scope (the schedule's
+/// `crlNumber` and `reservedCRLNumber`, and `published`, the highest number on
+/// the CA's published CRL objects), and at least `now` in milliseconds since
+/// the Unix epoch. The clock is the floor that holds when everything else is
+/// lost (a schedule re-created, restored without status, its ConfigMaps gone):
+/// every earlier number was at most the clock of its time (or one above a
+/// number that was), so unless the clock went back the new one is greater.
+/// Milliseconds keep the number under 2^53 (exact in every JSON reader) until
+/// the year 287,396, far inside RFC 5280's 20 octets. None when exhausted.
+pub fn next_number(
+    status: &CRLScheduleStatus,
+    published: Option<u64>,
+    now: SystemTime,
+) -> Option<i64> {
+    let floor = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0);
+    let published = match published {
+        Some(p) => Some(i64::try_from(p).ok()?),
+        None => None,
+    };
+    let known = [status.crl_number, status.reserved_crl_number, published]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    Some(known.checked_add(1)?.max(floor))
 }
 
 /// SHA-256 over the sorted (serial, revocation time, reason, invalidity date)
@@ -586,12 +627,9 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
 
     // Reserve the number, conditional on the resourceVersion read: a write by
     // anyone since makes this fail with a conflict and the retry decides again.
-    let number = status
-        .crl_number
-        .max(status.reserved_crl_number)
-        .unwrap_or(0)
-        .checked_add(1)
-        .ok_or_else(|| Error::Invalid {
+    let published = publish::highest_published(&ctx.client, &ns, &ca_name).await?;
+    let number =
+        next_number(&status, published, SystemTime::now()).ok_or_else(|| Error::Invalid {
             object: id.clone(),
             message: "CRL number exhausted".into(),
         })?;
@@ -692,7 +730,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         let publication = Publication {
             namespace: &ns,
             schedule: &name,
-            owner: s.controller_owner_ref(&()),
+            owner: ca.owner_ref(&()),
             manifest,
         };
         publish::publish(&ctx.client, &publication, &c.der).await?;
@@ -895,6 +933,43 @@ mod tests {
             entries_digest: Some(digest.into()),
             ..Default::default()
         });
+    }
+
+    #[test]
+    fn numbers_increase_over_status_publications_and_the_clock() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_000);
+        let st = |c: Option<i64>, r: Option<i64>| CRLScheduleStatus {
+            crl_number: c,
+            reserved_crl_number: r,
+            ..Default::default()
+        };
+        // Nothing known (a new or re-created schedule, no publication): the clock.
+        assert_eq!(
+            next_number(&st(None, None), None, t),
+            Some(1_764_000_000_000)
+        );
+        // Small numbers of an older release: the clock is above them.
+        assert_eq!(
+            next_number(&st(Some(4), Some(5)), None, t),
+            Some(1_764_000_000_000)
+        );
+        // Above the clock (several CRLs in one millisecond, a clock that went
+        // back): one more than the highest known, whichever knows it.
+        let hi = 1_764_000_000_500;
+        assert_eq!(next_number(&st(Some(hi), None), None, t), Some(hi + 1));
+        assert_eq!(next_number(&st(Some(1), Some(hi)), None, t), Some(hi + 1));
+        let published = u64::try_from(hi).unwrap();
+        assert_eq!(
+            next_number(&st(None, None), Some(published), t),
+            Some(hi + 1)
+        );
+        assert_eq!(
+            next_number(&st(Some(2), None), Some(published), t),
+            Some(hi + 1)
+        );
+        // Exhausted: none, never a wrap-around.
+        assert_eq!(next_number(&st(Some(i64::MAX), None), None, t), None);
+        assert_eq!(next_number(&st(None, None), Some(u64::MAX), t), None);
     }
 
     #[test]

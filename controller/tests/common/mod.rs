@@ -380,7 +380,10 @@ impl Harness {
             .patch(
                 self.ns(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {LABEL: "true"}}})),
+                // chop.dev/register: a CA may be created here (chop-register-protection).
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {LABEL: "true", "chop.dev/register": "true"}}}),
+                ),
             )
             .await
             .unwrap();
@@ -394,6 +397,7 @@ impl Harness {
             "policies/no-self-approval.yaml",
             "policies/request-spec.yaml",
             "policies/controller-state.yaml",
+            "policies/register-protection.yaml",
         ] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let parsed: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
