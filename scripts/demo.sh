@@ -90,9 +90,24 @@ for f in hsm-pin-secret certificateauthority-root certificateauthority-subordina
          certificaterequest-signature certificaterequest-encryption; do
   k apply --server-side -n moica -f "examples/$f.yaml" | sed 's/^/  /'
 done
-k wait -n moica --for=condition=Ready --timeout=120s certificateauthority/moica-root certificateauthority/moica >/dev/null \
-  || { tail -20 "$OUT.run/controller.log"; fail "CAs not Ready"; }
-check "root CA self-signed with its key generated in the HSM; subordinate signed by the root"
+k wait -n moica --for=condition=Ready --timeout=120s certificateauthority/moica-root >/dev/null \
+  || { tail -20 "$OUT.run/controller.log"; fail "root CA not Ready"; }
+check "root CA self-signed with its key generated in the HSM"
+# A CA certificate is never signed without an officer: the subordinate asks its
+# parent with a CertificateRequest of its own (profile SubordinateCA).
+for i in $(seq 60); do
+  k get -n moica certificaterequest moica-ca-certificate >/dev/null 2>&1 && break
+  sleep 1
+done
+reason=$(k get -n moica certificateauthority moica -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}')
+[[ $reason == WaitingForApproval ]] || fail "the subordinate is not waiting for an officer (Ready reason: $reason)"
+check "subordinate CA waits for an officer to approve its certificate (CertificateRequest moica-ca-certificate)"
+ca_approve='{"status":{"conditions":[{"type":"Approved","status":"True","reason":"OfficerApproved","message":"CA certificate approved at the key ceremony","lastTransitionTime":"2026-11-29T00:00:00Z"}]}}'
+KUBECONFIG=$OFFICER k patch -n moica certificaterequest moica-ca-certificate --subresource=status --type=merge -p "$ca_approve" >/dev/null \
+  || fail "officer-1 could not approve the subordinate's certificate"
+k wait -n moica --for=condition=Ready --timeout=120s certificateauthority/moica >/dev/null \
+  || { tail -20 "$OUT.run/controller.log"; fail "subordinate CA not Ready"; }
+check "officer-1 approved; subordinate signed by the root"
 k get certificateauthority -n moica | sed 's/^/  /'
 
 step "kubectl explain shows the CPS where it matters"

@@ -88,6 +88,19 @@ fn random_u64() -> Result<u64> {
     Ok(u64::from_be_bytes(b))
 }
 
+/// The identifier the register holds for `reference` at CA `ca`, if any (never
+/// assigns one): how the controller checks a reserved subscriber id before it
+/// signs with it.
+pub async fn lookup(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<Option<String>> {
+    let key = key_for(reference);
+    let name = configmap_name(ca, &key);
+    Ok(api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("get subscriber register"))?
+        .and_then(|cm| cm.data.and_then(|mut d| d.remove(&key))))
+}
+
 /// The identifier of `reference` for CA `ca`, assigning a new one if needed.
 pub async fn assign(api: &Api<ConfigMap>, ca: &str, reference: &str) -> Result<String> {
     let key = key_for(reference);

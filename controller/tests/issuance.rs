@@ -13,7 +13,8 @@
 //!   reports `KeyNotFound`; while issuance is Suspended an approved, accepted
 //!   request waits (`IssuanceSuspended`) and issues once resumed; a denied request
 //!   is never issued; a bare public key is refused unless the CA allows attested keys.
-//! - `subordinate_ca_signed_by_its_parent`: a subordinate CA (`parentRef`) gets
+//! - `subordinate_ca_signed_by_its_parent`: a subordinate CA (`parentRef`), once an
+//!   officer approved the CertificateRequest it made, gets
 //!   its certificate from the root (recorded in the root's register) and issues
 //!   certificates that `openssl verify` chains up to the root.
 //! - `only_the_leader_signs_and_a_follower_takes_over`: two replicas; only the
@@ -450,6 +451,16 @@ async fn subordinate_ca_signed_by_its_parent() {
         .create(&PostParams::default(), &sub)
         .await
         .unwrap();
+    // The root signs a CA certificate only once an officer approved the
+    // request the subordinate made for it.
+    h.wait_condition(
+        "moica-ca-certificate",
+        "Issued",
+        "False",
+        Some("WaitingForApproval"),
+    )
+    .await;
+    h.approve("moica-ca-certificate").await;
     let sub = h.wait_ca_ready("moica").await;
     let st = sub.status.unwrap();
     assert!(

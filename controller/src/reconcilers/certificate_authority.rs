@@ -24,8 +24,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ca::csr::SubjectKey;
-use ca::issue::{CaConfig, IssuanceRequest, Issuer, RootRequest, self_sign_root};
+use ca::issue::{CaConfig, Issuer, RootRequest, self_sign_root};
 use ca::profile::Profile;
 use ca::serial::Serial;
 use ca::signer::pkcs11::{KeyRef, Pkcs11Module, Token};
@@ -47,7 +46,6 @@ use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, SigningContext, SigningKey, object_id};
 use crate::error::{Error, Result};
 use crate::record_index::Counts;
-use crate::register;
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateAuthority";
@@ -490,86 +488,21 @@ async fn subordinate(
         return Ok(Obtained::Wait(Action::requeue(Duration::from_secs(60))));
     }
 
-    let mut profile = Profile::subordinate_ca();
-    profile.validity = match &ca.spec.validity {
-        Some(v) => super::parse_period(v).map_err(|m| cerr(ca::Error::InvalidValidity(m)))?,
-        None => ca::profile::Period::Years(10),
-    };
-    let parent_not_after =
-        ca::time::from_x509(&psc.issuer.certificate().tbs_certificate.validity.not_after);
-    let (serial, not_before, not_after) =
-        match (&status.serial_number, &status.not_before, &status.not_after) {
-            (Some(s), Some(nb), Some(na)) => (
-                Serial::from_hex(s).map_err(cerr)?,
-                from_time(nb),
-                from_time(na),
-            ),
-            _ => {
-                let serial = Serial::random().map_err(cerr)?;
-                let nb = ca::time::truncate_to_seconds(SystemTime::now()).map_err(cerr)?;
-                let na = profile
-                    .validity
-                    .after(nb)
-                    .map_err(cerr)?
-                    .min(parent_not_after);
-                status.serial_number = Some(serial.to_hex());
-                status.not_before = Some(to_time(nb, &id)?);
-                status.not_after = Some(to_time(na, &id)?);
-                reserve(ca, ctx, status, "reserve subordinate serial").await?;
-                (serial, nb, na)
-            }
-        };
-
-    let issued: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &namespace(ca));
-    let existing = issued
-        .get_opt(&register::record_name(&parent.name_any(), &serial))
-        .await
-        .map_err(Error::kube("get IssuedCertificate"))?;
-    let pem = match existing {
-        Some(record) => record.spec.certificate,
-        None => {
-            let key = SubjectKey::from_csr(csr.as_bytes()).map_err(cerr)?;
-            let mut request = IssuanceRequest::new(profile, &subject, key, serial).map_err(cerr)?;
-            request.not_before = not_before;
-            request.not_after = Some(not_after);
-            let psc2 = Arc::clone(&psc);
-            let started = Instant::now();
-            let signed = tokio::task::spawn_blocking(move || {
-                psc2.issuer.prepare(&request)?.sign(&psc2.issuer)
-            })
-            .await
-            .map_err(|e| Error::Invalid {
-                object: id.clone(),
-                message: format!("signing task failed: {e}"),
-            })?
-            .map_err(cerr)?;
-            ctx.metrics.hsm("sign", started);
-            let entry = register::Entry {
-                ca: parent.name_any(),
-                profile: "SubordinateCA".into(),
-                subscriber_id: None,
-                request_ref: None,
-                renewal_of: None,
-            };
-            let record = register::commit(&issued, &signed, entry, &id).await?;
-            ctx.metrics
-                .issued(&parent.name_any(), "SubordinateCA", "Issued");
-            ctx.event(
-                ca,
-                false,
-                "CertificateSigned",
-                format!(
-                    "certificate serial {} signed by {:?}",
-                    record.spec.serial_number,
-                    parent.name_any()
-                ),
-            )
-            .await;
-            record.spec.certificate
+    // The parent signs only what an officer approved: the certificate is asked
+    // for by a CertificateRequest (profile SubordinateCA) that goes through the
+    // same gates as any other (chop-approval, no self-approval, no
+    // auto-approval for CA certificates).
+    match super::subordinate::certificate(ca, ctx, &parent, &csr, signer.as_ref()).await? {
+        super::subordinate::Outcome::Certificate(pem) => {
+            status.chain = Some(psc.chain_pem.clone());
+            Ok(Obtained::Certificate(pem))
         }
-    };
-    status.chain = Some(psc.chain_pem.clone());
-    Ok(Obtained::Certificate(pem))
+        super::subordinate::Outcome::Waiting(reason, message) => {
+            let cond = Cond::no("Ready", reason, message);
+            write_status(ca, ctx, status, &[cond]).await?;
+            Ok(Obtained::Wait(Action::requeue(Duration::from_secs(30))))
+        }
+    }
 }
 
 /// Apply `status` conditional on the resourceVersion this reconcile read, so two

@@ -7,6 +7,7 @@ pub mod certificate_request;
 pub mod crl_schedule;
 pub mod responder;
 pub mod revocation;
+pub mod subordinate;
 pub mod suspension;
 
 use std::time::SystemTime;

@@ -384,9 +384,12 @@ impl Harness {
         let mut docs = Vec::new();
         for file in [
             "rbac/registration-authority.yaml",
+            "rbac/officer.yaml",
+            "rbac/administrator.yaml",
             "policies/approval.yaml",
             "policies/no-self-approval.yaml",
             "policies/request-spec.yaml",
+            "policies/controller-state.yaml",
         ] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let parsed: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
@@ -463,6 +466,31 @@ impl Harness {
             }
         })
         .await;
+    }
+
+    /// A client for user `name` bound to ClusterRole `role` (e.g. `chop:officer`,
+    /// installed by [`Harness::install_policies`]) in this namespace, once RBAC
+    /// lets it read CertificateRequests.
+    pub async fn user_with_role(&self, name: &str, role: &str) -> kube::Client {
+        use k8s_openapi::api::rbac::v1::RoleBinding;
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": format!("{}-{name}", role.replace(':', "-")), "namespace": self.ns()},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
+        }))
+        .unwrap();
+        Api::<RoleBinding>::namespaced(self.env.admin(), self.ns())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        let client = self.env.user(name, &[]).await.unwrap();
+        let api: Api<CertificateRequest> = Api::namespaced(client.clone(), self.ns());
+        self.wait(&format!("RBAC for {name}"), 30, || {
+            let api = api.clone();
+            async move { api.list(&ListParams::default()).await.ok().map(|_| ()) }
+        })
+        .await;
+        client
     }
 
     /// A client for user `name`, bound to the RA's ClusterRole in this namespace
