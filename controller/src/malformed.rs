@@ -40,6 +40,9 @@ const MAX_NOTE: usize = 512;
 /// not deserialize into `K` and why.
 pub type Guarded<K> = DeserializeGuard<K>;
 
+/// An API of guarded objects: its watches survive malformed objects.
+pub type GuardedApi<K> = Api<Guarded<K>>;
+
 /// The valid object inside `g`, if it is one.
 pub fn valid<K>(g: &Guarded<K>) -> Option<&K> {
     g.0.as_ref().ok()

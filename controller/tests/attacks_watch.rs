@@ -63,7 +63,9 @@ fn malformed() -> Vec<(&'static str, &'static str, &'static str, Value)> {
         (
             "CRLSchedule",
             "crlschedules",
-            "bad-schedule",
+            // Sorts after "moica": with creation times equal to the second,
+            // the valid schedule is still the older one (the controller's order).
+            "stale-schedule",
             json!({"spec": {"caRef": {"name": "root"}, "interval": "1h", "validity": "36h",
                 "overlap": "12h", "partitions": "many"}}),
         ),

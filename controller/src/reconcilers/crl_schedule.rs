@@ -95,7 +95,7 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
-use crate::malformed::{Guarded, valid};
+use crate::malformed::{Guarded, GuardedApi, valid};
 use crate::publish::{self, Manifest, Publication};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -111,9 +111,9 @@ const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let (schedules, issued_meta, cas): (
-        Api<Guarded<CRLSchedule>>,
+        GuardedApi<CRLSchedule>,
         Api<PartialObjectMeta<IssuedCertificate>>,
-        Api<Guarded<CertificateAuthority>>,
+        GuardedApi<CertificateAuthority>,
     ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
