@@ -168,6 +168,20 @@ impl Context {
         }
     }
 
+    /// Every CertificateAuthority in the watch's store, once it has listed
+    /// everything (`None` before); malformed ones are left out.
+    pub fn cached_cas(&self) -> Option<Vec<Arc<CertificateAuthority>>> {
+        let store = self.cas.get()?;
+        futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
+        Some(
+            store
+                .state()
+                .iter()
+                .filter_map(|g| crate::malformed::valid(g.as_ref()).map(|ca| Arc::new(ca.clone())))
+                .collect(),
+        )
+    }
+
     /// Remember that this controller's last write of object `uid` left it at
     /// `resource_version`: an object at that version is the current one.
     pub fn note_written(&self, uid: &str, resource_version: Option<String>) {
@@ -251,6 +265,16 @@ impl Default for ModuleAllowList {
     }
 }
 
+/// Whether two `spec.hsm.module` values name the same library: compared after
+/// canonicalisation (like the allow-list), so `..` or a symlink does not make
+/// one module two.
+pub fn same_module(a: &str, b: &str) -> bool {
+    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// The flag that sets the allow-list, named in refusals.
 pub const MODULE_FLAG: &str = "--pkcs11-module";
 
@@ -326,6 +350,9 @@ mod tests {
             let e = list.check(&bad).unwrap_err();
             assert!(e.contains(MODULE_FLAG) && e.contains(&bad), "{e}");
         }
+        assert!(same_module(good.to_str().unwrap(), &dotted));
+        assert!(same_module(link.to_str().unwrap(), &dotted));
+        assert!(!same_module(good.to_str().unwrap(), evil.to_str().unwrap()));
         // A symlink to a file not on the list does not make it allowed.
         let evil_link = dir.path().join("lib").join("libgood2.so");
         std::os::unix::fs::symlink(&evil, &evil_link).unwrap();

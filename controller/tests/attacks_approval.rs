@@ -20,7 +20,7 @@
 //!   without an officer.
 //! - `an_administrator_alone_gets_no_subordinate_ca_certificate`: a
 //!   Subordinate CA with parentRef waits for an officer; the administrator
-//!   cannot approve it.
+//!   cannot approve it, nor make a second CA on the root's HSM key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -443,6 +443,40 @@ async fn an_administrator_alone_gets_no_subordinate_ca_certificate() {
     assert!(records_of(&h, "sub-ca-certificate").await.is_empty());
     let sub = cas.get("sub").await.unwrap();
     assert!(sub.status.unwrap().certificate.is_none());
+
+    // Nor can they get a second CA on the root's key (a self-signed twin that
+    // would sign like the root): the key is in use.
+    let twin: CertificateAuthority = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1",
+        "kind": "CertificateAuthority",
+        "metadata": {"name": "twin"},
+        "spec": {
+            "type": "Root",
+            "subject": {"country": "TW", "organization": "行政院", "organizationalUnits": ["內政部憑證管理中心"]},
+            "hsm": {"tokenLabel": "moica", "keyLabel": "moica-root",
+                    "pinSecretRef": {"name": "hsm-pin", "key": "pin"}, "keyGeneration": "Never"}
+        }
+    }))
+    .unwrap();
+    Api::<CertificateAuthority>::namespaced(admin.clone(), &ns)
+        .create(&Default::default(), &twin)
+        .await
+        .unwrap();
+    h.wait("twin refused: KeyInUse", 60, || {
+        let cas = cas.clone();
+        async move {
+            let ca = cas.get("twin").await.ok()?;
+            let st = ca.status?;
+            assert!(st.certificate.is_none(), "the twin got a certificate");
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "KeyInUse")
+                .then_some(())
+        }
+    })
+    .await;
+    warning_event(&h, "twin", "KeyInUse").await;
+    h.wait_ca_ready("root").await;
 
     // An officer approves: the root signs, and the CA is Ready on that certificate.
     let officer = h.user_with_role("officer-1", "chop:officer").await;

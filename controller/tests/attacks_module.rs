@@ -8,7 +8,9 @@
 //! allowed module's directory; both CAs get `Ready=False ModuleNotAllowed`
 //! (message naming `--pkcs11-module`) and a Warning Event, the library is not
 //! in the controller's memory map, and the controller keeps serving the
-//! legitimate CA (a request is issued after the attempts).
+//! legitimate CA (a request is issued after the attempts). The allowed
+//! module spelled with `..` is the same module: a CA on the root's key through
+//! it is refused `KeyInUse` like any second CA on that key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -124,6 +126,30 @@ async fn an_administrator_cannot_choose_the_library_the_controller_loads() {
             .unwrap();
         assert!(st.certificate.is_none() && st.serial_number.is_none());
     }
+
+    // The allowed module spelled another way is still the same module: it
+    // does not make the root's key a second CA's (one key, one CA).
+    let twin: CertificateAuthority = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "CertificateAuthority",
+        "metadata": {"name": "twin"},
+        "spec": {
+            "type": "Root",
+            "subject": {"country": "TW", "organization": "Mallory", "commonName": "Twin Root CA"},
+            "hsm": {"module": "/usr/lib/softhsm/../softhsm/libsofthsm2.so", "tokenLabel": "moica",
+                    "keyLabel": "moica-root", "pinSecretRef": {"name": "hsm-pin", "key": "pin"}}
+        }
+    }))
+    .unwrap();
+    cas.create(&PostParams::default(), &twin).await.unwrap();
+    wait_ready_reason(&h, "twin", "KeyInUse").await;
+    let st = h
+        .api::<CertificateAuthority>()
+        .get("twin")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(st.certificate.is_none() && st.serial_number.is_none());
 
     // Nothing was loaded: the library is not mapped into the controller.
     let pid = h.child.0.as_ref().unwrap().id();

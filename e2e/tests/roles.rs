@@ -764,7 +764,8 @@ async fn approval_needs_approve_on_the_signer() {
         .await
         .unwrap();
 
-    // A status writer (think: the chop controller) without `approve`.
+    // A status writer without `approve` (first without, then with the
+    // controller's mark).
     f.role(
         "status-writer",
         &["certificaterequests/status"],
@@ -783,7 +784,23 @@ async fn approval_needs_approve_on_the_signer() {
     )
     .await;
     let writer = f.requests(f.user("status-writer-1", &[]).await);
-    // It writes the conditions that are not decisions ...
+    // Writing status is not being the controller either: the conditions that
+    // are not decisions belong to chop-controller (chop-controller-state) ...
+    assert_rejected(
+        writer
+            .patch_status("wang", &mp, &conditions(&[condition("Failed", "False")]))
+            .await,
+        403,
+        "user status-writer-1 may change only the Approved/Denied decision of a CertificateRequest",
+    );
+    // ... whose identity is the mark `write` on controllerstatus.chop.dev.
+    f.role("controller-mark", &["controllerstatus"], &["write"], &[])
+        .await;
+    f.bind_user("Role", "controller-mark", "status-writer-1")
+        .await;
+    f.wait_allowed("status-writer-1", &[], "write", "controllerstatus", "")
+        .await;
+    // With it, the writer sets the conditions that are not decisions ...
     writer
         .patch_status("wang", &mp, &conditions(&[condition("Failed", "False")]))
         .await

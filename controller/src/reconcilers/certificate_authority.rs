@@ -152,6 +152,24 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    // One key, one CA: a second CertificateAuthority on a key another one
+    // already uses would sign certificates (or a self-signed root) that chain
+    // like the first's, without anyone approving them.
+    if let Some(other) = key_claimed_by_other(ca, ctx) {
+        let msg = format!(
+            "the HSM key {:?} on token {:?} is already the key of CertificateAuthority {other:?}: \
+             a CA key serves one CA (CPS §6.1.1); choose another hsm.keyLabel",
+            ca.spec.hsm.key_label, ca.spec.hsm.token_label
+        );
+        let conds = [
+            Cond::no("KeyReady", "KeyInUse", msg.clone()),
+            Cond::no("Ready", "KeyInUse", msg.clone()),
+        ];
+        write_status(ca, ctx, &mut status, &conds).await?;
+        ctx.event(ca, true, "KeyInUse", msg).await;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+
     let Some(pin) = read_pin(ca, ctx).await? else {
         let msg = format!(
             "Secret {:?} with key {:?} not found",
@@ -340,6 +358,29 @@ async fn register_counts(ca: &CertificateAuthority, ctx: &Context) -> Result<Cou
         revoked: of(crate::register::REVOKED),
         held: of(crate::register::HELD),
     })
+}
+
+/// The CertificateAuthority (`namespace/name`) that uses the same HSM key as
+/// `ca` (module, token label, key label) and claimed it first (older, or the
+/// same age and a smaller uid), if any, from the watch's store.
+fn key_claimed_by_other(ca: &CertificateAuthority, ctx: &Context) -> Option<String> {
+    let claim = |c: &CertificateAuthority| {
+        (
+            c.meta().creation_timestamp.clone().map(|t| t.0),
+            c.uid().unwrap_or_default(),
+        )
+    };
+    let mine = claim(ca);
+    ctx.cached_cas()?
+        .iter()
+        .filter(|o| o.uid() != ca.uid() && o.meta().deletion_timestamp.is_none())
+        .filter(|o| {
+            crate::context::same_module(&o.spec.hsm.module, &ca.spec.hsm.module)
+                && o.spec.hsm.token_label == ca.spec.hsm.token_label
+                && o.spec.hsm.key_label == ca.spec.hsm.key_label
+        })
+        .find(|o| claim(o) < mine)
+        .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
 }
 
 /// The outcome of trying to get the CA's certificate.
