@@ -18,6 +18,7 @@ use x509_cert::name::Name;
 use x509_cert::request::{CertReq, CertReqInfo, Version};
 
 use crate::error::{Error, Result};
+use crate::goodkey;
 use crate::signer::{KeySpec, SignatureAlgorithm, Signer, verify};
 
 /// Which keys a profile accepts (CPS §6.1.5: "用戶使用 2048 位元(含)以上的 RSA 或
@@ -61,7 +62,10 @@ impl KeyPolicy {
     /// Check a key against the policy and return its type and size. Errors:
     /// [`Error::Malformed`] / [`Error::UnsupportedAlgorithm`] for keys that cannot be
     /// read, [`Error::WeakKey`] for keys that are too small (or EC where only RSA is
-    /// accepted, or RSA beyond the maximum).
+    /// accepted, or RSA beyond the maximum), then the structural checks of
+    /// [`goodkey::check`] (every profile, every source of key: CSR, RA-attested,
+    /// renewal): [`Error::WeakKeyExponent`], [`Error::WeakKeySmallFactor`],
+    /// [`Error::WeakKeyFermat`], [`Error::WeakKeyRoca`], [`Error::InvalidEcPoint`].
     pub fn check(&self, spki: &SubjectPublicKeyInfoOwned) -> Result<KeySpec> {
         let spec = key_spec(spki)?;
         match spec {
@@ -90,6 +94,7 @@ impl KeyPolicy {
                 }
             },
         }
+        goodkey::check(spki, spec)?;
         Ok(spec)
     }
 }
@@ -213,7 +218,9 @@ pub fn parse_csr(input: &[u8]) -> Result<CertReq> {
 /// Verify a request's self-signature (proof of possession) and return its key's
 /// type. Errors name the problem: an unreadable or unsupported key
 /// ([`Error::Malformed`], [`Error::UnsupportedAlgorithm`]), an RSA key below 2048
-/// bits ([`Error::WeakKey`]: no chop policy accepts one), an unsupported signature
+/// bits ([`Error::WeakKey`]: no chop policy accepts one), a weak or invalid key
+/// ([`goodkey::check`]: checked before the signature, so that the answer names the
+/// key's flaw rather than the verifier's refusal of it), an unsupported signature
 /// algorithm, or a signature that does not verify ([`Error::CsrSignatureInvalid`]).
 pub fn verify_csr(csr: &CertReq) -> Result<KeySpec> {
     let spki = &csr.info.public_key;
@@ -226,6 +233,7 @@ pub fn verify_csr(csr: &CertReq) -> Result<KeySpec> {
             required: "RSA ≥ 2048 bits".into(),
         });
     }
+    goodkey::check(spki, spec)?;
     let algorithm =
         SignatureAlgorithm::from_algorithm_identifier(&csr.algorithm).map_err(|_| {
             let name = const_oid::db::DB

@@ -111,6 +111,41 @@ pub enum Error {
         /// What the policy requires.
         required: String,
     },
+    /// An RSA public exponent other than 65537 ([`crate::goodkey::RSA_EXPONENT`]).
+    #[error("weak RSA key: public exponent {exponent}, chop accepts only 65537")]
+    WeakKeyExponent {
+        /// The exponent found (decimal; its size when above 64 bits).
+        exponent: String,
+    },
+    /// An RSA modulus with a prime factor below 752 (even included).
+    #[error(
+        "weak RSA key: the modulus is divisible by {prime} (no prime factor below 752 is allowed)"
+    )]
+    WeakKeySmallFactor {
+        /// The smallest such prime factor.
+        prime: u32,
+    },
+    /// An RSA modulus whose primes are so close that Fermat's method factors it.
+    #[error(
+        "weak RSA key: Fermat's method factors the modulus within {rounds} rounds (its two primes are too close together)"
+    )]
+    WeakKeyFermat {
+        /// The rounds run.
+        rounds: u32,
+    },
+    /// An RSA modulus with the ROCA fingerprint (CVE-2017-15361).
+    #[error(
+        "weak RSA key: the modulus has the ROCA fingerprint (CVE-2017-15361, Infineon RSALib): its private key can be computed; generate a new key on an unaffected device"
+    )]
+    WeakKeyRoca,
+    /// An EC public key that is not a valid point of its curve.
+    #[error("invalid EC public key on {curve}: {detail}")]
+    InvalidEcPoint {
+        /// The curve (e.g. `P521`).
+        curve: String,
+        /// What is wrong with the point.
+        detail: String,
+    },
     /// The profile does not allow this kind of request.
     #[error("profile {profile}: {detail}")]
     ProfileViolation {
@@ -181,6 +216,11 @@ impl Error {
             Error::CsrSignatureInvalid => "CsrSignatureInvalid",
             Error::UnsupportedAlgorithm(_) => "UnsupportedAlgorithm",
             Error::WeakKey { .. } => "WeakKey",
+            Error::WeakKeyExponent { .. } => "WeakKeyExponent",
+            Error::WeakKeySmallFactor { .. } => "WeakKeySmallFactor",
+            Error::WeakKeyFermat { .. } => "WeakKeyFermat",
+            Error::WeakKeyRoca => "WeakKeyROCA",
+            Error::InvalidEcPoint { .. } => "InvalidECPoint",
             Error::ProfileViolation { .. } => "ProfileViolation",
             Error::InvalidSubject(_) => "InvalidSubject",
             Error::InvalidValidity(_) => "InvalidValidity",

@@ -28,6 +28,7 @@ pub mod error;
 pub mod ext;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod goodkey;
 pub mod issue;
 pub mod lint;
 pub mod name;

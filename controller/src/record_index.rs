@@ -1,5 +1,6 @@
 //! A compact in-memory index of the register: for each IssuedCertificate, its
-//! CA and its state (the `chop.dev/status` label), kept from a metadata-only
+//! CA and its state (the `chop.dev/status` label, the mirror of `status.state`
+//! written with it in one PATCH), kept from a metadata-only
 //! watch. The CertificateAuthority reconciler counts issued, revoked and held
 //! certificates from it instead of listing the API.
 //!
@@ -17,15 +18,11 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::Event;
 
-use crate::register::{HELD, REVOKED};
-
-/// A record's state as counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Valid,
-    Held,
-    Revoked,
-}
+/// A record's state as counted: the register's one definition
+/// ([`crate::register::State`]), read from the `chop.dev/status` label, which
+/// is written in the same PATCH as `status.state` (a metadata-only watch does
+/// not see the status).
+type State = crate::register::State;
 
 /// Counts of one CA's register.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,11 +66,10 @@ impl Inner {
     fn entry(&mut self, r: &PartialObjectMeta<IssuedCertificate>) -> Option<(Key, Value)> {
         let labels = r.labels();
         let ca = labels.get(LABEL_CA)?;
-        let state = match labels.get(LABEL_STATUS).map(String::as_str) {
-            Some(s) if s == REVOKED => State::Revoked,
-            Some(s) if s == HELD => State::Held,
-            _ => State::Valid,
-        };
+        // A label that is no state at all (only a cluster admin could write
+        // one) counts as Valid here; the CRL and OCSP read status.state.
+        let state =
+            State::parse(labels.get(LABEL_STATUS).map(String::as_str)).unwrap_or(State::Valid);
         let ns = self.intern(&r.namespace().unwrap_or_default());
         let ca = self.intern(ca);
         Some(((ns, r.name_any().into()), (ca, state)))

@@ -13,6 +13,7 @@ use crds::issued_certificate::{
 };
 use crds::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
 use der::Encode;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 
@@ -141,11 +142,23 @@ pub const HELD: &str = "Held";
 /// `Revoked`.
 pub const REVOKED: &str = "Revoked";
 
-/// Whether the record is revoked (by its status or its label: the label is
-/// written first, so either one means a revocation is under way or done).
+pub use crds::issued_certificate::RecordState as State;
+
+/// The record's state, the one definition every reader uses: `status.state`
+/// ([`IssuedCertificate::state`]; absent is Valid). The CRL builder selects by
+/// it (field selector), the responder reads the same field, and the
+/// `chop.dev/status` label the counters read is written with it in one PATCH
+/// ([`transition`]). Anything else in the field is an error naming the record.
+pub fn state(record: &IssuedCertificate) -> Result<State> {
+    record.state().map_err(|message| Error::Invalid {
+        object: crate::context::object_id(record),
+        message: format!("status.state: {message}"),
+    })
+}
+
+/// Whether the record is revoked ([`state`]).
 pub fn is_revoked(record: &IssuedCertificate) -> bool {
-    record.status.as_ref().and_then(|s| s.state.as_deref()) == Some(REVOKED)
-        || label(record, LABEL_STATUS) == Some(REVOKED)
+    matches!(state(record), Ok(State::Revoked))
 }
 
 /// A label of the record.
@@ -259,60 +272,177 @@ pub async fn same_key(
     Ok(all)
 }
 
-/// Patch the record's `chop.dev/status` label and the given annotations (`None`
-/// removes one) with a merge patch. With `resource_version`, the patch only
-/// applies to that version (409 Conflict otherwise): used to claim a record.
-pub async fn patch_labels(
-    api: &Api<IssuedCertificate>,
-    record: &IssuedCertificate,
-    state: &str,
-    annotations: &[(&str, Option<&str>)],
-    resource_version: Option<&str>,
-) -> Result<IssuedCertificate> {
-    let ann: serde_json::Map<String, serde_json::Value> = annotations
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
-        .collect();
-    let mut meta = serde_json::json!({
-        "labels": { LABEL_STATUS: state },
-        "annotations": ann,
-    });
-    if let Some(rv) = resource_version {
-        meta["resourceVersion"] = serde_json::json!(rv);
-    }
-    api.patch(
-        &record.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "metadata": meta })),
-    )
-    .await
-    .map_err(Error::kube("patch IssuedCertificate labels"))
+/// A change of a record's state: everything [`transition`] writes in one PATCH.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The new state (`status.state` and the `chop.dev/status` label).
+    pub state: State,
+    /// `status.revokedAt` (revocation or hold time; None removes it).
+    pub revoked_at: Option<Time>,
+    /// `status.reason` (None removes it).
+    pub reason: Option<String>,
+    /// `status.invalidityDate` (None removes it).
+    pub invalidity_date: Option<Time>,
+    /// Annotations to set (`Some`) or remove (`None`); others are left alone.
+    pub annotations: Vec<(&'static str, Option<String>)>,
 }
 
-/// Write the record's status by server-side apply (field manager
-/// `chop-controller`, so fields left out, e.g. `revokedAt` on resumption, are
-/// removed). With `resource_version`, only if the record is still at it.
-pub async fn write_record_status(
+impl Change {
+    /// The status this change writes.
+    pub fn status(&self) -> IssuedCertificateStatus {
+        IssuedCertificateStatus {
+            state: Some(self.state.as_str().to_string()),
+            revoked_at: self.revoked_at.clone(),
+            reason: self.reason.clone(),
+            invalidity_date: self.invalidity_date.clone(),
+        }
+    }
+
+    /// Whether `record` already says everything this change writes.
+    pub fn is_on(&self, record: &IssuedCertificate) -> bool {
+        record.status.as_ref() == Some(&self.status())
+            && label(record, LABEL_STATUS) == Some(self.state.as_str())
+            && self
+                .annotations
+                .iter()
+                .all(|(k, v)| annotation(record, k) == v.as_deref())
+    }
+}
+
+/// What a decision on a record (as read) comes to.
+#[derive(Clone, Debug)]
+pub enum Decision<T> {
+    /// Write nothing; the outcome is `T`.
+    Keep(T),
+    /// Write the change; once written, the outcome is `T`.
+    Write(Change, T),
+}
+
+/// How often [`transition`] decides again after a conflict before it gives up
+/// (the reconcile is then retried with backoff).
+const ATTEMPTS: usize = 8;
+
+/// Change a record's state, deciding on the record as it is: `decide` looks at
+/// `record` and says what to write; the write is ONE merge PATCH of the object
+/// (`status`, the `chop.dev/status` label and the annotations together; the CRD
+/// has no status subresource), conditional on the resourceVersion `decide` saw.
+/// A 409 Conflict (someone wrote in between) reads the record again and runs
+/// `decide` again on what is there now, so every rule between transitions
+/// (revocation supersedes a hold, a resume never un-revokes, a renewal claim
+/// never lands on a held or revoked record) holds under any interleaving.
+/// Returns the outcome and the record as it stands after.
+pub async fn transition<T>(
     api: &Api<IssuedCertificate>,
     record: &IssuedCertificate,
-    status: &IssuedCertificateStatus,
-    resource_version: Option<&str>,
-) -> Result<IssuedCertificate> {
-    let mut body = serde_json::json!({
-        "apiVersion": "chop.dev/v1alpha1",
-        "kind": "IssuedCertificate",
-        "status": status,
-    });
-    if let Some(rv) = resource_version {
-        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    mut decide: impl FnMut(&IssuedCertificate) -> Result<Decision<T>>,
+) -> Result<(T, IssuedCertificate)> {
+    let mut current = record.clone();
+    let mut last = None;
+    for attempt in 0..ATTEMPTS {
+        let (change, outcome) = match decide(&current)? {
+            Decision::Keep(v) => return Ok((v, current)),
+            Decision::Write(change, v) => (change, v),
+        };
+        match write_at_version(api, &current, &change).await? {
+            Ok(written) => return Ok((outcome, written)),
+            Err(e) => {
+                tracing::debug!(record = %current.name_any(), attempt, "the record changed since it was read: deciding again");
+                last = Some(e);
+                current = api
+                    .get(&current.name_any())
+                    .await
+                    .map_err(Error::kube("get IssuedCertificate"))?;
+            }
+        }
     }
-    api.patch_status(
-        &record.name_any(),
-        &PatchParams::apply(crate::context::FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
+    match last {
+        Some(e) => Err(Error::kube("patch IssuedCertificate state")(e)),
+        None => Err(Error::Invalid {
+            object: crate::context::object_id(record),
+            message: "no attempt to write the record's state".into(),
+        }),
+    }
+}
+
+/// Merge-patch `record` with `metadata` (labels, annotations) and `status`, on
+/// the condition that it is still at the resourceVersion it was read at. The
+/// inner `Err` is a 409 Conflict (decide again); other failures are errors.
+async fn patch_at_version(
+    api: &Api<IssuedCertificate>,
+    record: &IssuedCertificate,
+    mut metadata: serde_json::Value,
+    status: Option<serde_json::Value>,
+) -> Result<std::result::Result<IssuedCertificate, kube::Error>> {
+    let Some(rv) = record
+        .metadata
+        .resource_version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+    else {
+        return Err(Error::Invalid {
+            object: crate::context::object_id(record),
+            message: "a record read without resourceVersion cannot be written conditionally".into(),
+        });
+    };
+    metadata["resourceVersion"] = serde_json::json!(rv);
+    let mut body = serde_json::json!({ "metadata": metadata });
+    if let Some(st) = status {
+        body["status"] = st;
+    }
+    let params = PatchParams {
+        field_manager: Some(crate::context::FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch(&record.name_any(), &params, &Patch::Merge(&body))
+        .await
+    {
+        Ok(r) => Ok(Ok(r)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Err(kube::Error::Api(s))),
+        Err(e) => Err(Error::kube("patch IssuedCertificate")(e)),
+    }
+}
+
+fn annotations_json(annotations: &[(&str, Option<String>)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
+            .collect(),
     )
-    .await
-    .map_err(Error::kube("apply IssuedCertificate status"))
+}
+
+async fn write_at_version(
+    api: &Api<IssuedCertificate>,
+    record: &IssuedCertificate,
+    change: &Change,
+) -> Result<std::result::Result<IssuedCertificate, kube::Error>> {
+    let metadata = serde_json::json!({
+        "labels": { LABEL_STATUS: change.state.as_str() },
+        "annotations": annotations_json(&change.annotations),
+    });
+    // Every status field explicitly, null removing it (a merge patch).
+    let status = serde_json::json!({
+        "state": change.state.as_str(),
+        "revokedAt": change.revoked_at,
+        "reason": change.reason,
+        "invalidityDate": change.invalidity_date,
+    });
+    patch_at_version(api, record, metadata, Some(status)).await
+}
+
+/// Set (or remove) annotations on `record`, only if it is still at the
+/// resourceVersion it was read at (a renewal claim: decided on that read).
+/// A conflict is an error: the caller's retry reads and decides again.
+pub async fn annotate_at_version(
+    api: &Api<IssuedCertificate>,
+    record: &IssuedCertificate,
+    annotations: &[(&'static str, Option<String>)],
+) -> Result<IssuedCertificate> {
+    let metadata = serde_json::json!({ "annotations": annotations_json(annotations) });
+    patch_at_version(api, record, metadata, None)
+        .await?
+        .map_err(Error::kube("patch IssuedCertificate annotations"))
 }
 
 /// Mirror the record's state into `certificateStatus` of the CertificateRequest
@@ -339,6 +469,28 @@ pub async fn reflect_on_request(client: &kube::Client, record: &IssuedCertificat
         }
     }
 }
+
+/// Test hook: pause a resume for [`PAUSE`] after it read the record and before
+/// it writes (`CHOP_TEST_PAUSE_IN_RESUME=1`), so a test can land a concurrent
+/// write there. Never set in production.
+pub async fn pause_in_resume() {
+    static HOOK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *HOOK.get_or_init(|| {
+        let on = std::env::var("CHOP_TEST_PAUSE_IN_RESUME").as_deref() == Ok("1");
+        if on {
+            tracing::warn!("CHOP_TEST_PAUSE_IN_RESUME=1: test hook active, resumes pause");
+        }
+        on
+    });
+    if on {
+        tracing::warn!("test hook: pausing a resume");
+        tokio::time::sleep(PAUSE).await;
+        tracing::warn!("test hook: the resume goes on");
+    }
+}
+
+/// How long [`pause_in_resume`] pauses.
+pub const PAUSE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Now, truncated to whole seconds (CRL and OCSP times have second precision).
 pub fn now_seconds() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {

@@ -26,7 +26,7 @@ use std::time::SystemTime;
 use ca::csr::SubjectKey;
 use ca::profile::Profile;
 use crds::IssuedCertificate;
-use crds::issued_certificate::{LABEL_CA, LABEL_PROFILE, LABEL_STATUS, LABEL_SUBSCRIBER_ID};
+use crds::issued_certificate::{LABEL_CA, LABEL_PROFILE, LABEL_SUBSCRIBER_ID};
 use der::DecodePem;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -206,21 +206,25 @@ pub fn check(
             ),
         ));
     }
-    if register::is_revoked(record) {
-        return Err(refuse(
-            "CertificateRevoked",
-            format!(
-                "the certificate {name} is revoked; a revoked certificate cannot be renewed (CPS §4.6.1)"
-            ),
-        ));
-    }
-    let held = record.status.as_ref().and_then(|s| s.state.as_deref()) == Some(register::HELD)
-        || register::label(record, LABEL_STATUS) == Some(register::HELD);
-    if held {
-        return Err(refuse(
-            "CertificateHeld",
-            format!("the certificate {name} is on hold; resume it before renewing (CPS §4.6.1)"),
-        ));
+    match register::state(record) {
+        Ok(register::State::Valid) => {}
+        Ok(register::State::Revoked) => {
+            return Err(refuse(
+                "CertificateRevoked",
+                format!(
+                    "the certificate {name} is revoked; a revoked certificate cannot be renewed (CPS §4.6.1)"
+                ),
+            ));
+        }
+        Ok(register::State::Held) => {
+            return Err(refuse(
+                "CertificateHeld",
+                format!(
+                    "the certificate {name} is on hold; resume it before renewing (CPS §4.6.1)"
+                ),
+            ));
+        }
+        Err(e) => return Err(refuse("InvalidRecord", e.to_string())),
     }
     if let Some(by) = register::annotation(record, ANNOTATION_RENEWED_BY)
         && by != renewal
@@ -343,20 +347,26 @@ pub async fn renewed(
 }
 
 /// Claim `original` for `renewal` (the `chop.dev/renewed-by` annotation), on
-/// the condition that the record has not changed since it was read. A conflict
-/// is an error: the retry reads the record again and checks again.
+/// the condition that the record has not changed since it was read: [`check`]
+/// decided on that very read (Valid, not renewed by another), so a hold, a
+/// revocation or another claim landing since makes the write a 409 Conflict,
+/// an error whose retry reads the record again and checks again. A claim is
+/// never written on a held or revoked record.
 pub async fn claim(api: &Api<IssuedCertificate>, original: &Original, renewal: &str) -> Result<()> {
     let record = &original.record;
     if register::annotation(record, ANNOTATION_RENEWED_BY) == Some(renewal) {
         return Ok(());
     }
-    let state = register::label(record, LABEL_STATUS).unwrap_or(register::VALID);
-    register::patch_labels(
+    if register::state(record)? != register::State::Valid {
+        return Err(Error::Invalid {
+            object: crate::context::object_id(record),
+            message: "a renewal claim on a record that is not Valid".into(),
+        });
+    }
+    register::annotate_at_version(
         api,
         record,
-        state,
-        &[(ANNOTATION_RENEWED_BY, Some(renewal))],
-        record.resource_version().as_deref(),
+        &[(ANNOTATION_RENEWED_BY, Some(renewal.to_string()))],
     )
     .await?;
     Ok(())

@@ -86,28 +86,22 @@ async fn wait_ready_reason(h: &Harness, name: &str, reason: &str) -> CRLSchedule
 }
 
 /// Stand in for the Revocation/Suspension reconcilers: the admin writes the
-/// record's status and `chop.dev/status` label.
+/// record's status and `chop.dev/status` label (one patch: no status subresource).
 async fn set_state(h: &Harness, record: &str, state: &str, reason: Option<&str>) {
-    let issued = h.api::<IssuedCertificate>();
     let status = match reason {
         Some(r) => {
             json!({"state": state, "revokedAt": jiff::Timestamp::now().to_string(), "reason": r})
         }
         None => json!({"state": state, "revokedAt": null, "reason": null}),
     };
-    issued
-        .patch_status(
-            record,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
-        .await
-        .unwrap();
-    issued
+    h.api::<IssuedCertificate>()
         .patch(
             record,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"chop.dev/status": state}}})),
+            &Patch::Merge(json!({
+                "metadata": {"labels": {"chop.dev/status": state}},
+                "status": status,
+            })),
         )
         .await
         .unwrap();
@@ -196,22 +190,17 @@ async fn publishes_verifies_and_reissues_on_revocation() {
     let revoked_at = jiff::Timestamp::now();
     let started = Instant::now();
     issued
-        .patch_status(
-            &record,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {
-                "state": "Revoked",
-                "revokedAt": revoked_at.to_string(),
-                "reason": "keyCompromise",
-            }})),
-        )
-        .await
-        .unwrap();
-    issued
         .patch(
             &record,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"chop.dev/status": "Revoked"}}})),
+            &Patch::Merge(json!({
+                "metadata": {"labels": {"chop.dev/status": "Revoked"}},
+                "status": {
+                    "state": "Revoked",
+                    "revokedAt": revoked_at.to_string(),
+                    "reason": "keyCompromise",
+                },
+            })),
         )
         .await
         .unwrap();

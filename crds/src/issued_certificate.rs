@@ -18,14 +18,23 @@ pub const LABEL_SUBSCRIBER_ID: &str = "chop.dev/subscriber-id";
 /// `Signature`, `OCSPResponder`), so subscriber certificates can be listed
 /// apart from the CA's own delegated responder certificates.
 pub const LABEL_PROFILE: &str = "chop.dev/profile";
-/// Label holding the certificate's status: `Valid`, `Held` or `Revoked`.
+/// Label mirroring the certificate's state (`status.state`): `Valid`, `Held` or
+/// `Revoked`, for label selectors and metadata-only watches. Always written in
+/// the same PATCH as `status.state`.
 pub const LABEL_STATUS: &str = "chop.dev/status";
 
 /// One certificate a CA signed: the CA's register entry. Named
 /// `<ca>-<serial in lower-case hex>`, created by the controller right after signing
 /// (its creation is the commit point of issuance) and owned by nobody, so deleting
 /// the CertificateRequest keeps it. The spec never changes; revocation and
-/// suspension change the status and the `chop.dev/status` label.
+/// suspension change the state.
+///
+/// The state is `status.state`, and the CRD has no status subresource: the
+/// state, the `chop.dev/status` label and the `chop.dev/revoked-by` /
+/// `chop.dev/held-by` annotations change together in one PATCH of the object,
+/// conditional on the resourceVersion the writer decided on, so no reader ever
+/// sees them disagree. `status.state` is a selectable field
+/// (`--field-selector status.state=Revoked`).
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "chop.dev",
@@ -40,7 +49,8 @@ pub const LABEL_STATUS: &str = "chop.dev/status";
     printcolumn(name = "Serial", type_ = "string", json_path = ".spec.serialNumber"),
     printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "NotAfter", type_ = "string", json_path = ".spec.notAfter")
+    printcolumn(name = "NotAfter", type_ = "string", json_path = ".spec.notAfter"),
+    selectable = ".status.state"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("an issued certificate's record is immutable"))]
 #[serde(rename_all = "camelCase")]
@@ -81,7 +91,7 @@ pub struct IssuedCertificateSpec {
 }
 
 /// The certificate's revocation state, written by the Revocation and Suspension
-/// reconcilers.
+/// reconcilers (in the same PATCH as the `chop.dev/status` label).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedCertificateStatus {
@@ -97,4 +107,92 @@ pub struct IssuedCertificateStatus {
     /// When the key is known or suspected to have been compromised (RFC 5280 §5.3.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalidity_date: Option<Time>,
+}
+
+/// A certificate's state in the register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordState {
+    /// Good (never revoked, or resumed).
+    Valid,
+    /// On hold (certificateHold); can be resumed.
+    Held,
+    /// Revoked; final.
+    Revoked,
+}
+
+impl RecordState {
+    /// The name in `status.state` and the `chop.dev/status` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Valid => "Valid",
+            RecordState::Held => "Held",
+            RecordState::Revoked => "Revoked",
+        }
+    }
+
+    /// Parse a `status.state` value; absent is `Valid` (a record is created
+    /// without status: its creation is the issuance). Anything else is an error
+    /// naming the value, never a guess.
+    pub fn parse(state: Option<&str>) -> Result<Self, String> {
+        match state {
+            None | Some("Valid") => Ok(RecordState::Valid),
+            Some("Held") => Ok(RecordState::Held),
+            Some("Revoked") => Ok(RecordState::Revoked),
+            Some(other) => Err(format!("{other:?} is not Valid, Held or Revoked")),
+        }
+    }
+}
+
+impl IssuedCertificate {
+    /// The record's state: `status.state`, the one definition the CRL builder,
+    /// the OCSP responder and the counters read (the `chop.dev/status` label is
+    /// its mirror, written in the same PATCH, for selectors and metadata-only
+    /// watches).
+    pub fn state(&self) -> Result<RecordState, String> {
+        RecordState::parse(self.status.as_ref().and_then(|s| s.state.as_deref()))
+    }
+}
+
+/// The IssuedCertificate CRD as installed: [`IssuedCertificate::crd`] without
+/// the status subresource, so the state, its label and annotations are written
+/// in one PATCH of the main resource (a status subresource would split them
+/// into two writes, and a concurrent writer could land in between).
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = IssuedCertificate::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(sub) = v.subresources.as_mut() {
+            sub.status = None;
+            if sub.scale.is_none() {
+                v.subresources = None;
+            }
+        }
+    }
+    crd
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn states_parse_strictly_and_absent_is_valid() {
+        assert_eq!(RecordState::parse(None), Ok(RecordState::Valid));
+        for s in [RecordState::Valid, RecordState::Held, RecordState::Revoked] {
+            assert_eq!(RecordState::parse(Some(s.as_str())), Ok(s));
+        }
+        assert!(RecordState::parse(Some("revoked")).is_err());
+        assert!(RecordState::parse(Some("")).is_err());
+    }
+
+    #[test]
+    fn the_installed_crd_has_no_status_subresource_and_selects_by_state() {
+        let crd = crd();
+        let v = &crd.spec.versions[0];
+        assert!(v.subresources.is_none(), "{:?}", v.subresources);
+        let fields = v.selectable_fields.as_ref().unwrap();
+        assert_eq!(fields[0].json_path, ".status.state");
+    }
 }

@@ -46,7 +46,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("revocations.yaml", Revocation::crd()),
         ("suspensions.yaml", Suspension::crd()),
         ("crlschedules.yaml", CRLSchedule::crd()),
-        ("issuedcertificates.yaml", IssuedCertificate::crd()),
+        ("issuedcertificates.yaml", issued_certificate::crd()),
     ]
 }
 

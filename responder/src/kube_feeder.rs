@@ -35,7 +35,7 @@ use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
 use ca::signer::software::SoftwareKey;
 use controller::publish;
-use crds::issued_certificate::LABEL_CA;
+use crds::issued_certificate::{LABEL_CA, RecordState};
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate, IssuedCertificateStatus};
 use der::Decode;
 use futures::stream::{BoxStream, StreamExt};
@@ -124,10 +124,14 @@ pub fn status_of(status: Option<&IssuedCertificateStatus>) -> Result<CertStatus>
             invalidity_date: st.invalidity_date.as_ref().map(time_of),
         })
     };
-    match st.state.as_deref() {
-        None | Some("Valid") => Ok(CertStatus::Good),
-        Some("Held") => revoked(Reason::CertificateHold),
-        Some("Revoked") => {
+    // The register's one definition of a record's state (the CRL builder and
+    // the controller's counters go by the same).
+    let state = RecordState::parse(st.state.as_deref())
+        .map_err(|detail| Error::invalid("status.state", detail))?;
+    match state {
+        RecordState::Valid => Ok(CertStatus::Good),
+        RecordState::Held => revoked(Reason::CertificateHold),
+        RecordState::Revoked => {
             let reason = match st.reason.as_deref() {
                 None | Some("") => Reason::Unspecified,
                 Some(name) => name.parse::<Reason>()?,
@@ -140,10 +144,6 @@ pub fn status_of(status: Option<&IssuedCertificateStatus>) -> Result<CertStatus>
             }
             revoked(reason)
         }
-        Some(other) => Err(Error::invalid(
-            "status.state",
-            format!("{other:?} is not Valid, Held or Revoked"),
-        )),
     }
 }
 

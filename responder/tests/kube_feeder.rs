@@ -120,13 +120,13 @@ async fn assert_read_only(env: &TestEnv, f: &Fixture) {
     );
     forbidden(
         issued
-            .patch_status(
+            .patch(
                 &format!("{CA}-probe"),
                 &PatchParams::default(),
                 &Patch::Merge(json!({"status": {"state": "Valid"}})),
             )
             .await,
-        "patch IssuedCertificate status",
+        "patch IssuedCertificate state",
     );
     let cas: Api<CertificateAuthority> = Api::namespaced(user.clone(), ns);
     forbidden(
@@ -174,7 +174,7 @@ fn secret(cert_der: &[u8], key: &ca::signer::software::SoftwareKey) -> Secret {
 async fn set_status(env: &TestEnv, leaf: &ca::issue::IssuedCertificate, status: serde_json::Value) {
     let name = format!("{CA}-{}", leaf.serial.to_hex().to_lowercase());
     api::<IssuedCertificate>(env)
-        .patch_status(
+        .patch(
             &name,
             &PatchParams::default(),
             &Patch::Merge(json!({ "status": status })),

@@ -38,8 +38,9 @@
 //!   RFC 5280 §3.3: and on one regular CRL after): every IssuedCertificate whose
 //!   status is `Revoked` or `Held` goes into the index with its notAfter; the
 //!   core drops it once expired longer than `expired_retention` (24 h).
-//! - **Memory**: the register is listed with a label selector
-//!   (`chop.dev/ca=<ca>,chop.dev/status!=Valid`, pages of 500), so only the
+//! - **Memory**: the register is listed with a label and a field selector
+//!   (`chop.dev/ca=<ca>` and `status.state=Revoked`, then `=Held`: the
+//!   record's state itself, which OCSP reads too; pages of 500), so only the
 //!   revoked and held records are fetched, and each page is turned into 53-byte
 //!   index records and dropped. The trade-off: the list returns full objects
 //!   (with their PEM, ~2.5 KB each), because status is not in metadata; at
@@ -291,31 +292,21 @@ pub fn entries_digest(index: &MemoryIndex) -> String {
     publish::sha256_hex(text.as_bytes())
 }
 
-/// The revocation entry of one register record, if it is revoked or held.
+/// The revocation entry of one register record, if it is revoked or held
+/// (its state: `register::state`, i.e. `status.state`, as OCSP reads it).
 fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
     let id = object_id(ic);
+    let held = match crate::register::state(ic)? {
+        crate::register::State::Valid => return Ok(None),
+        crate::register::State::Held => true,
+        crate::register::State::Revoked => false,
+    };
     let st = ic.status.clone().unwrap_or_default();
-    // The status decides; the label (written first) only while the status
-    // says nothing else yet.
-    let state = match st.state.as_deref() {
-        Some("Revoked" | "Held") => st.state.clone(),
-        _ => ic.labels().get(LABEL_STATUS).cloned(),
-    };
-    let held = match state.as_deref() {
-        Some("Revoked") => false,
-        Some("Held") => true,
-        _ => return Ok(None),
-    };
     let cerr = Error::ca(&id);
-    // The Revocation/Suspension reconcilers write the label first, then the
-    // status: a label without a status is a change under way, and the status
-    // write will reconcile this schedule again. A *status* that says revoked
-    // without a time is an error (retried), never silently left off the CRL.
+    // The state, the time and the reason are written in one PATCH: a revoked
+    // or held state without a time is an error (retried), never silently left
+    // off the CRL.
     let Some(revoked_at) = st.revoked_at.as_ref() else {
-        if st.state.is_none() || st.state.as_deref() == Some("Valid") {
-            tracing::debug!(record = %id, "revocation under way (label only): not yet on the CRL");
-            return Ok(None);
-        }
         return Err(Error::Invalid {
             object: id,
             message: "status says revoked or held but has no revokedAt".into(),
@@ -337,29 +328,40 @@ fn entry_of(ic: &IssuedCertificate) -> Result<Option<RevokedEntry>> {
 }
 
 /// The revocation index of CA `ca` in `ns`: its revoked and held records,
-/// listed by label in pages (see the module doc on memory).
+/// selected by their state itself (field selector on `status.state`, so a
+/// record is on the CRL exactly when OCSP says revoked), listed in pages (see
+/// the module doc on memory).
 async fn revocation_index(ctx: &Context, ns: &str, ca: &str) -> Result<MemoryIndex> {
     let api: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{LABEL_CA}={ca},{LABEL_STATUS}!=Valid");
+    let labels = format!("{LABEL_CA}={ca}");
     let mut entries = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().labels(&selector).limit(500);
-        if let Some(t) = token.take() {
-            lp = lp.continue_token(&t);
-        }
-        let page = api
-            .list(&lp)
-            .await
-            .map_err(Error::kube("list IssuedCertificates"))?;
-        for ic in &page.items {
-            if let Some(e) = entry_of(ic)? {
-                entries.push(e);
+    for state in [
+        crate::register::State::Revoked,
+        crate::register::State::Held,
+    ] {
+        let fields = format!("status.state={}", state.as_str());
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default()
+                .labels(&labels)
+                .fields(&fields)
+                .limit(500);
+            if let Some(t) = token.take() {
+                lp = lp.continue_token(&t);
             }
-        }
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => token = Some(c),
-            None => break,
+            let page = api
+                .list(&lp)
+                .await
+                .map_err(Error::kube("list IssuedCertificates"))?;
+            for ic in &page.items {
+                if let Some(e) = entry_of(ic)? {
+                    entries.push(e);
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => token = Some(c),
+                None => break,
+            }
         }
     }
     MemoryIndex::from_entries(entries).map_err(|source| Error::Ca {
@@ -1068,7 +1070,7 @@ mod tests {
         let mut p = record(Some("Revoked"), None, true);
         p.spec.crl_partition = Some(3);
         assert_eq!(entry_of(&p).unwrap().unwrap().partition, Some(3));
-        // Label only (the status write is under way): not yet.
+        // The label alone makes no entry: the state is status.state.
         let mut under_way = record(None, None, false);
         under_way
             .metadata

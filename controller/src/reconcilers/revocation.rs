@@ -9,10 +9,15 @@
 //! serial (or request's serial) without a record ► Applied=False UnknownSerial + Warning
 //!                                                  (until the spec changes)
 //! otherwise: fix revokedAt (now, whole seconds) in this object's status FIRST,
-//! then for every record of the CA with the same key-fingerprint label:
+//! then for every record of the CA with the same key-fingerprint label, decided
+//! on the record as read and written in ONE PATCH at that resourceVersion
+//! (409 Conflict → read again, decide again; `register::transition`):
 //!   revoked by another Revocation → left as it is (the earliest revocation stands)
-//!   else → label chop.dev/status=Revoked + annotation chop.dev/revoked-by,
-//!          then status {Revoked, revokedAt, reason, invalidityDate}
+//!   else → status {Revoked, revokedAt, reason, invalidityDate} + label
+//!          chop.dev/status=Revoked + annotation chop.dev/revoked-by, together
+//! a renewal claimed on one of them (`chop.dev/renewed-by`) not yet issued nor
+//! failed ─► Applied=False WaitingForRenewal (re-checked every 2 s; its
+//!           certificate has the same key and is revoked once its record exists)
 //! → Applied=True, serialNumbers, newlyRevoked / alreadyRevoked, Event Revoked.
 //! ```
 //!
@@ -29,7 +34,6 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use crds::issued_certificate::IssuedCertificateStatus;
 use crds::revocation::RevocationReason;
 use crds::{IssuedCertificate, Revocation, RevocationStatus};
 use kube::api::Api;
@@ -40,7 +44,8 @@ use tracing::Instrument;
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
-use crate::register::{self, ANNOTATION_REVOKED_BY, REVOKED, Target};
+use crate::register::{self, ANNOTATION_REVOKED_BY, Change, Decision, REVOKED, State, Target};
+use crate::renewal::ANNOTATION_RENEWED_BY;
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "Revocation";
@@ -175,39 +180,50 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
     let records = register::same_key(&api, &ca, &record).await?;
     let now = SystemTime::now();
     let (mut newly, mut already, mut expired) = (Vec::new(), Vec::new(), 0usize);
+    let mut renewals = Vec::new();
     for r in &records {
         let serial = r.spec.serial_number.clone();
-        let mine = register::annotation(r, ANNOTATION_REVOKED_BY) == Some(me.as_str());
-        if register::is_revoked(r) && !mine {
-            already.push(serial);
-            continue;
-        }
-        if register::expired(r, now) {
-            expired += 1;
-        }
-        // Claim the record at the version read: a concurrent Revocation or
-        // Suspension makes this a Conflict, and the retry sees its mark (so
-        // the earliest revocation stands even under a race).
-        let r = register::patch_labels(
-            &api,
-            r,
-            REVOKED,
-            &[(ANNOTATION_REVOKED_BY, Some(&me))],
-            r.metadata.resource_version.as_deref(),
-        )
-        .await?;
-        let st = IssuedCertificateStatus {
-            state: Some(REVOKED.to_string()),
+        let change = Change {
+            state: State::Revoked,
             revoked_at: Some(revoked_at.clone()),
             reason: Some(reason.to_string()),
             invalidity_date: rev.spec.invalidity_date.clone(),
+            annotations: vec![(ANNOTATION_REVOKED_BY, Some(me.clone()))],
         };
-        if r.status.as_ref() != Some(&st) {
-            register::write_record_status(&api, &r, &st, r.metadata.resource_version.as_deref())
-                .await?;
+        // Decided on the record as read and written at that version: a
+        // concurrent Revocation, hold or resume makes the write a conflict,
+        // and the decision is taken again on what it wrote (so the earliest
+        // revocation stands, and a hold or resume never overwrites it).
+        let (newly_mine, r) = register::transition(&api, r, |cur| {
+            let mine = register::annotation(cur, ANNOTATION_REVOKED_BY) == Some(me.as_str());
+            Ok(match register::state(cur)? {
+                State::Revoked if !mine => Decision::Keep(false),
+                _ if change.is_on(cur) => Decision::Keep(true),
+                _ => Decision::Write(change.clone(), true),
+            })
+        })
+        .await?;
+        // A renewal claimed on this record (before or while it was revoked):
+        // its certificate has the same key, so it must be revoked too.
+        if let Some(by) = register::annotation(&r, ANNOTATION_RENEWED_BY) {
+            renewals.push(by.to_string());
+        }
+        if !newly_mine {
+            already.push(serial);
+            continue;
+        }
+        if register::expired(&r, now) {
+            expired += 1;
         }
         register::reflect_on_request(&ctx.client, &r, REVOKED).await;
         newly.push(serial);
+    }
+    if let Some(wait) = renewal_in_flight(ctx, &ns, &records, &renewals).await? {
+        // Applied once the renewal's record exists (then listed with the key
+        // and revoked above) or the renewal failed.
+        let cond = Cond::no("Applied", "WaitingForRenewal", wait);
+        write_status(rev, ctx, status, &cond).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     status.serial_numbers = records
         .iter()
@@ -235,6 +251,46 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
         "revocation applied"
     );
     Ok(Action::await_change())
+}
+
+/// Whether a renewal claimed on one of the key's records (`renewals`, the
+/// requests named by `chop.dev/renewed-by`) may still produce a certificate of
+/// this key that `records` does not list yet: its request has neither failed
+/// nor a certificate whose record is among `records`. The message says which.
+/// (A claim is written at the version of a Valid record, so a claim and this
+/// revocation are ordered; a claim seen here may still be signing.)
+async fn renewal_in_flight(
+    ctx: &Context,
+    ns: &str,
+    records: &[IssuedCertificate],
+    renewals: &[String],
+) -> Result<Option<String>> {
+    let api: Api<crds::CertificateRequest> = Api::namespaced(ctx.client.clone(), ns);
+    for name in renewals {
+        let Some(cr) = api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube("get CertificateRequest"))?
+        else {
+            continue;
+        };
+        let st = cr.status.clone().unwrap_or_default();
+        if conditions::is_true(&st.conditions, "Failed") {
+            continue;
+        }
+        let listed = st.certificate.is_some()
+            && st.serial_number.as_deref().is_some_and(|serial| {
+                records
+                    .iter()
+                    .any(|r| r.spec.serial_number.eq_ignore_ascii_case(serial))
+            });
+        if !listed {
+            return Ok(Some(format!(
+                "the certificates of the key are revoked; waiting for renewal {name:?} (same key) to be issued or to fail, to revoke its certificate too"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 async fn write_status(

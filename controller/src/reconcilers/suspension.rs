@@ -10,11 +10,17 @@
 //!   record revoked   ─► state Superseded (if this object held it), else Failed Revoked
 //!   notAfter passed  ─► state Expired (the hold ends at expiry)
 //!   held by another Suspension ─► Held=False AlreadyHeld naming it (bad input, not retried)
-//!   otherwise claim the record (label Held + annotation chop.dev/held-by, conditional on
-//!   the resourceVersion read, so two Suspensions cannot both hold it), write its status
-//!   {Held, revokedAt = hold time, certificateHold} → state Held, Event Held;
-//!   re-check at notAfter.
+//!   otherwise claim the record: status {Held, revokedAt = hold time, certificateHold},
+//!   label Held and annotation chop.dev/held-by in ONE PATCH conditional on the
+//!   resourceVersion read (so two Suspensions cannot both hold it, and a revocation
+//!   in between is seen) → state Held, Event Held; re-check at notAfter.
 //! ```
+//!
+//! Every decision above that concerns the record (revoked, expired, held by
+//! another, and on resumption: still held by this object, revoked meanwhile) is
+//! taken on the record as read and written at that resourceVersion, and taken
+//! again on a 409 Conflict (`register::transition`): a resume writes status
+//! Valid, label Valid and removes held-by together, or nothing.
 //!
 //! Only the named certificate is held, not the other certificates of its key
 //! pair: CPS §4.9.13 concerns a certificate, unlike revocation (§4.6.2, §6.3),
@@ -24,7 +30,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crds::issued_certificate::IssuedCertificateStatus;
 use crds::{IssuedCertificate, Suspension, SuspensionStatus};
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -36,7 +41,7 @@ use super::from_time;
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
-use crate::register::{self, ANNOTATION_HELD_BY, HELD, Target, VALID};
+use crate::register::{self, ANNOTATION_HELD_BY, Change, Decision, HELD, State, Target, VALID};
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "Suspension";
@@ -117,6 +122,29 @@ fn state_is(status: &SuspensionStatus, state: &str) -> bool {
     status.state.as_deref() == Some(state)
 }
 
+/// What a hold decided on the record.
+enum HoldOutcome {
+    /// Held by this Suspension since the time given; whether this write did it.
+    Held(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time, bool),
+    /// The record is revoked (`mine`: this Suspension had held it).
+    Revoked { mine: bool },
+    /// The certificate has expired (`mine`: held by this Suspension).
+    Expired { mine: bool },
+    /// Held by another Suspension.
+    HeldBy(String),
+}
+
+/// What a resume decided on the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResumeOutcome {
+    /// Valid again (held-by removed).
+    Resumed,
+    /// This Suspension does not hold the certificate.
+    NotHeld,
+    /// Revoked: a resume never un-revokes.
+    Revoked,
+}
+
 /// Re-check at notAfter (at least daily), when a hold ends by itself.
 fn until_expiry(record: &IssuedCertificate) -> Action {
     let d = from_time(&record.spec.not_after)
@@ -181,56 +209,105 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
     let me = s.name_any();
     let ca = s.spec.ca_ref.name.clone();
     status.serial_number = Some(record.spec.serial_number.clone());
-    let held_by = register::annotation(&record, ANNOTATION_HELD_BY).map(str::to_string);
-    let mine = held_by.as_deref() == Some(me.as_str());
-    if register::is_revoked(&record) {
-        let (state, cond) = if state_is(&status, HELD) || mine {
-            (
-                "Superseded",
-                Cond::no(
-                    "Held",
+    let api: Api<IssuedCertificate> =
+        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+    let now = SystemTime::now();
+    let recorded_held_at = status.held_at.clone();
+    // Decided on the record as read, claimed (state Held + held-by) in one
+    // PATCH at that version; a concurrent revocation, hold or resume makes it
+    // a conflict and the decision is taken again on what is there now.
+    let (outcome, record) = register::transition(&api, &record, |cur| {
+        let st = register::state(cur)?;
+        let held_by = register::annotation(cur, ANNOTATION_HELD_BY);
+        let mine = held_by == Some(me.as_str());
+        if st == State::Revoked {
+            return Ok(Decision::Keep(HoldOutcome::Revoked { mine }));
+        }
+        if register::expired(cur, now) {
+            return Ok(Decision::Keep(HoldOutcome::Expired { mine }));
+        }
+        if st == State::Held
+            && let Some(other) = held_by.filter(|h| *h != me)
+        {
+            return Ok(Decision::Keep(HoldOutcome::HeldBy(other.to_string())));
+        }
+        let held_at = recorded_held_at
+            .clone()
+            .or_else(|| {
+                cur.status
+                    .as_ref()
+                    .filter(|_| mine && st == State::Held)
+                    .and_then(|x| x.revoked_at.clone())
+            })
+            .unwrap_or_else(register::now_seconds);
+        let change = Change {
+            state: State::Held,
+            revoked_at: Some(held_at.clone()),
+            reason: Some(CERTIFICATE_HOLD.into()),
+            invalidity_date: None,
+            annotations: vec![(ANNOTATION_HELD_BY, Some(me.clone()))],
+        };
+        Ok(if change.is_on(cur) {
+            Decision::Keep(HoldOutcome::Held(held_at, false))
+        } else {
+            Decision::Write(change, HoldOutcome::Held(held_at, true))
+        })
+    })
+    .await?;
+    let held_at = match outcome {
+        HoldOutcome::Held(at, written) => {
+            if written {
+                register::reflect_on_request(&ctx.client, &record, HELD).await;
+            }
+            at
+        }
+        HoldOutcome::Revoked { mine } => {
+            let (state, cond) = if state_is(&status, HELD) || mine {
+                (
                     "Superseded",
-                    "the certificate was revoked while held; the revocation supersedes the hold",
-                ),
-            )
-        } else {
-            (
-                "Failed",
-                Cond::no(
-                    "Held",
-                    "Revoked",
-                    "the certificate is revoked; a revoked certificate cannot be held",
-                ),
-            )
-        };
-        let warning = state == "Failed";
-        status.state = Some(state.into());
-        write_status(s, ctx, status, std::slice::from_ref(&cond)).await?;
-        ctx.event(s, warning, &cond.reason, cond.message).await;
-        return Ok(Action::await_change());
-    }
-    if register::expired(&record, SystemTime::now()) {
-        let (state, cond) = if mine {
-            (
-                "Expired",
-                Cond::no(
-                    "Held",
+                    Cond::no(
+                        "Held",
+                        "Superseded",
+                        "the certificate was revoked while held; the revocation supersedes the hold",
+                    ),
+                )
+            } else {
+                (
+                    "Failed",
+                    Cond::no(
+                        "Held",
+                        "Revoked",
+                        "the certificate is revoked; a revoked certificate cannot be held",
+                    ),
+                )
+            };
+            let warning = state == "Failed";
+            status.state = Some(state.into());
+            write_status(s, ctx, status, std::slice::from_ref(&cond)).await?;
+            ctx.event(s, warning, &cond.reason, cond.message).await;
+            return Ok(Action::await_change());
+        }
+        HoldOutcome::Expired { mine } => {
+            let (state, cond) = if mine {
+                (
                     "Expired",
-                    "the certificate expired; the hold ended with it",
-                ),
-            )
-        } else {
-            (
-                "Failed",
-                Cond::no("Held", "Expired", "the certificate has expired"),
-            )
-        };
-        status.state = Some(state.into());
-        write_status(s, ctx, status, &[cond]).await?;
-        return Ok(Action::await_change());
-    }
-    match held_by {
-        Some(other) if other != me => {
+                    Cond::no(
+                        "Held",
+                        "Expired",
+                        "the certificate expired; the hold ended with it",
+                    ),
+                )
+            } else {
+                (
+                    "Failed",
+                    Cond::no("Held", "Expired", "the certificate has expired"),
+                )
+            };
+            status.state = Some(state.into());
+            write_status(s, ctx, status, &[cond]).await?;
+            return Ok(Action::await_change());
+        }
+        HoldOutcome::HeldBy(other) => {
             let msg = format!("the certificate is already held by Suspension {other:?}");
             status.state = Some("Failed".into());
             write_status(
@@ -243,53 +320,7 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
             ctx.event(s, true, "AlreadyHeld", msg).await;
             return Ok(Action::await_change());
         }
-        _ => {}
-    }
-    // Claim the record (conditional on the version read), then its status.
-    let api: Api<IssuedCertificate> =
-        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-    let held_at = status
-        .held_at
-        .clone()
-        .or_else(|| {
-            record
-                .status
-                .as_ref()
-                .filter(|_| mine)
-                .and_then(|st| st.revoked_at.clone())
-        })
-        .unwrap_or_else(register::now_seconds);
-    let record =
-        if mine && register::label(&record, crds::issued_certificate::LABEL_STATUS) == Some(HELD) {
-            *record
-        } else {
-            register::patch_labels(
-                &api,
-                &record,
-                HELD,
-                &[(ANNOTATION_HELD_BY, Some(&me))],
-                record.metadata.resource_version.as_deref(),
-            )
-            .await?
-        };
-    let st = IssuedCertificateStatus {
-        state: Some(HELD.into()),
-        revoked_at: Some(held_at.clone()),
-        reason: Some(CERTIFICATE_HOLD.into()),
-        invalidity_date: None,
     };
-    if record.status.as_ref() != Some(&st) {
-        // At the version claimed: a revocation in between wins, and the
-        // retry sees it (Superseded) instead of overwriting it.
-        register::write_record_status(
-            &api,
-            &record,
-            &st,
-            record.metadata.resource_version.as_deref(),
-        )
-        .await?;
-        register::reflect_on_request(&ctx.client, &record, HELD).await;
-    }
     let newly = !state_is(&status, HELD);
     status.state = Some(HELD.into());
     status.held_at = Some(held_at);
@@ -324,10 +355,42 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
     };
     let me = s.name_any();
     let ca = s.spec.ca_ref.name.clone();
-    let Some(record) =
-        record.filter(|r| register::annotation(r, ANNOTATION_HELD_BY) == Some(me.as_str()))
-    else {
-        // This object never held the certificate: nothing to undo.
+    let (outcome, record) = match record {
+        None => (ResumeOutcome::NotHeld, None),
+        Some(record) => {
+            if register::annotation(&record, ANNOTATION_HELD_BY) == Some(me.as_str()) {
+                register::pause_in_resume().await;
+            }
+            let api: Api<IssuedCertificate> =
+                Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+            // Decided on the record as read and written (state Valid, held-by
+            // removed) in one PATCH at that version: a revocation landing in
+            // between makes it a conflict, and the decision taken again sees
+            // the revocation.
+            let resumed = Change {
+                state: State::Valid,
+                revoked_at: None,
+                reason: None,
+                invalidity_date: None,
+                annotations: vec![(ANNOTATION_HELD_BY, None)],
+            };
+            let (outcome, record) = register::transition(&api, &record, |cur| {
+                if register::annotation(cur, ANNOTATION_HELD_BY) != Some(me.as_str()) {
+                    return Ok(Decision::Keep(ResumeOutcome::NotHeld));
+                }
+                Ok(match register::state(cur)? {
+                    State::Revoked => Decision::Keep(ResumeOutcome::Revoked),
+                    State::Held | State::Valid => {
+                        Decision::Write(resumed.clone(), ResumeOutcome::Resumed)
+                    }
+                })
+            })
+            .await?;
+            (outcome, Some(record))
+        }
+    };
+    if outcome == ResumeOutcome::NotHeld {
+        // This object does not hold the certificate: nothing to undo.
         if !deleting {
             status.state = Some("Resumed".into());
             let cond = Cond::no(
@@ -338,8 +401,8 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
             write_status(s, ctx, status, &[cond]).await?;
         }
         return Ok(Action::await_change());
-    };
-    if register::is_revoked(&record) {
+    }
+    if outcome == ResumeOutcome::Revoked {
         if !deleting {
             status.state = Some("Superseded".into());
             let cond = Cond::no(
@@ -371,23 +434,9 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
         }
         return Ok(Action::await_change());
     }
-    let api: Api<IssuedCertificate> =
-        Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
-    // Status first, conditional on the version read: a revocation landing in
-    // between makes this fail and the retry sees it.
-    let st = IssuedCertificateStatus {
-        state: Some(VALID.into()),
-        ..IssuedCertificateStatus::default()
-    };
-    let record = register::write_record_status(
-        &api,
-        &record,
-        &st,
-        record.metadata.resource_version.as_deref(),
-    )
-    .await?;
-    register::patch_labels(&api, &record, VALID, &[(ANNOTATION_HELD_BY, None)], None).await?;
-    register::reflect_on_request(&ctx.client, &record, VALID).await;
+    if let Some(record) = &record {
+        register::reflect_on_request(&ctx.client, record, VALID).await;
+    }
     ctx.metrics.suspension(&ca, "resumed");
     ctx.event(s, false, "Resumed", "the certificate is valid again".into())
         .await;

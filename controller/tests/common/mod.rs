@@ -176,7 +176,11 @@ impl Harness {
         self.starts += 1;
         let log =
             std::fs::File::create(self.path(&format!("controller-{}.log", self.starts))).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chop-controller"));
+        // CHOP_CONTROLLER_BIN: a binary of this tree's exact build (the shared
+        // target dir's target/debug/chop-controller is whichever tree built last).
+        let bin = std::env::var_os("CHOP_CONTROLLER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_chop-controller").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["--namespace", self.ns(), "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
             .env("KUBECONFIG", &self.controller_kubeconfig)

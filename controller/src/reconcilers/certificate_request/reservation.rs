@@ -119,6 +119,9 @@ pub(super) async fn issue(
         Err(e) if e.is_transient() => return Err(cerr(e)),
         Err(e) => return fail(cr, ca, ctx, &e).await,
     };
+    if let Some(action) = refuse_compromised(cr, ca, ctx, &key_fingerprint).await? {
+        return Ok(action);
+    }
 
     if let Some(o) = &original {
         // The renewed certificate keeps the subject, hence the subscriber id.
@@ -344,11 +347,59 @@ pub(super) async fn resume(
             }
         }
     };
+    // The original must still be good when its renewal is signed: a
+    // revocation or hold since the reservation stops it (CPS §4.6: never a
+    // renewal of a held or revoked certificate).
+    if let Some(o) = &original {
+        let state = register::state(&o.record)?;
+        if state != register::State::Valid {
+            let message = format!(
+                "the certificate this request renews ({}) is {} since the renewal was reserved: nothing was signed",
+                o.record.name_any(),
+                state.as_str()
+            );
+            return fail_with(cr, ca, ctx, "OriginalNotValid", message).await;
+        }
+    }
     if let Err(message) = check_reservation(cr, ca, ctx, &sc, &reserved, original.as_ref()).await? {
         return invalid(cr, ca, ctx, &message).await;
     }
+    // A key revoked for keyCompromise since the reservation is not certified.
+    let fingerprint = build_request(cr, ca, ctx, &reserved, original.as_ref())
+        .and_then(|req| ca::signer::spki_der(req.key.spki()))
+        .map(|spki| register::hex_sha256(&spki));
+    match fingerprint {
+        Ok(fp) => {
+            if let Some(action) = refuse_compromised(cr, ca, ctx, &fp).await? {
+                return Ok(action);
+            }
+        }
+        Err(e) if e.is_transient() => return Err(Error::ca(&id)(e)),
+        Err(e) => return fail(cr, ca, ctx, &e).await,
+    }
     tracing::info!(serial = %reserved.serial.to_hex(), "resuming issuance with the reserved serial");
     sign_and_record(cr, ca, ctx, &sc, &reserved, original.as_ref()).await
+}
+
+/// `Failed KeyCompromised` when the CA's register holds a certificate of this
+/// key revoked for keyCompromise (the block list, [`crate::blocklist`]).
+async fn refuse_compromised(
+    cr: &CertificateRequest,
+    ca: &CertificateAuthority,
+    ctx: &Context,
+    fingerprint: &str,
+) -> Result<Option<Action>> {
+    let ns = cr.namespace().unwrap_or_default();
+    let ca_name = ca.name_any();
+    match crate::blocklist::compromised(&ctx.client, &ns, &ca_name, fingerprint).await? {
+        Some(serial) => {
+            let message = crate::blocklist::message(&ca_name, &serial);
+            fail_with(cr, ca, ctx, crate::blocklist::REASON, message)
+                .await
+                .map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
 /// Nothing is signed for now: write why, keep the reservation.
