@@ -2,6 +2,7 @@
 //! per-CA signing contexts and per-object retry backoff.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
+use crate::malformed::Guarded;
 use crate::metrics::Metrics;
 use crate::reconcilers::responder::Outcome;
 use crate::record_index::RecordIndex;
@@ -55,9 +57,13 @@ pub struct Context {
     responders: Mutex<HashMap<String, (SigningKey, SystemTime, Outcome)>>,
     /// The register's CA and state per record, kept by a watch (see [`crate::run`]).
     pub records: RecordIndex,
-    cas: OnceLock<Store<CertificateAuthority>>,
+    cas: OnceLock<Store<Guarded<CertificateAuthority>>>,
     written: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Malformed objects already reported: uid → resourceVersion.
+    invalid: Mutex<HashMap<String, String>>,
+    /// The PKCS#11 modules CAs may name (`--pkcs11-module`), canonical.
+    pub modules: ModuleAllowList,
 }
 
 impl std::fmt::Debug for Context {
@@ -97,6 +103,23 @@ impl Context {
             cas: OnceLock::new(),
             written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            invalid: Mutex::new(HashMap::new()),
+            modules: ModuleAllowList::default(),
+        }
+    }
+
+    /// Record that malformed object `uid` at `resource_version` is being
+    /// reported; `false` if it already was at that version.
+    pub fn note_invalid(&self, uid: &str, resource_version: Option<&str>) -> bool {
+        let rv = resource_version.unwrap_or_default().to_string();
+        lock(&self.invalid).insert(uid.to_string(), rv.clone()) != Some(rv)
+    }
+
+    /// Object `uid` deserialized: a later malformed version is reported again.
+    pub fn forget_invalid(&self, uid: &str) {
+        let mut map = lock(&self.invalid);
+        if !map.is_empty() {
+            map.remove(uid);
         }
     }
 
@@ -127,26 +150,36 @@ impl Context {
     }
 
     /// Use `store` (the CertificateAuthorities, kept by a watch) for reads.
-    pub fn set_cas(&self, store: Store<CertificateAuthority>) {
+    pub fn set_cas(&self, store: Store<Guarded<CertificateAuthority>>) {
         let _ = self.cas.set(store);
     }
 
     /// CertificateAuthority `name` in `namespace` from the watch's store, once
     /// it has listed everything: `Some(None)` when it does not exist, `None`
-    /// when the store cannot tell yet (read the API instead).
+    /// when the store cannot tell yet or holds it malformed (read the API
+    /// instead: its error names the object).
     pub fn cached_ca(&self, namespace: &str, name: &str) -> Option<Option<CertificateAuthority>> {
         let store = self.cas.get()?;
         futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
         let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
-        Some(store.get(&key).map(|ca| ca.as_ref().clone()))
+        match store.get(&key) {
+            None => Some(None),
+            Some(g) => crate::malformed::valid(g.as_ref()).map(|ca| Some(ca.clone())),
+        }
     }
 
     /// Every CertificateAuthority in the watch's store, once it has listed
-    /// everything (`None` before).
+    /// everything (`None` before); malformed ones are left out.
     pub fn cached_cas(&self) -> Option<Vec<Arc<CertificateAuthority>>> {
         let store = self.cas.get()?;
         futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
-        Some(store.state())
+        Some(
+            store
+                .state()
+                .iter()
+                .filter_map(|g| crate::malformed::valid(g.as_ref()).map(|ca| Arc::new(ca.clone())))
+                .collect(),
+        )
     }
 
     /// Remember that this controller's last write of object `uid` left it at
@@ -211,4 +244,118 @@ pub fn object_id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     )
+}
+
+/// The PKCS#11 modules the controller may load: a CA's `spec.hsm.module` is
+/// compared with them after canonicalisation (symlinks and `..` resolved), and
+/// anything else is refused before it is loaded. Set by the flag
+/// `--pkcs11-module PATH` (repeatable).
+#[derive(Clone, Debug)]
+pub struct ModuleAllowList {
+    /// The paths as given on the command line, for messages.
+    given: Vec<String>,
+    /// Their canonical forms (paths that do not exist are left out).
+    canonical: Vec<PathBuf>,
+}
+
+impl Default for ModuleAllowList {
+    /// Debian's SoftHSM2 module, the CRD's default `spec.hsm.module`.
+    fn default() -> Self {
+        ModuleAllowList::new(&[ca::signer::pkcs11::SOFTHSM2_MODULE.to_string()])
+    }
+}
+
+/// Whether two `spec.hsm.module` values name the same library: compared after
+/// canonicalisation (like the allow-list), so `..` or a symlink does not make
+/// one module two.
+pub fn same_module(a: &str, b: &str) -> bool {
+    match (Path::new(a).canonicalize(), Path::new(b).canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The flag that sets the allow-list, named in refusals.
+pub const MODULE_FLAG: &str = "--pkcs11-module";
+
+impl ModuleAllowList {
+    /// The allow-list of `paths`.
+    pub fn new(paths: &[String]) -> Self {
+        ModuleAllowList {
+            given: paths.to_vec(),
+            canonical: paths
+                .iter()
+                .filter_map(|p| Path::new(p).canonicalize().ok())
+                .collect(),
+        }
+    }
+
+    /// The paths as given.
+    pub fn paths(&self) -> &[String] {
+        &self.given
+    }
+
+    /// The canonical path to load for `module` if it is on the list, else why
+    /// not (a message naming the flag and the list).
+    pub fn check(&self, module: &str) -> Result<PathBuf, String> {
+        let refuse = |why: &str| {
+            format!(
+                "PKCS#11 module {module:?} {why}; the controller loads only the modules given with {MODULE_FLAG} ({})",
+                self.given.join(", ")
+            )
+        };
+        let path = Path::new(module);
+        if !path.is_absolute() {
+            return Err(refuse("is not an absolute path"));
+        }
+        let canonical = path
+            .canonicalize()
+            .map_err(|e| refuse(&format!("cannot be resolved ({e})")))?;
+        if self.canonical.contains(&canonical) {
+            Ok(canonical)
+        } else {
+            Err(refuse("is not allowed"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn modules_are_compared_after_canonicalisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("lib").join("libgood.so");
+        std::fs::create_dir_all(good.parent().unwrap()).unwrap();
+        std::fs::write(&good, b"").unwrap();
+        let evil = dir.path().join("evil.so");
+        std::fs::write(&evil, b"").unwrap();
+        let link = dir.path().join("link.so");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let list = ModuleAllowList::new(&[link.display().to_string()]);
+
+        let canonical = good.canonicalize().unwrap();
+        assert_eq!(list.check(good.to_str().unwrap()).unwrap(), canonical);
+        let dotted = format!("{}/lib/../lib/libgood.so", dir.path().display());
+        assert_eq!(list.check(&dotted).unwrap(), canonical);
+
+        for bad in [
+            evil.display().to_string(),
+            format!("{}/lib/../evil.so", dir.path().display()),
+            "libgood.so".to_string(),
+            format!("{}/missing.so", dir.path().display()),
+        ] {
+            let e = list.check(&bad).unwrap_err();
+            assert!(e.contains(MODULE_FLAG) && e.contains(&bad), "{e}");
+        }
+        assert!(same_module(good.to_str().unwrap(), &dotted));
+        assert!(same_module(link.to_str().unwrap(), &dotted));
+        assert!(!same_module(good.to_str().unwrap(), evil.to_str().unwrap()));
+        // A symlink to a file not on the list does not make it allowed.
+        let evil_link = dir.path().join("lib").join("libgood2.so");
+        std::os::unix::fs::symlink(&evil, &evil_link).unwrap();
+        assert!(list.check(evil_link.to_str().unwrap()).is_err());
+    }
 }

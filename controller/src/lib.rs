@@ -55,6 +55,7 @@ pub mod conditions;
 pub mod context;
 pub mod error;
 pub mod leader;
+pub mod malformed;
 pub mod metrics;
 pub mod publish;
 pub mod reconcilers;
@@ -68,21 +69,30 @@ use std::time::Duration;
 
 use crds::{CertificateAuthority, CertificateRequest, IssuedCertificate};
 use futures::StreamExt;
-use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::{Api, ResourceExt};
 
 use crate::context::Context;
+use crate::malformed::Guarded;
 use crate::reconcilers::{certificate_authority as ca_rec, certificate_request as cr_rec};
 
 /// Run the CertificateAuthority, CertificateRequest, Revocation, Suspension
 /// and CRLSchedule controllers until their streams end (on shutdown).
 /// `namespace`: watch one namespace, or all.
+///
+/// Every watch of a chop kind reads [`Guarded`] objects, so one object that no
+/// longer deserializes is reported on itself and blinds nothing else (see
+/// [`malformed`]); the IssuedCertificate watches read metadata only, which the
+/// API server validates.
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
-    let (cas, crs): (Api<CertificateAuthority>, Api<CertificateRequest>) = match namespace {
+    let (cas, crs): (
+        Api<Guarded<CertificateAuthority>>,
+        Api<Guarded<CertificateRequest>>,
+    ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
@@ -119,9 +129,13 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
-                .map(|ca| ObjectRef::<CertificateAuthority>::new(ca).within(&ns))
+                .map(|ca| ObjectRef::<Guarded<CertificateAuthority>>::new(ca).within(&ns))
         })
-        .run(ca_rec::reconcile, ca_rec::error_policy, Arc::clone(&ctx))
+        .run(
+            malformed::reconcile(ca_rec::reconcile),
+            malformed::error_policy(ca_rec::error_policy),
+            Arc::clone(&ctx),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "CertificateAuthority controller event");
@@ -133,29 +147,38 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     // API server. A CA change that can unblock a request (spec, Ready, its
     // certificate) re-examines that CA's requests still without a certificate;
     // its counters (which change with every issuance) do not.
-    let (ca_store, ca_writer) = reflector::store::<CertificateAuthority>();
+    let (ca_store, ca_writer) = reflector::store::<Guarded<CertificateAuthority>>();
     ctx.set_cas(ca_store);
     let ca_events = watcher(cas, watcher::Config::default())
         .default_backoff()
         .reflect(ca_writer)
         .touched_objects()
-        .predicate_filter(ca_rec::signing_state, PredicateConfig::default());
+        .predicate_filter(
+            malformed::predicate(ca_rec::signing_state),
+            PredicateConfig::default(),
+        );
     let cr_controller = cr_controller
-        .watches_stream(ca_events, move |ca: CertificateAuthority| {
-            let ns = ca.metadata.namespace.clone();
-            let name = ca.metadata.name.clone().unwrap_or_default();
+        .watches_stream(ca_events, move |ca: Guarded<CertificateAuthority>| {
+            let ns = ca.namespace();
+            let name = ca.name_any();
             store
                 .state()
                 .into_iter()
-                .filter(|cr| {
-                    cr.metadata.namespace == ns
-                        && cr.spec.ca_ref.name == name
-                        && cr.status.as_ref().is_none_or(|s| s.certificate.is_none())
+                .filter(|g| {
+                    malformed::valid(g.as_ref()).is_some_and(|cr| {
+                        cr.metadata.namespace == ns
+                            && cr.spec.ca_ref.name == name
+                            && cr.status.as_ref().is_none_or(|s| s.certificate.is_none())
+                    })
                 })
                 .map(|cr| ObjectRef::from_obj(cr.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(cr_rec::reconcile, cr_rec::error_policy, Arc::clone(&ctx))
+        .run(
+            malformed::reconcile(cr_rec::reconcile),
+            malformed::error_policy(cr_rec::error_policy),
+            Arc::clone(&ctx),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "CertificateRequest controller event");

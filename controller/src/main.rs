@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME]
-//!                 [--metrics-addr ADDR]
+//!                 [--metrics-addr ADDR] [--pkcs11-module PATH]...
 //! ```
 //! Each flag may also be given as an environment variable (`CHOP_NAMESPACE`,
-//! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`). Without
-//! `--namespace` every namespace is watched. The replica's identity is `POD_NAME`
+//! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`,
+//! `CHOP_PKCS11_MODULES` with paths separated by `:`). Without
+//! `--namespace` every namespace is watched. `--pkcs11-module` (repeatable)
+//! lists the PKCS#11 libraries a CA's `spec.hsm.module` may name (compared
+//! after resolving symlinks and `..`); default: Debian's SoftHSM2 module
+//! `/usr/lib/softhsm/libsofthsm2.so`. A CA naming another one is refused
+//! (`Ready=False ModuleNotAllowed`) and nothing is loaded. The replica's identity is `POD_NAME`
 //! or the host name. `/metrics`, `/healthz` and `/readyz` are served on
 //! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name.
 //!
@@ -23,7 +28,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use controller::context::Context;
+use controller::context::{Context, ModuleAllowList};
 use controller::leader::{LeaderElector, LeaseConfig};
 use controller::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -35,6 +40,7 @@ struct Args {
     lease_namespace: String,
     lease_name: String,
     metrics_addr: String,
+    pkcs11_modules: Vec<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +49,15 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut lease_namespace = env("CHOP_LEASE_NAMESPACE");
     let mut lease_name = env("CHOP_LEASE_NAME");
     let mut metrics_addr = env("CHOP_METRICS_ADDR");
+    let mut modules: Vec<String> = env("CHOP_PKCS11_MODULES")
+        .map(|v| {
+            v.split(':')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut modules_from_flags = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -60,9 +75,17 @@ fn parse_args() -> anyhow::Result<Args> {
             "--lease-namespace" => lease_namespace = Some(value()?),
             "--lease-name" => lease_name = Some(value()?),
             "--metrics-addr" => metrics_addr = Some(value()?),
+            "--pkcs11-module" => {
+                // The flags replace the environment's list.
+                if !modules_from_flags {
+                    modules.clear();
+                    modules_from_flags = true;
+                }
+                modules.push(value()?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR]"
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]..."
                 );
                 std::process::exit(0);
             }
@@ -76,6 +99,11 @@ fn parse_args() -> anyhow::Result<Args> {
         namespace,
         lease_name: lease_name.unwrap_or_else(|| "chop-controller".into()),
         metrics_addr: metrics_addr.unwrap_or_else(|| "0.0.0.0:8080".into()),
+        pkcs11_modules: if modules.is_empty() {
+            vec![ca::signer::pkcs11::SOFTHSM2_MODULE.to_string()]
+        } else {
+            modules
+        },
     })
 }
 
@@ -131,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
     metrics.set_ready(true);
 
     let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
+    ctx.modules = ModuleAllowList::new(&args.pkcs11_modules);
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
     ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
     ctx.crash_after_crl_reserve =

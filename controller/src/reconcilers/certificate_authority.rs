@@ -50,6 +50,10 @@ use crate::record_index::Counts;
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CertificateAuthority";
 
+/// Reason (Ready=False, Event) of a CA whose `spec.hsm.module` is not on the
+/// controller's `--pkcs11-module` list.
+pub const MODULE_NOT_ALLOWED: &str = "ModuleNotAllowed";
+
 /// A hash of what of a CA its requests and CRL schedules depend on: its spec
 /// (issuance, approval policy, profiles), whether it is Ready, and its
 /// certificate; not its counters, which change with every issuance.
@@ -134,6 +138,18 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     {
         let pem = pem.clone();
         return ready(ca, ctx, status, pem, sc).await;
+    }
+
+    // The module is code the controller would run: only the allowed ones are
+    // loaded, checked before the PIN is even read.
+    if let Err(msg) = ctx.modules.check(&ca.spec.hsm.module) {
+        let cond = Cond::no("Ready", MODULE_NOT_ALLOWED, msg.clone());
+        if !conditions::unchanged(&status.conditions, &cond, ca.meta().generation) {
+            ctx.event(ca, true, MODULE_NOT_ALLOWED, msg.clone()).await;
+        }
+        let conds = [Cond::no("KeyReady", MODULE_NOT_ALLOWED, msg), cond];
+        write_status(ca, ctx, &mut status, &conds).await?;
+        return Ok(Action::await_change());
     }
 
     // One key, one CA: a second CertificateAuthority on a key another one
@@ -359,7 +375,7 @@ fn key_claimed_by_other(ca: &CertificateAuthority, ctx: &Context) -> Option<Stri
         .iter()
         .filter(|o| o.uid() != ca.uid() && o.meta().deletion_timestamp.is_none())
         .filter(|o| {
-            o.spec.hsm.module == ca.spec.hsm.module
+            crate::context::same_module(&o.spec.hsm.module, &ca.spec.hsm.module)
                 && o.spec.hsm.token_label == ca.spec.hsm.token_label
                 && o.spec.hsm.key_label == ca.spec.hsm.key_label
         })
@@ -725,10 +741,18 @@ async fn open_key(
             });
         }
     };
+    // Load the canonical path that was checked, never the path as written.
+    let module_path = ctx
+        .modules
+        .check(&hsm.module)
+        .map_err(|message| Error::Invalid {
+            object: id.clone(),
+            message,
+        })?;
     let metrics = Arc::clone(&ctx.metrics);
     let result = tokio::task::spawn_blocking(move || -> Result<Opened, ca::Error> {
         let started = Instant::now();
-        let module = Pkcs11Module::open(&hsm.module)?;
+        let module = Pkcs11Module::open(&module_path)?;
         let token = Token::open(&module, &hsm.token_label, pin)?;
         metrics.hsm("open", started);
         let key = KeyRef::label(hsm.key_label.clone());

@@ -105,7 +105,9 @@ use super::{from_time, to_time};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, FIELD_MANAGER, object_id};
 use crate::error::{Error, Result};
+use crate::malformed::{Guarded, GuardedApi, valid};
 use crate::publish::{self, Manifest, Publication};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Kind label in metrics and spans.
 pub const KIND: &str = "CRLSchedule";
@@ -119,9 +121,9 @@ const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     let (schedules, issued_meta, cas): (
-        Api<CRLSchedule>,
+        GuardedApi<CRLSchedule>,
         Api<PartialObjectMeta<IssuedCertificate>>,
-        Api<CertificateAuthority>,
+        GuardedApi<CertificateAuthority>,
     ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
@@ -155,7 +157,9 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         store
             .state()
             .into_iter()
-            .filter(|s| s.metadata.namespace == ns && s.spec.ca_ref.name == ca)
+            .filter(|g| {
+                valid(g).is_some_and(|s| s.metadata.namespace == ns && s.spec.ca_ref.name == ca)
+            })
             .map(|s| ObjectRef::from_obj(s.as_ref()))
             .collect::<Vec<_>>()
     };
@@ -174,12 +178,16 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 .default_backoff()
                 .touched_objects()
                 .predicate_filter(
-                    super::certificate_authority::signing_state,
+                    crate::malformed::predicate(super::certificate_authority::signing_state),
                     PredicateConfig::default(),
                 ),
-            move |ca: CertificateAuthority| by_ca2(ca.metadata.namespace.clone(), ca.name_any()),
+            move |ca: Guarded<CertificateAuthority>| by_ca2(ca.namespace(), ca.name_any()),
         )
-        .run(reconcile, error_policy, ctx)
+        .run(
+            crate::malformed::reconcile(reconcile),
+            crate::malformed::error_policy(error_policy),
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "CRLSchedule controller event");
@@ -466,15 +474,22 @@ impl Partitioning {
     }
 }
 
-/// The live CRLSchedules in `ns`.
-async fn schedules(ctx: &Context, ns: &str) -> Result<Vec<CRLSchedule>> {
-    let api: Api<CRLSchedule> = Api::namespaced(ctx.client.clone(), ns);
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::kube("list CRLSchedules"))?;
+/// The live CRLSchedules in `ns`. A malformed one is skipped, unless it may be
+/// the schedule in force for CA `ca` (it may name `ca` and is older than its
+/// valid ones): then this fails, naming it (see `malformed::list_valid`).
+async fn schedules(ctx: &Context, ns: &str, ca: &str) -> Result<Vec<CRLSchedule>> {
+    let concerns = |m: &ObjectMeta, v: &serde_json::Value, valid: &[CRLSchedule]| {
+        let age = (
+            m.creation_timestamp.as_ref().map(|t| t.0),
+            m.name.clone().unwrap_or_default(),
+        );
+        m.deletion_timestamp.is_none()
+            && v["spec"]["caRef"]["name"].as_str().is_none_or(|n| n == ca)
+            && oldest(valid, ca).is_none_or(|o| age < self::age(o))
+    };
+    let list =
+        crate::malformed::list_valid(&ctx.client, ns, &ListParams::default(), concerns).await?;
     Ok(list
-        .items
         .into_iter()
         .filter(|s| s.meta().deletion_timestamp.is_none())
         .collect())
@@ -498,7 +513,7 @@ fn oldest<'a>(all: &'a [CRLSchedule], ca: &str) -> Option<&'a CRLSchedule> {
 /// The partitioning in force for CA `ca` in `ns`: its (oldest) schedule's.
 /// Issuance calls this to choose a new certificate's partition.
 pub async fn partitioning_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<Partitioning>> {
-    let all = schedules(ctx, ns).await?;
+    let all = schedules(ctx, ns, ca).await?;
     Ok(oldest(&all, ca).and_then(Partitioning::of))
 }
 
@@ -542,7 +557,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         write_status(s, ctx, status, &[cond], None).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
-    let all = schedules(ctx, &ns).await?;
+    let all = schedules(ctx, &ns, &ca_name).await?;
     if oldest(&all, &ca_name).map(ResourceExt::name_any) != Some(s.name_any()) {
         let cond = Cond::no(
             "Ready",

@@ -333,12 +333,16 @@ async fn write_status(
 pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     use futures::StreamExt;
     use kube::runtime::{Controller, watcher};
-    let api: Api<Revocation> = match namespace {
+    let api: Api<crate::malformed::Guarded<Revocation>> = match namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            crate::malformed::reconcile(reconcile),
+            crate::malformed::error_policy(error_policy),
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "Revocation controller event");

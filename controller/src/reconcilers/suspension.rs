@@ -510,7 +510,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
     // Records by metadata only: the held-by annotation is all the mapping needs.
     let (api, issued): (
-        Api<Suspension>,
+        Api<crate::malformed::Guarded<Suspension>>,
         Api<kube::core::PartialObjectMeta<IssuedCertificate>>,
     ) = match namespace {
         Some(ns) => (
@@ -527,10 +527,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 let ns = ic.namespace().unwrap_or_default();
                 ic.annotations()
                     .get(ANNOTATION_HELD_BY)
-                    .map(|s| ObjectRef::<Suspension>::new(s).within(&ns))
+                    .map(|s| ObjectRef::<crate::malformed::Guarded<Suspension>>::new(s).within(&ns))
             },
         )
-        .run(reconcile, error_policy, ctx)
+        .run(
+            crate::malformed::reconcile(reconcile),
+            crate::malformed::error_policy(error_policy),
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "Suspension controller event");
