@@ -64,6 +64,9 @@ pub struct Context {
     invalid: Mutex<HashMap<String, String>>,
     /// The PKCS#11 modules CAs may name (`--pkcs11-module`), canonical.
     pub modules: ModuleAllowList,
+    /// The chop-responder images a CA's `spec.responder.image` may name
+    /// (`--responder-image`); the first is the default.
+    pub responder_images: Vec<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -105,6 +108,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             invalid: Mutex::new(HashMap::new()),
             modules: ModuleAllowList::default(),
+            responder_images: vec![crate::reconcilers::responder::DEFAULT_IMAGE.to_string()],
         }
     }
 

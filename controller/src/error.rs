@@ -37,6 +37,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A setting an administrator chose is not one the controller's operator
+    /// allowed (e.g. a responder image): refused, with a specific reason.
+    #[error("{object}: {message}")]
+    Refused {
+        /// `Kind/namespace/name`.
+        object: String,
+        /// The condition reason (CamelCase), also the metric label.
+        reason: &'static str,
+        /// What is refused and what is allowed.
+        message: String,
+    },
 }
 
 impl Error {
@@ -79,6 +90,7 @@ impl Error {
             Error::Kube { .. } => "KubeApi",
             Error::Ca { source, .. } => source.reason(),
             Error::Invalid { .. } => "Invalid",
+            Error::Refused { reason, .. } => reason,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME]
 //!                 [--metrics-addr ADDR] [--pkcs11-module PATH]...
+//!                 [--responder-image IMAGE]...
 //! ```
 //! Each flag may also be given as an environment variable (`CHOP_NAMESPACE`,
 //! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`,
@@ -11,7 +12,12 @@
 //! lists the PKCS#11 libraries a CA's `spec.hsm.module` may name (compared
 //! after resolving symlinks and `..`); default: Debian's SoftHSM2 module
 //! `/usr/lib/softhsm/libsofthsm2.so`. A CA naming another one is refused
-//! (`Ready=False ModuleNotAllowed`) and nothing is loaded. The replica's identity is `POD_NAME`
+//! (`Ready=False ModuleNotAllowed`) and nothing is loaded. `--responder-image`
+//! (repeatable, or `CHOP_RESPONDER_IMAGES` separated by `,`) lists the images a
+//! CA's `spec.responder.image` may name, the first being the default; default:
+//! the chop-responder image of this release. The responder runs with the
+//! delegated OCSP signing key, so a CA naming another image gets
+//! `ResponderReady=False ImageNotAllowed` and no workload. The replica's identity is `POD_NAME`
 //! or the host name. `/metrics`, `/healthz` and `/readyz` are served on
 //! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name.
 //!
@@ -41,6 +47,7 @@ struct Args {
     lease_name: String,
     metrics_addr: String,
     pkcs11_modules: Vec<String>,
+    responder_images: Vec<String>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -58,6 +65,16 @@ fn parse_args() -> anyhow::Result<Args> {
         })
         .unwrap_or_default();
     let mut modules_from_flags = false;
+    let mut images: Vec<String> = env("CHOP_RESPONDER_IMAGES")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut images_from_flags = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -83,9 +100,16 @@ fn parse_args() -> anyhow::Result<Args> {
                 }
                 modules.push(value()?);
             }
+            "--responder-image" => {
+                if !images_from_flags {
+                    images.clear();
+                    images_from_flags = true;
+                }
+                images.push(value()?);
+            }
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]..."
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]..."
                 );
                 std::process::exit(0);
             }
@@ -103,6 +127,11 @@ fn parse_args() -> anyhow::Result<Args> {
             vec![ca::signer::pkcs11::SOFTHSM2_MODULE.to_string()]
         } else {
             modules
+        },
+        responder_images: if images.is_empty() {
+            vec![controller::reconcilers::responder::DEFAULT_IMAGE.to_string()]
+        } else {
+            images
         },
     })
 }
@@ -160,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
     ctx.modules = ModuleAllowList::new(&args.pkcs11_modules);
+    ctx.responder_images = args.responder_images.clone();
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
     ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
     ctx.crash_after_crl_reserve =

@@ -173,3 +173,65 @@ async fn an_administrator_cannot_choose_the_library_the_controller_loads() {
             .contains("evil.so")
     );
 }
+
+/// The same family: the responder runs with the delegated OCSP signing key, so
+/// an administrator may not choose its image either (`--responder-image`).
+#[tokio::test]
+async fn an_administrator_cannot_choose_the_image_that_holds_the_ocsp_key() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let deployments = h.api::<Deployment>();
+    let image_of = |d: &Deployment| {
+        d.spec.template.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    };
+    let before = h
+        .wait("responder Deployment", 60, || {
+            let deployments = deployments.clone();
+            async move { deployments.get("root-responder").await.ok() }
+        })
+        .await;
+    let image = image_of(&before);
+    assert!(image.contains("chop-responder"), "{image}");
+
+    let admin = administrator(&h, "admin-img").await;
+    Api::<CertificateAuthority>::namespaced(admin, h.ns())
+        .patch(
+            "root",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"responder": {"image": "registry.example/ocsp-key-exfil:1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let cas = h.api::<CertificateAuthority>();
+    let message = h
+        .wait("ResponderReady=False ImageNotAllowed", 60, || {
+            let cas = cas.clone();
+            async move {
+                let ca = cas.get("root").await.ok()?;
+                ca.status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| {
+                        c.type_ == "ResponderReady"
+                            && c.status == "False"
+                            && c.reason == "ImageNotAllowed"
+                    })
+                    .map(|c| c.message)
+            }
+        })
+        .await;
+    assert!(message.contains("--responder-image"), "{message}");
+    warning_event(&h, "root", "ImageNotAllowed").await;
+    // The workload still runs the allowed image; the CA still signs.
+    let after = deployments.get("root-responder").await.unwrap();
+    assert_eq!(image_of(&after), image);
+    let csr = h.csr("still");
+    issue(&h, "still", "ra-0802", &csr).await;
+}

@@ -83,6 +83,24 @@ pub const DEFAULT_IMAGE: &str = concat!(
     "ghcr.io/chop-dev/chop-responder:",
     env!("CARGO_PKG_VERSION")
 );
+/// The image of `ca`'s responder: `spec.responder.image` if it is one of
+/// `allowed` (`--responder-image`), else why not; the first allowed one when
+/// the spec names none.
+pub fn responder_image(ca: &CertificateAuthority, allowed: &[String]) -> Result<String, String> {
+    match &ca.spec.responder.image {
+        None => Ok(allowed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_IMAGE.to_string())),
+        Some(image) if allowed.iter().any(|a| a == image) => Ok(image.clone()),
+        Some(image) => Err(format!(
+            "spec.responder.image {image:?} is not allowed: the responder holds the delegated OCSP \
+             signing key, so the controller runs only the images given with --responder-image ({})",
+            allowed.join(", ")
+        )),
+    }
+}
+
 /// Container port of chop-responder.
 pub const CONTAINER_PORT: i32 = 8080;
 
@@ -133,6 +151,12 @@ pub async fn ensure(
         }
         Err(e) => {
             tracing::warn!(error = %e, "responder not ready");
+            if let Error::Refused {
+                reason, message, ..
+            } = &e
+            {
+                ctx.event(ca, true, reason, message.clone()).await;
+            }
             Outcome {
                 condition: Cond::no("ResponderReady", e.metric_label(), e.to_string()),
                 status: ca
@@ -442,6 +466,14 @@ where
 async fn apply_workload(ca: &CertificateAuthority, ctx: &Context) -> Result<i32> {
     let name = ca.name_any();
     let ns = ca.namespace().unwrap_or_default();
+    // The responder runs with the delegated OCSP key (it can vouch "good" for
+    // any serial): an administrator chooses among the images the controller's
+    // operator allowed, never any image (issue 8, the family of finding 8).
+    let image = responder_image(ca, &ctx.responder_images).map_err(|message| Error::Refused {
+        object: crate::context::object_id(ca),
+        reason: "ImageNotAllowed",
+        message,
+    })?;
     let wl = workload_name(&name);
     let meta = || ObjectMeta {
         name: Some(wl.clone()),
@@ -540,13 +572,7 @@ async fn apply_workload(ca: &CertificateAuthority, ctx: &Context) -> Result<i32>
     };
     let container = Container {
         name: "chop-responder".into(),
-        image: Some(
-            ca.spec
-                .responder
-                .image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_IMAGE.to_string()),
-        ),
+        image: Some(image),
         args: Some(vec![
             "serve".into(),
             "--kube".into(),
