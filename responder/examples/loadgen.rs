@@ -5,7 +5,18 @@
 //! ```text
 //! cargo run --release -p chop-responder --example loadgen -- \
 //!     HOST:PORT PATH [--connections 32] [--duration 10] [--mode close|keepalive]
+//!     [--flood-rate N --flood-known PATHS_FILE | --flood-random CA_PEM]
+//!     [--flood-connections 16]
 //! ```
+//!
+//! With `--flood-rate N`, besides the closed-loop legitimate load on `PATH`, a
+//! second group of keep-alive connections offers a flood at a fixed rate of N
+//! requests per second (open loop: each connection sends on its own ticks,
+//! catching up when the server is slow): GETs cycling through the paths of
+//! `--flood-known` (one per line: known serials), or, with `--flood-random`, a
+//! fresh random serial under the CA of `CA_PEM` in every request (never the
+//! same request twice, so no response cache can help). The flood's own line
+//! follows the legitimate one: `flood requests=… rps=… errors=… non200=…`.
 //!
 //! Why not only wrk: wrk opens (and at once closes) a probe connection before
 //! its run, and OpenSSL 3.0's `openssl ocsp -port` responder then spins on that
@@ -16,7 +27,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +40,30 @@ struct Stats {
     connections: Cell<u64>,
     errors: Cell<u64>,
     non200: Cell<u64>,
+    /// Answers that are an unsigned OCSPResponse (5 octets: an error status).
+    unsigned: Cell<u64>,
+}
+
+/// Where the flood's paths come from.
+enum Flood {
+    /// Cycle through these paths.
+    Known(Vec<String>),
+    /// A fresh random serial of this CA each time.
+    Random(Box<x509_cert::Certificate>),
+}
+
+impl Flood {
+    fn next_path(&self, i: usize) -> String {
+        match self {
+            Flood::Known(paths) => paths[i % paths.len()].clone(),
+            Flood::Random(ca) => {
+                let serial = ca::serial::Serial::random().unwrap();
+                let der = ca::ocsp::build_request(ca, &[serial], ca::ocsp::CertIdHash::Sha1, None)
+                    .unwrap();
+                responder::fixture::get_path(&der)
+            }
+        }
+    }
 }
 
 fn main() {
@@ -36,12 +71,26 @@ fn main() {
     let addr = args.next().expect("HOST:PORT");
     let path = args.next().expect("PATH");
     let (mut conns, mut secs, mut keepalive) = (32usize, 10f64, false);
+    let (mut flood_rate, mut flood_conns, mut flood) = (0f64, 16usize, None);
     while let Some(f) = args.next() {
         let v = args.next().expect("flag value");
         match f.as_str() {
             "--connections" => conns = v.parse().unwrap(),
             "--duration" => secs = v.parse().unwrap(),
             "--mode" => keepalive = v == "keepalive",
+            "--flood-rate" => flood_rate = v.parse().unwrap(),
+            "--flood-connections" => flood_conns = v.parse().unwrap(),
+            "--flood-known" => {
+                let text = std::fs::read_to_string(&v).unwrap();
+                let paths: Vec<String> = text.lines().map(str::to_owned).collect();
+                assert!(!paths.is_empty(), "{v}: no paths");
+                flood = Some(Flood::Known(paths));
+            }
+            "--flood-random" => {
+                let pem = std::fs::read(&v).unwrap();
+                let ca = x509_cert::Certificate::load_pem_chain(&pem).unwrap();
+                flood = Some(Flood::Random(Box::new(ca.into_iter().next().unwrap())));
+            }
             other => panic!("unknown flag {other}"),
         }
     }
@@ -78,6 +127,38 @@ fn main() {
             }
         });
     }
+    let flood_stats = Rc::new(Stats::default());
+    if flood_rate > 0.0 {
+        let flood = Rc::new(flood.expect("--flood-rate needs --flood-known or --flood-random"));
+        let counter = Rc::new(RefCell::new(0usize));
+        let period = Duration::from_secs_f64(flood_conns as f64 / flood_rate);
+        for c in 0..flood_conns {
+            let (addr, stats, flood, counter) = (
+                addr.clone(),
+                flood_stats.clone(),
+                flood.clone(),
+                counter.clone(),
+            );
+            local.spawn_local(async move {
+                // Spread the connections' ticks over one period.
+                let first =
+                    tokio::time::Instant::now() + period.mul_f64(c as f64 / flood_conns as f64);
+                let mut tick = tokio::time::interval_at(first, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut buf = vec![0u8; 16 * 1024];
+                while Instant::now() < deadline {
+                    let r = flood_loop(
+                        &addr, &flood, &counter, &mut tick, &mut buf, &stats, deadline,
+                    )
+                    .await;
+                    if r.is_err() {
+                        stats.errors.set(stats.errors.get() + 1);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            });
+        }
+    }
     rt.block_on(local);
     let elapsed = start.elapsed().as_secs_f64();
     let n = stats.requests.get();
@@ -88,6 +169,48 @@ fn main() {
         stats.errors.get(),
         stats.non200.get()
     );
+    if flood_rate > 0.0 {
+        let n = flood_stats.requests.get();
+        println!(
+            "flood requests={n} rps={:.0} offered={flood_rate:.0} errors={} non200={} unsigned={}",
+            n as f64 / elapsed,
+            flood_stats.errors.get(),
+            flood_stats.non200.get(),
+            flood_stats.unsigned.get()
+        );
+    }
+}
+
+/// One keep-alive connection of the flood: a request per tick.
+async fn flood_loop(
+    addr: &str,
+    flood: &Flood,
+    counter: &RefCell<usize>,
+    tick: &mut tokio::time::Interval,
+    buf: &mut [u8],
+    stats: &Stats,
+    deadline: Instant,
+) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr).await?;
+    stats.connections.set(stats.connections.get() + 1);
+    s.set_nodelay(true)?;
+    loop {
+        tick.tick().await;
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        let i = {
+            let mut c = counter.borrow_mut();
+            *c += 1;
+            *c
+        };
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+            flood.next_path(i)
+        );
+        s.write_all(request.as_bytes()).await?;
+        read_response(&mut s, buf, stats).await?;
+    }
 }
 
 fn count(stats: &Stats, response: &[u8]) {
@@ -152,31 +275,40 @@ async fn keepalive_loop(
     s.set_nodelay(true)?;
     while Instant::now() < deadline {
         s.write_all(request).await?;
-        let mut n = 0;
-        let total = loop {
-            let r = s.read(&mut buf[n..]).await?;
-            if r == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            n += r;
-            if let Some((head, len)) = parse_head(&buf[..n]) {
-                break head + len;
-            }
-            if n == buf.len() {
-                return Err(std::io::ErrorKind::InvalidData.into());
-            }
-        };
-        if total > buf.len() {
+        read_response(&mut s, buf, stats).await?;
+    }
+    Ok(())
+}
+
+/// Read one response (head and Content-Length body) from a keep-alive connection.
+async fn read_response(s: &mut TcpStream, buf: &mut [u8], stats: &Stats) -> std::io::Result<()> {
+    let mut n = 0;
+    let total = loop {
+        let r = s.read(&mut buf[n..]).await?;
+        if r == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        n += r;
+        if let Some((head, len)) = parse_head(&buf[..n]) {
+            break head + len;
+        }
+        if n == buf.len() {
             return Err(std::io::ErrorKind::InvalidData.into());
         }
-        while n < total {
-            let r = s.read(&mut buf[n..total]).await?;
-            if r == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            n += r;
-        }
-        count(stats, &buf[..n]);
+    };
+    if total > buf.len() {
+        return Err(std::io::ErrorKind::InvalidData.into());
     }
+    while n < total {
+        let r = s.read(&mut buf[n..total]).await?;
+        if r == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        n += r;
+    }
+    if parse_head(&buf[..n]).is_some_and(|(head, len)| len == 5 && n == head + 5) {
+        stats.unsigned.set(stats.unsigned.get() + 1);
+    }
+    count(stats, &buf[..n]);
     Ok(())
 }

@@ -218,7 +218,7 @@ impl Fixture {
 
     /// Write the `--dir` layout into `dir`, plus `leaf-N.pem`, and for OpenSSL's
     /// responder `openssl-index.txt`; and `get-path.txt`, the URL path of a GET for
-    /// leaf 0 (no nonce).
+    /// leaf 0 (no nonce), `known-paths.txt` the same for every leaf, one a line.
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
         let w = |name: &str, data: &[u8]| {
             let p = dir.join(name);
@@ -258,6 +258,12 @@ impl Fixture {
                 get_path(&self.request(&leaf.serial, None)?).as_bytes(),
             )?;
         }
+        let mut known = String::new();
+        for leaf in &self.leaves {
+            known.push_str(&get_path(&self.request(&leaf.serial, None)?));
+            known.push('\n');
+        }
+        w("known-paths.txt", known.as_bytes())?;
         Ok(())
     }
 }
