@@ -24,13 +24,15 @@
 #        scripts/bench-responder.sh flood    (issue 8 finding 9: mixed load)
 #
 # flood: chop alone, pinned like above, serves a closed-loop legitimate load
-# (loadgen, CONNECTIONS keep-alive connections, the GET of one issued
+# (wrk -t1, CONNECTIONS keep-alive connections, the GET of one issued
 # certificate) in three configurations, interleaved per round:
 #   alone    the legitimate load only
 #   known    plus a flood at FLOOD_RATE req/s (open loop, 16 keep-alive
 #            connections) of GETs for the fixture's issued certificates
 #   random   plus a flood at the same FLOOD_RATE of GETs for a fresh random
-#            serial each (never issued, never the same request twice)
+#            serial each (never issued, never the same request twice; made
+#            ahead of each round by loadgen --print-random, so both floods
+#            cost the client the same)
 # and prints the legitimate rate of each side by side with the ratios
 # random/known and random/alone (finding 9: random/known >= 0.80), the flood
 # rates achieved and how many flood answers were unsigned. FLOOD_RATE defaults
@@ -40,7 +42,8 @@
 #   configuration is run once per round, interleaved, and the best round counts:
 #   fair on a machine shared with other work), CONNECTIONS=32,
 #   PIN=1 (servers on CPU 0 and wrk on CPU 1, one worker each; PIN=0: no pinning,
-#   servers use every core), KEEP=0 (1: keep the work directory).
+#   servers use every core), KEEP=0 (1: keep the work directory), FLOOD_RATE=3000
+#   (flood), CHOP_BIN (a chop-responder binary to measure instead of this tree's).
 # Targets (issue 4): chop >= 10x openssl and >= 70% of nginx in both modes;
 # revocation visible in < 2 s.
 set -euo pipefail
@@ -83,7 +86,7 @@ fi
 
 echo "== building chop-responder and the load generator (release)"
 (cd "$ROOT" && cargo build --release -q -p chop-responder --bin chop-responder --example loadgen)
-BIN=$CARGO_TARGET_DIR/release/chop-responder
+BIN=${CHOP_BIN:-$CARGO_TARGET_DIR/release/chop-responder} # CHOP_BIN: another build, e.g. before a change
 LOADGEN=$CARGO_TARGET_DIR/release/examples/loadgen
 
 WORK=$(mktemp -d /tmp/bench-responder.XXXXXX)
@@ -97,7 +100,7 @@ cleanup() {
 trap cleanup EXIT
 
 FX=$WORK/fx
-"$BIN" gen-fixture "$FX" --leaves 16 >/dev/null
+"$CARGO_TARGET_DIR/release/chop-responder" gen-fixture "$FX" --leaves 16 >/dev/null
 URLPATH=$(cat "$FX/get-path.txt")
 SERIAL0=$(openssl x509 -in "$FX/leaf-0.pem" -noout -serial | cut -d= -f2)
 
@@ -109,31 +112,44 @@ if [[ $MODE == flood ]]; then
     (exec 3<>"/dev/tcp/127.0.0.1/$P_CHOP") 2>/dev/null && break
     sleep 0.1
   done
-  echo "== flood: legitimate load $CONNECTIONS keep-alive connections on one certificate; flood $FLOOD_RATE req/s"
-  echo "== $ROUNDS rounds of ${DURATION} s per configuration (best counts); pinning: server ${SRV[*]:-none}, client ${CLI[*]:-none}"
-  declare -A LEGIT FLOODED UNSIGNED TICKS NREQ
+  echo "== flood: legitimate load wrk -t1 -c$CONNECTIONS keep-alive on one certificate; flood $FLOOD_RATE req/s (loadgen, 16 keep-alive connections)"
+  echo "== $ROUNDS rounds of ${DURATION} s per configuration (best counts); pinning: server ${SRV[*]:-none}, clients ${CLI[*]:-none}"
+  NPATHS=$(awk -v r="$FLOOD_RATE" -v d="$DURATION" 'BEGIN { printf "%d", r * d * 1.2 + 100 }')
+  declare -A LEGIT FLOODED UNSIGNED TICKS
+  url="http://127.0.0.1:$P_CHOP$URLPATH"
+  "${CLI[@]}" wrk -t1 "-c$CONNECTIONS" -d2s "$url" >/dev/null 2>&1 || true # warm-up
   for round in $(seq 1 "$ROUNDS"); do
     echo "-- round $round/$ROUNDS"
+    # Fresh random serials every round: none was ever asked before.
+    "$LOADGEN" --print-random "$FX/ca.pem" "$NPATHS" >"$WORK/random-paths.txt"
     for cfg in alone known random; do
-      extra=()
+      flood_pid=""
       case $cfg in
-        known) extra=(--flood-rate "$FLOOD_RATE" --flood-known "$FX/known-paths.txt") ;;
-        random) extra=(--flood-rate "$FLOOD_RATE" --flood-random "$FX/ca.pem") ;;
+        known) paths=$FX/known-paths.txt ;;
+        random) paths=$WORK/random-paths.txt ;;
       esac
       c0=$(awk '{print $14 + $15}' "/proc/$CHOP_PID/stat")
-      out=$("${CLI[@]}" "$LOADGEN" "127.0.0.1:$P_CHOP" "$URLPATH" --connections "$CONNECTIONS" \
-        --duration "$DURATION" --mode keepalive "${extra[@]}")
+      if [[ $cfg != alone ]]; then
+        "${CLI[@]}" "$LOADGEN" "127.0.0.1:$P_CHOP" / --connections 0 --duration "$DURATION" \
+          --flood-rate "$FLOOD_RATE" --flood-paths "$paths" >"$WORK/flood.out" &
+        flood_pid=$!
+      fi
+      out=$("${CLI[@]}" wrk -t1 "-c$CONNECTIONS" "-d${DURATION}s" "$url")
+      [[ -n $flood_pid ]] && wait "$flood_pid"
       c1=$(awk '{print $14 + $15}' "/proc/$CHOP_PID/stat")
-      echo "$out" >>"$WORK/flood-$cfg.txt"
-      legit=$(head -1 <<<"$out" | sed -E 's/.*rps=([0-9]+).*/\1/')
-      fl=$(sed -n 2p <<<"$out" | sed -E 's/.*rps=([0-9]+).*/\1/')
-      un=$(sed -n 2p <<<"$out" | sed -E 's/.*unsigned=([0-9]+).*/\1/')
-      printf '   %-7s legitimate %8s req/s   flood %6s req/s (unsigned answers: %s)\n' "$cfg" "$legit" "${fl:--}" "${un:--}"
+      legit=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
+      fl=- un=-
+      if [[ -n $flood_pid ]]; then
+        cat "$WORK/flood.out" >>"$WORK/flood-$cfg.txt"
+        fl=$(grep '^flood' "$WORK/flood.out" | sed -E 's/.*rps=([0-9]+).*/\1/')
+        un=$(grep '^flood' "$WORK/flood.out" | sed -E 's/.*unsigned=([0-9]+).*/\1/')
+      fi
+      printf '   %-7s legitimate %8s req/s   flood %6s req/s (unsigned answers: %s)\n' "$cfg" "$legit" "$fl" "$un"
       TICKS[$cfg]=$((${TICKS[$cfg]:-0} + c1 - c0))
       if ((legit > ${LEGIT[$cfg]:-0})); then
         LEGIT[$cfg]=$legit
-        FLOODED[$cfg]=${fl:--}
-        UNSIGNED[$cfg]=${un:--}
+        FLOODED[$cfg]=$fl
+        UNSIGNED[$cfg]=$un
       fi
     done
   done
@@ -141,9 +157,10 @@ if [[ $MODE == flood ]]; then
   echo
   printf '%-8s %14s %12s %16s %14s\n' config "legit req/s" "flood req/s" "flood unsigned" "server CPU s"
   for cfg in alone known random; do
-    printf '%-8s %14s %12s %16s %14s\n' "$cfg" "${LEGIT[$cfg]}" "${FLOODED[$cfg]:--}" "${UNSIGNED[$cfg]:--}" \
+    printf '%-8s %14s %12s %16s %14s\n' "$cfg" "${LEGIT[$cfg]}" "${FLOODED[$cfg]}" "${UNSIGNED[$cfg]}" \
       "$(awk -v t="${TICKS[$cfg]}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')"
   done
+  echo "(legit req/s, flood req/s: best round; server CPU s: chop's CPU time over all rounds of that configuration)"
   r=$(ratio "${LEGIT[random]}" "${LEGIT[known]}")
   echo "legitimate rate under a random-serial flood: $r x the rate under a known-serial flood," \
     "$(ratio "${LEGIT[random]}" "${LEGIT[alone]}") x alone" \

@@ -5,18 +5,20 @@
 //! ```text
 //! cargo run --release -p chop-responder --example loadgen -- \
 //!     HOST:PORT PATH [--connections 32] [--duration 10] [--mode close|keepalive]
-//!     [--flood-rate N --flood-known PATHS_FILE | --flood-random CA_PEM]
-//!     [--flood-connections 16]
+//!     [--flood-rate N --flood-paths FILE [--flood-connections 16]]
+//! loadgen --print-random CA_PEM N
 //! ```
 //!
-//! With `--flood-rate N`, besides the closed-loop legitimate load on `PATH`, a
-//! second group of keep-alive connections offers a flood at a fixed rate of N
-//! requests per second (open loop: each connection sends on its own ticks,
-//! catching up when the server is slow): GETs cycling through the paths of
-//! `--flood-known` (one per line: known serials), or, with `--flood-random`, a
-//! fresh random serial under the CA of `CA_PEM` in every request (never the
-//! same request twice, so no response cache can help). The flood's own line
-//! follows the legitimate one: `flood requests=… rps=… errors=… non200=…`.
+//! With `--flood-rate N`, besides the closed-loop legitimate load on `PATH`
+//! (`--connections 0`: none), a second group of keep-alive connections offers a
+//! flood at a fixed rate of N requests per second (open loop: each connection
+//! sends on its own ticks, catching up when the server is slow), GETs cycling
+//! through the paths in `FILE` (one per line). The flood's own line follows the
+//! legitimate one: `flood requests=… rps=… errors=… non200=… unsigned=…`.
+//! `--print-random CA_PEM N` prints N GET paths, each for a fresh random serial
+//! under that CA (never issued; no two alike, so no response cache helps): made
+//! ahead of the run, so that a random flood costs the client what a flood of
+//! known serials costs.
 //!
 //! Why not only wrk: wrk opens (and at once closes) a probe connection before
 //! its run, and OpenSSL 3.0's `openssl ocsp -port` responder then spins on that
@@ -44,31 +46,24 @@ struct Stats {
     unsigned: Cell<u64>,
 }
 
-/// Where the flood's paths come from.
-enum Flood {
-    /// Cycle through these paths.
-    Known(Vec<String>),
-    /// A fresh random serial of this CA each time.
-    Random(Box<x509_cert::Certificate>),
-}
-
-impl Flood {
-    fn next_path(&self, i: usize) -> String {
-        match self {
-            Flood::Known(paths) => paths[i % paths.len()].clone(),
-            Flood::Random(ca) => {
-                let serial = ca::serial::Serial::random().unwrap();
-                let der = ca::ocsp::build_request(ca, &[serial], ca::ocsp::CertIdHash::Sha1, None)
-                    .unwrap();
-                responder::fixture::get_path(&der)
-            }
-        }
-    }
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let addr = args.next().expect("HOST:PORT");
+    if addr == "--print-random" {
+        let pem = std::fs::read(args.next().expect("CA_PEM")).unwrap();
+        let ca = x509_cert::Certificate::load_pem_chain(&pem).unwrap();
+        let n: usize = args.next().expect("N").parse().unwrap();
+        let mut out = String::with_capacity(n * 128);
+        for _ in 0..n {
+            let serial = ca::serial::Serial::random().unwrap();
+            let der = ca::ocsp::build_request(&ca[0], &[serial], ca::ocsp::CertIdHash::Sha1, None)
+                .unwrap();
+            out.push_str(&responder::fixture::get_path(&der));
+            out.push('\n');
+        }
+        print!("{out}");
+        return;
+    }
     let path = args.next().expect("PATH");
     let (mut conns, mut secs, mut keepalive) = (32usize, 10f64, false);
     let (mut flood_rate, mut flood_conns, mut flood) = (0f64, 16usize, None);
@@ -80,16 +75,11 @@ fn main() {
             "--mode" => keepalive = v == "keepalive",
             "--flood-rate" => flood_rate = v.parse().unwrap(),
             "--flood-connections" => flood_conns = v.parse().unwrap(),
-            "--flood-known" => {
+            "--flood-paths" => {
                 let text = std::fs::read_to_string(&v).unwrap();
                 let paths: Vec<String> = text.lines().map(str::to_owned).collect();
                 assert!(!paths.is_empty(), "{v}: no paths");
-                flood = Some(Flood::Known(paths));
-            }
-            "--flood-random" => {
-                let pem = std::fs::read(&v).unwrap();
-                let ca = x509_cert::Certificate::load_pem_chain(&pem).unwrap();
-                flood = Some(Flood::Random(Box::new(ca.into_iter().next().unwrap())));
+                flood = Some(paths);
             }
             other => panic!("unknown flag {other}"),
         }
@@ -129,7 +119,7 @@ fn main() {
     }
     let flood_stats = Rc::new(Stats::default());
     if flood_rate > 0.0 {
-        let flood = Rc::new(flood.expect("--flood-rate needs --flood-known or --flood-random"));
+        let flood = Rc::new(flood.expect("--flood-rate needs --flood-paths"));
         let counter = Rc::new(RefCell::new(0usize));
         let period = Duration::from_secs_f64(flood_conns as f64 / flood_rate);
         for c in 0..flood_conns {
@@ -184,7 +174,7 @@ fn main() {
 /// One keep-alive connection of the flood: a request per tick.
 async fn flood_loop(
     addr: &str,
-    flood: &Flood,
+    flood: &[String],
     counter: &RefCell<usize>,
     tick: &mut tokio::time::Interval,
     buf: &mut [u8],
@@ -206,7 +196,7 @@ async fn flood_loop(
         };
         let request = format!(
             "GET {} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
-            flood.next_path(i)
+            flood[i % flood.len()]
         );
         s.write_all(request.as_bytes()).await?;
         read_response(&mut s, buf, stats).await?;

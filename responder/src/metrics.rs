@@ -6,6 +6,8 @@
 //! | `chop_ocsp_requests_total` | counter | `method` (GET, POST), `status` (OCSP responseStatus: successful, malformedRequest, unauthorized, internalError, tryLater), `cert_status` (good, revoked, unknown, foreign, mixed, none) |
 //! | `chop_ocsp_request_duration_seconds` | histogram | — (handler time, without network) |
 //! | `chop_ocsp_cache_hits_total`, `chop_ocsp_cache_misses_total` | counter | — (requests without nonce only) |
+//! | `chop_ocsp_sign_budget_spent_total`, `chop_ocsp_sign_budget_exhausted_total` | counter | — (answers that could not be pre-signed: signed with a token of the budget; refused for want of one) |
+//! | `chop_ocsp_sign_budget_tokens` | gauge | — (tokens left, rounded down) |
 //! | `chop_http_requests_total` | counter | `endpoint` (ocsp, repository, health, metrics, other), `code` |
 //! | `chop_http_connections_total` | counter | — (accepted TCP connections) |
 //! | `chop_responder_state_generation` | gauge | — (status generation; increases with every change) |
@@ -58,6 +60,12 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// `chop_ocsp_cache_misses_total`.
     pub cache_misses: Counter,
+    /// `chop_ocsp_sign_budget_spent_total`.
+    pub sign_budget_spent: Counter,
+    /// `chop_ocsp_sign_budget_exhausted_total`.
+    pub sign_budget_exhausted: Counter,
+    /// `chop_ocsp_sign_budget_tokens`.
+    pub sign_budget_tokens: Gauge,
     /// `chop_http_requests_total`.
     pub http_requests: Family<HttpLabels, Counter>,
     /// `chop_http_connections_total`.
@@ -88,6 +96,9 @@ impl Metrics {
         let ocsp_duration = Histogram::new(BUCKETS);
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let sign_budget_spent = Counter::default();
+        let sign_budget_exhausted = Counter::default();
+        let sign_budget_tokens = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let connections = Counter::default();
         let generation = Gauge::default();
@@ -113,6 +124,21 @@ impl Metrics {
             "ocsp_cache_misses",
             "OCSP requests without nonce that had to be signed",
             cache_misses.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_spent",
+            "OCSP answers that could not be pre-signed (unknown serial, nonce, several CertIDs) signed with a token of the budget",
+            sign_budget_spent.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_exhausted",
+            "OCSP answers that could not be pre-signed and found the signing budget empty (answered unsigned unauthorized, or without nonce)",
+            sign_budget_exhausted.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_tokens",
+            "Tokens left in the signing budget",
+            sign_budget_tokens.clone(),
         );
         registry.register(
             "http_requests",
@@ -150,6 +176,9 @@ impl Metrics {
             ocsp_duration,
             cache_hits,
             cache_misses,
+            sign_budget_spent,
+            sign_budget_exhausted,
+            sign_budget_tokens,
             http_requests,
             connections,
             generation,
