@@ -35,6 +35,7 @@ use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
 use ca::signer::software::SoftwareKey;
 use controller::publish;
+use controller::reconcilers::crl_schedule::Partitioning;
 use crds::issued_certificate::LABEL_CA;
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate, IssuedCertificateStatus};
 use der::Decode;
@@ -46,8 +47,11 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use x509_cert::Certificate;
 
+use crate::crl_check::{CrlGuard, Scope};
 use crate::feeder::{Feeder, key_from_pem};
-use crate::state::{CaMaterial, SerialKey, SharedCertificates, StateHandle, parse_pem_certs};
+use crate::state::{
+    CaMaterial, FeedStats, SerialKey, SharedCertificates, StateHandle, parse_pem_certs,
+};
 use crate::{Error, Result};
 
 /// The Secret holding the delegated responder credentials: `<ca>-ocsp-responder`.
@@ -321,6 +325,18 @@ struct Inputs {
     responder: Option<(String, Vec<u8>, Arc<SoftwareKey>)>,
     /// Schedules of this CA, with their number of partitions.
     schedules: HashMap<String, u32>,
+    /// The partitions' URL template of each schedule (`partitionURLTemplate`).
+    templates: HashMap<String, Option<String>>,
+    /// The CA's `spec.crlDistributionPoints` (partition URLs derive from them).
+    crl_urls: Vec<String>,
+    /// Last cRLNumber served per publication.
+    crl_guard: CrlGuard,
+    /// CRLs read before the CA certificate was known: checked when it is.
+    pending: HashMap<String, (String, Bytes)>,
+    /// SHA-256 of the last CRL refused per publication (not fetched again).
+    refused: HashMap<String, String>,
+    /// The state's feed counters (refused CRLs).
+    feed: FeedStats,
     /// Schedules seen during a re-list of CRLSchedules.
     listing: Option<HashSet<String>>,
     /// CRL by publication (`<schedule>` or `<schedule>-<n>`): manifest
@@ -336,6 +352,26 @@ fn publications(schedule: &str, partitions: u32) -> impl Iterator<Item = String>
 }
 
 impl Inputs {
+    /// What the CRL of `publication` must cover: the full CRL for a schedule,
+    /// partition n's (with the URL the controller gives it) for
+    /// `<schedule>-<n>`.
+    fn scope(&self, publication: &str) -> Option<Scope> {
+        for (s, p) in &self.schedules {
+            if s == publication {
+                return Some(Scope::Full);
+            }
+            if let Some(n) = (0..*p).find(|n| publish::partition_publication(s, *n) == publication)
+            {
+                let partitioning = Partitioning {
+                    count: *p,
+                    template: self.templates.get(s).cloned().flatten(),
+                };
+                return Some(Scope::Partition(partitioning.url(&self.crl_urls, n)));
+            }
+        }
+        None
+    }
+
     /// Whether `publication` is one of a known schedule's.
     fn serves(&self, publication: &str) -> bool {
         self.schedules
@@ -475,6 +511,7 @@ impl KubeFeeder {
             tracing::info!(object, "CA has no certificate yet");
             return false;
         };
+        inputs.crl_urls.clone_from(&ca.spec.crl_distribution_points);
         let key = (cert, st.chain.clone().unwrap_or_default());
         if inputs.ca.as_ref().is_some_and(|c| c.source == key) {
             return false;
@@ -499,6 +536,9 @@ impl KubeFeeder {
                     chain,
                 });
                 tracing::info!(object, "CA certificate read");
+                for (publication, (sha256, der)) in std::mem::take(&mut inputs.pending) {
+                    self.offer_crl(inputs, &publication, sha256, der);
+                }
                 true
             }
             Err(e) => {
@@ -574,6 +614,9 @@ impl KubeFeeder {
                     seen.insert(name.clone());
                 }
                 let partitions = u32::try_from(s.spec.partitions).unwrap_or(0);
+                inputs
+                    .templates
+                    .insert(name.clone(), s.spec.partition_url_template.clone());
                 if inputs.schedules.insert(name.clone(), partitions) == Some(partitions) {
                     return false;
                 }
@@ -611,20 +654,17 @@ impl KubeFeeder {
         if let Some(cm) = manifest {
             let data = cm.data.clone().unwrap_or_default();
             if let Ok(m) = publish::Manifest::from_data(&data, &object)
-                && inputs
+                && (inputs
                     .crls
                     .get(schedule)
                     .is_some_and(|(h, _)| *h == m.sha256)
+                    || inputs.refused.get(schedule) == Some(&m.sha256))
             {
                 return false;
             }
         }
         match publish::read_published(&self.client, &self.namespace, schedule).await {
             Ok((m, der)) => {
-                if let Err(e) = x509_cert::crl::CertificateList::from_der(&der) {
-                    tracing::error!(object, error = %e, "published CRL does not parse; not served");
-                    return false;
-                }
                 if inputs
                     .crls
                     .get(schedule)
@@ -632,11 +672,7 @@ impl KubeFeeder {
                 {
                     return false;
                 }
-                tracing::info!(schedule, number = m.number, "CRL read");
-                inputs
-                    .crls
-                    .insert(schedule.to_owned(), (m.sha256, Bytes::from(der)));
-                true
+                self.offer_crl(inputs, schedule, m.sha256, Bytes::from(der))
             }
             // Not published yet: the manifest's watch event will bring it.
             Err(controller::error::Error::Kube { source, .. }) if matches!(*source, kube::Error::Api(ref s) if s.code == 404) =>
@@ -646,6 +682,46 @@ impl KubeFeeder {
             }
             Err(e) => {
                 tracing::warn!(schedule, error = %e, "cannot read the published CRL");
+                false
+            }
+        }
+    }
+
+    /// Serve `der` as the CRL of `publication` if it is the CA's, in the scope
+    /// expected there, with a cRLNumber not lower than the last served there
+    /// ([`crate::crl_check`]); else log and count it and keep the previous one.
+    /// Before the CA certificate is known, the CRL waits in `pending`.
+    fn offer_crl(
+        &self,
+        inputs: &mut Inputs,
+        publication: &str,
+        sha256: String,
+        der: Bytes,
+    ) -> bool {
+        let Some(ca) = inputs.ca.as_ref() else {
+            inputs.pending.insert(publication.to_owned(), (sha256, der));
+            return false;
+        };
+        let Some(scope) = inputs.scope(publication) else {
+            return false;
+        };
+        match inputs.crl_guard.admit(publication, &der, &ca.der, &scope) {
+            Ok(number) => {
+                tracing::info!(publication, number, "CRL read");
+                inputs.refused.remove(publication);
+                inputs.crls.insert(publication.to_owned(), (sha256, der));
+                true
+            }
+            Err(why) => {
+                inputs.feed.refused_crl(
+                    &format!(
+                        "ConfigMap/{}/{}",
+                        self.namespace,
+                        publish::manifest_name(publication)
+                    ),
+                    &why,
+                );
+                inputs.refused.insert(publication.to_owned(), sha256);
                 false
             }
         }
@@ -686,7 +762,10 @@ impl KubeFeeder {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut stream = self.streams();
-        let mut inputs = Inputs::default();
+        let mut inputs = Inputs {
+            feed: state.feed().clone(),
+            ..Inputs::default()
+        };
         loop {
             let input = tokio::select! {
                 i = stream.next() => i,

@@ -47,6 +47,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod crl_check;
 pub mod feeder;
 #[doc(hidden)]
 pub mod fixture;

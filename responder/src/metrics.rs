@@ -15,6 +15,7 @@
 //! | `chop_responder_certificate_not_after_seconds` | gauge | — (responder certificate notAfter, Unix seconds; 0 before load) |
 //! | `chop_responder_ready` | gauge | — (1 when `/readyz` would say ready) |
 //! | `chop_responder_feed_events_total` | counter | — (watch events the feeder applied; Kubernetes feeder) |
+//! | `chop_responder_crl_refused_total` | counter | `reason` (unparsable, issuer, signature, scope, number: CRLs not served, [`crate::crl_check`]) |
 //! | `chop_responder_feed_last_sync_seconds` | gauge | — (end of the feeder's last full list of certificates, Unix seconds; 0 before) |
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -195,6 +196,11 @@ impl Metrics {
             "responder_feed_events",
             "Watch events applied by the feeder",
             feed.events,
+        );
+        self.registry.register(
+            "responder_crl_refused",
+            "CRLs not served: not signed by the CA, another issuer, another scope, or a lower cRLNumber than served",
+            feed.crl_refused,
         );
         self.registry.register(
             "responder_feed_last_sync_seconds",

@@ -489,26 +489,87 @@ async fn serves_one_ca_from_the_cluster_read_only() {
         .create(&PostParams::default(), &schedule)
         .await
         .unwrap();
+    let publish_full = |number: u64, der: Vec<u8>| {
+        let (env, ns) = (&env, &ns);
+        async move {
+            let p = Publication {
+                namespace: ns,
+                schedule: "root-full",
+                owner: None,
+                manifest: Manifest::of(CA, number, &der, "t".into(), "n".into()),
+            };
+            publish(&env.admin(), &p, &der).await.unwrap();
+        }
+    };
     let mut last = Vec::new();
     for number in 1..=2 {
-        let der = f.crl().unwrap();
+        let der = f.crl_numbered(number, None).unwrap();
         assert_ne!(der, last);
-        let p = Publication {
-            namespace: &ns,
-            schedule: "root-full",
-            owner: None,
-            manifest: Manifest::of(CA, number, &der, "t".into(), "n".into()),
-        };
-        publish(&env.admin(), &p, &der).await.unwrap();
+        publish_full(number, der.clone()).await;
         until("the published CRL", Duration::from_secs(10), || {
             let r = get("/crl/root-full.crl");
             (r.code == 200 && r.body == der).then_some(())
         })
         .await;
         last = der;
-        // The next CRL differs in thisUpdate (seconds).
-        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+
+    // Finding 4, as whoever can write ConfigMaps in the namespace (or replay an
+    // old publication): a CRL signed by another key under the CA's name, a CRL
+    // of the CA with a lower number than served, a CRL of another issuer. None
+    // is served, each is counted by reason, the last good CRL stays.
+    let refused = |reason: &str| {
+        let metrics = String::from_utf8(get("/metrics").body).unwrap();
+        let label = format!("chop_responder_crl_refused_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&label))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let same_name_other_key = Fixture::new(0).unwrap();
+    let (stranger, stranger_key) = Fixture::other_root("C=TW, O=Mallory, OU=Not this CA").unwrap();
+    let attacks = [
+        (
+            "signature",
+            5,
+            same_name_other_key.crl_numbered(5, None).unwrap(),
+        ),
+        ("number", 1, f.crl_numbered(1, None).unwrap()),
+        (
+            "issuer",
+            6,
+            responder::fixture::crl_signed(&stranger.der, &stranger_key, 6, None).unwrap(),
+        ),
+    ];
+    for (reason, number, bad) in attacks {
+        assert_ne!(bad, last);
+        publish_full(number, bad).await;
+        until(
+            &format!("the {reason} refusal"),
+            Duration::from_secs(10),
+            || (refused(reason) >= 1.0).then_some(()),
+        )
+        .await;
+        let r = get("/crl/root-full.crl");
+        assert_eq!(
+            (r.code, &r.body),
+            (200, &last),
+            "{reason}: the last good CRL stays"
+        );
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("CRL refused") && log.contains("lower than 2"),
+        "refusals logged with the reason:\n{log}"
+    );
+    // The next good CRL is served.
+    let der = f.crl_numbered(7, None).unwrap();
+    publish_full(7, der.clone()).await;
+    until("the next good CRL", Duration::from_secs(10), || {
+        (get("/crl/root-full.crl").body == der).then_some(())
+    })
+    .await;
+
     // A partitioned schedule: each partition CRL is its own publication
     // `<schedule>-<n>`, served at /crl/<schedule>-<n>.crl; a publication past
     // the schedule's partitions is not served.
@@ -516,7 +577,8 @@ async fn serves_one_ca_from_the_cluster_read_only() {
         "apiVersion": "chop.dev/v1alpha1", "kind": "CRLSchedule",
         "metadata": {"name": "root-part"},
         "spec": {"caRef": {"name": CA}, "interval": "24h", "validity": "36h", "overlap": "12h",
-                 "partitions": 2}
+                 "partitions": 2,
+                 "partitionURLTemplate": "http://r.example/crl/root-part-{n}.crl"}
     }))
     .unwrap();
     api::<CRLSchedule>(&env)
@@ -524,7 +586,8 @@ async fn serves_one_ca_from_the_cluster_read_only() {
         .await
         .unwrap();
     for n in [1u32, 2] {
-        let der = f.crl().unwrap();
+        let url = format!("http://r.example/crl/root-part-{n}.crl");
+        let der = f.crl_numbered(3, Some((n, &url))).unwrap();
         let name = partition_publication("root-part", n);
         let p = Publication {
             namespace: &ns,
@@ -541,6 +604,24 @@ async fn serves_one_ca_from_the_cluster_read_only() {
             .await;
         }
     }
+    // Partition 1's place with a CRL whose issuingDistributionPoint names
+    // partition 0 (signed by the CA, higher number): refused, scope.
+    let part1 = get("/crl/root-part-1.crl").body;
+    let wrong = f
+        .crl_numbered(8, Some((0, "http://r.example/crl/root-part-0.crl")))
+        .unwrap();
+    let p = Publication {
+        namespace: &ns,
+        schedule: &partition_publication("root-part", 1),
+        owner: None,
+        manifest: Manifest::of(CA, 8, &wrong, "t".into(), "n".into()).in_partition(1),
+    };
+    publish(&env.admin(), &p, &wrong).await.unwrap();
+    until("the scope refusal", Duration::from_secs(10), || {
+        (refused("scope") >= 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(get("/crl/root-part-1.crl").body, part1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(get("/crl/root-part-2.crl").code, 404);
     assert_eq!(get("/crl/root-part-0.crl").code, 404, "not published yet");

@@ -728,3 +728,71 @@ fn sign_budget_refills_and_nonce_falls_back_to_the_presigned_answer() {
     assert_eq!(metric(&s, "chop_ocsp_sign_budget_spent_total"), 4.0);
     s.stop();
 }
+
+/// Finding 4, responder side, as the attacker who can write the directory's
+/// CRL files (or a feed that delivers them): a CRL signed by another key, one
+/// with a lower cRLNumber than served (a rollback), one from another issuer.
+/// None is served; the previous good CRL stays; each refusal is counted.
+#[test]
+fn directory_feeder_serves_only_the_cas_crls_in_increasing_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    f.write_dir(dir.path()).unwrap();
+    let crl_path = dir.path().join("crl/ca.crl");
+    let good = f.crl_numbered(10, None).unwrap();
+    std::fs::write(&crl_path, &good).unwrap();
+    let state = StateHandle::new();
+    let s = Server::with_state(state.clone(), ServerConfig::default());
+    let feeder = DirFeeder {
+        dir: dir.path().to_path_buf(),
+        poll: Duration::from_millis(100),
+        ocsp: OcspConfig::default(),
+    };
+    let (stop, rx) = watch::channel(false);
+    let feeder_task = s.rt.spawn(feeder.run(state.clone(), rx));
+    let t = Instant::now();
+    while s.get("/readyz").code != 200 {
+        assert!(t.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.get("/crl/ca.crl").body, good);
+
+    let same_name_other_key = Fixture::new(0).unwrap();
+    let (stranger, stranger_key) = Fixture::other_root("C=TW, O=Mallory, OU=Not this CA").unwrap();
+    let attacks = [
+        (
+            "signature",
+            same_name_other_key.crl_numbered(11, None).unwrap(),
+        ),
+        ("number", f.crl_numbered(9, None).unwrap()),
+        (
+            "issuer",
+            responder::fixture::crl_signed(&stranger.der, &stranger_key, 12, None).unwrap(),
+        ),
+    ];
+    for (reason, bad) in &attacks {
+        let tmp = dir.path().join("crl/ca.crl.tmp");
+        std::fs::write(&tmp, bad).unwrap();
+        std::fs::rename(&tmp, &crl_path).unwrap();
+        // Several poll periods: the bad CRL is never served.
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(100));
+            let r = s.get("/crl/ca.crl");
+            assert_eq!(r.code, 200);
+            assert!(r.body == good, "{reason}: a refused CRL was served");
+        }
+        let label = format!("chop_responder_crl_refused_total{{reason=\"{reason}\"}}");
+        assert!(metric(&s, &label) >= 1.0, "{reason}: not counted");
+    }
+    // A good, higher-numbered CRL is served again at once.
+    let newer = f.crl_numbered(13, None).unwrap();
+    std::fs::write(&crl_path, &newer).unwrap();
+    let t = Instant::now();
+    while s.get("/crl/ca.crl").body != newer {
+        assert!(t.elapsed() < Duration::from_secs(2), "newer CRL not served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.send(true).unwrap();
+    s.rt.block_on(feeder_task).unwrap().unwrap();
+    s.stop();
+}
