@@ -33,9 +33,10 @@
 #            serial each (never issued, never the same request twice; made
 #            ahead of each round by loadgen --print-random, so both floods
 #            cost the client the same)
-# and prints the legitimate rate of each side by side with the ratios
-# random/known and random/alone (finding 9: random/known >= 0.80), the flood
-# rates achieved and how many flood answers were unsigned. FLOOD_RATE defaults
+# and prints the legitimate rate of each side by side (best round), the ratio
+# random/known of each round (the two floods run back to back, so other load
+# on the machine disturbs their ratio least) and its median (finding 9:
+# >= 0.80), the flood rates achieved and how many flood answers were unsigned. FLOOD_RATE defaults
 # to 3000/s: above the ~2,200 signatures/s one core makes, so a responder that
 # signs per unknown serial spends a whole core on the flood.
 # Environment (defaults): DURATION=5 (seconds per run), ROUNDS=3 (each
@@ -115,7 +116,8 @@ if [[ $MODE == flood ]]; then
   echo "== flood: legitimate load wrk -t1 -c$CONNECTIONS keep-alive on one certificate; flood $FLOOD_RATE req/s (loadgen, 16 keep-alive connections)"
   echo "== $ROUNDS rounds of ${DURATION} s per configuration (best counts); pinning: server ${SRV[*]:-none}, clients ${CLI[*]:-none}"
   NPATHS=$(awk -v r="$FLOOD_RATE" -v d="$DURATION" 'BEGIN { printf "%d", r * d * 1.2 + 100 }')
-  declare -A LEGIT FLOODED UNSIGNED TICKS
+  declare -A LEGIT FLOODED UNSIGNED TICKS ROUND
+  RATIOS=()
   url="http://127.0.0.1:$P_CHOP$URLPATH"
   "${CLI[@]}" wrk -t1 "-c$CONNECTIONS" -d2s "$url" >/dev/null 2>&1 || true # warm-up
   for round in $(seq 1 "$ROUNDS"); do
@@ -146,12 +148,16 @@ if [[ $MODE == flood ]]; then
       fi
       printf '   %-7s legitimate %8s req/s   flood %6s req/s (unsigned answers: %s)\n' "$cfg" "$legit" "$fl" "$un"
       TICKS[$cfg]=$((${TICKS[$cfg]:-0} + c1 - c0))
+      ROUND[$cfg]=$legit
       if ((legit > ${LEGIT[$cfg]:-0})); then
         LEGIT[$cfg]=$legit
         FLOODED[$cfg]=$fl
         UNSIGNED[$cfg]=$un
       fi
     done
+    # The two floods ran back to back: their ratio in one round is the least
+    # disturbed by other load on the machine.
+    RATIOS+=("$(awk -v a="${ROUND[random]}" -v b="${ROUND[known]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')")
   done
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
   echo
@@ -161,10 +167,11 @@ if [[ $MODE == flood ]]; then
       "$(awk -v t="${TICKS[$cfg]}" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')"
   done
   echo "(legit req/s, flood req/s: best round; server CPU s: chop's CPU time over all rounds of that configuration)"
-  r=$(ratio "${LEGIT[random]}" "${LEGIT[known]}")
-  echo "legitimate rate under a random-serial flood: $r x the rate under a known-serial flood," \
-    "$(ratio "${LEGIT[random]}" "${LEGIT[alone]}") x alone" \
-    "$(awk -v r="$r" 'BEGIN { print (r + 0 >= 0.80) ? "PASS" : "FAIL" }') (finding 9: >= 0.80)"
+  r=$(printf '%s\n' "${RATIOS[@]}" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  echo "legitimate rate under a random-serial flood / under a known-serial flood, per round: ${RATIOS[*]}"
+  echo "median $r (best rounds: $(ratio "${LEGIT[random]}" "${LEGIT[known]}"); random vs alone, best rounds:" \
+    "$(ratio "${LEGIT[random]}" "${LEGIT[alone]}"))" \
+    "$(awk -v r="$r" 'BEGIN { print (r + 0 >= 0.80) ? "PASS" : "FAIL" }') (finding 9: median >= 0.80)"
   curl -s "http://127.0.0.1:$P_CHOP/metrics" | grep -E '^chop_ocsp_(sign_budget|cache_(hits|misses))|^chop_ocsp_requests_total' || true
   exit 0
 fi
