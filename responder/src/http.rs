@@ -421,8 +421,11 @@ fn ocsp(
     if_none_match: Option<&HeaderValue>,
     started: Instant,
 ) -> Response<Body> {
-    let Some(material) = app.state.material() else {
-        // RFC 6960 §2.3: tryLater while the responder has nothing to answer with.
+    let material = app.state.material().filter(|_| app.state.statuses_loaded());
+    let Some(material) = material else {
+        // RFC 6960 §2.3: tryLater while the responder has nothing to answer
+        // with — no material, or no statuses yet (every serial would look
+        // unknown and draw on the signing budget).
         let status = ResponseStatus::TryLater;
         return finish(
             app,

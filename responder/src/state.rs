@@ -457,6 +457,11 @@ impl StateHandle {
         self.0.table.apply(changes)
     }
 
+    /// Whether a full list of statuses has been loaded.
+    pub fn statuses_loaded(&self) -> bool {
+        self.0.statuses_loaded.load(Ordering::Acquire)
+    }
+
     /// The feeder's counters.
     pub fn feed(&self) -> &FeedStats {
         &self.0.feed

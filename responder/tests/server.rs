@@ -689,6 +689,8 @@ fn sign_budget_refills_and_nonce_falls_back_to_the_presigned_answer() {
         ..ServerConfig::default()
     };
     let s = Server::with_state(state, config);
+    // (The first answer needs the statuses: before they are loaded, every
+    // request gets tryLater and nothing is signed; see the test below.)
     let t0 = Instant::now();
     assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
     assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
@@ -794,5 +796,20 @@ fn directory_feeder_serves_only_the_cas_crls_in_increasing_order() {
     }
     stop.send(true).unwrap();
     s.rt.block_on(feeder_task).unwrap().unwrap();
+    s.stop();
+}
+
+/// Material installed but no statuses yet (a feeder still listing): tryLater,
+/// not `unknown` for every certificate, and no signature spent.
+#[test]
+fn try_later_until_statuses_are_loaded() {
+    let state = StateHandle::new();
+    state.install(fixture().material(OcspConfig::default()).unwrap());
+    let s = Server::with_state(state, ServerConfig::default());
+    let path = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    assert_eq!(answer(&s.get(&path).body), "tryLater");
+    assert_eq!(metric(&s, "chop_ocsp_sign_budget_spent_total"), 0.0);
+    s.state.load_statuses(fixture().statuses());
+    assert_eq!(answer(&s.get(&path).body), "good");
     s.stop();
 }
