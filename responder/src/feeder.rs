@@ -15,7 +15,7 @@
 //! | `chain.pem` | optional: its issuers (PEM bundle; the CA certificate itself may be first) |
 //! | `responder.pem` | the delegated OCSP responder certificate (PEM), or the CA certificate itself |
 //! | `responder.key` | its private key, unencrypted PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) |
-//! | `crl/<name>.crl`, `<name>.crl` | current CRLs, DER or PEM, served as `/crl/<name>.crl` |
+//! | `crl/<name>.crl`, `<name>.crl` | current CRLs, DER or PEM, served as `/crl/<name>.crl` if signed by the CA (issuer and signature checked) with a cRLNumber not lower than the last served as `<name>`; else the previous one stays ([`crate::crl_check`]) |
 //! | `certs/<anything>.pem` / `.crt` / `.der` | optional: issued certificates, served by serial |
 //! | `index.json` | statuses, see [`IndexFile`] |
 //!
@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::crl_check::{self, CrlGuard, Scope};
+use crate::state::FeedStats;
 use bytes::Bytes;
 use ca::ocsp::OcspConfig;
 use ca::revocation::{CertStatus, Reason};
@@ -240,8 +242,20 @@ impl DirFeeder {
         v
     }
 
-    /// Read the CA material from the directory.
+    /// Read the CA material from the directory (every CRL checked afresh).
     pub fn load_material(&self) -> Result<CaMaterial> {
+        self.load_checked(&mut CrlGuard::default(), None, &FeedStats::default())
+    }
+
+    /// Read the CA material; a CRL that `guard` refuses (not the CA's, or a
+    /// lower cRLNumber than served under that name) is not served: the one
+    /// `previous` served under that name stays, if it is the CA's.
+    fn load_checked(
+        &self,
+        guard: &mut CrlGuard,
+        previous: Option<&CaMaterial>,
+        feed: &FeedStats,
+    ) -> Result<CaMaterial> {
         let ca_der = parse_pem_certs("ca.pem", &read(&self.dir.join("ca.pem"))?)?
             .into_iter()
             .next()
@@ -268,10 +282,25 @@ impl DirFeeder {
                 .and_then(|s| s.to_str())
                 .unwrap_or_default()
                 .to_owned();
-            let der = der_or_pem(&p.display().to_string(), read(&p)?)?;
-            x509_cert::crl::CertificateList::from_der(&der)
-                .map_err(|e| Error::invalid(p.display().to_string(), e))?;
-            crls.insert(name, Bytes::from(der));
+            let admitted = der_or_pem(&p.display().to_string(), read(&p)?)
+                .map_err(|e| crl_check::Refused {
+                    reason: "unparsable",
+                    detail: e.to_string(),
+                })
+                .and_then(|der| guard.admit(&name, &der, &ca_der, &Scope::Any).map(|_| der));
+            match admitted {
+                Ok(der) => {
+                    crls.insert(name, Bytes::from(der));
+                }
+                Err(why) => {
+                    feed.refused_crl(&name, &why);
+                    if let Some(prev) = previous.and_then(|m| m.crls.get(&name))
+                        && crl_check::verify(prev, &ca_der, &Scope::Any).is_ok()
+                    {
+                        crls.insert(name, prev.clone());
+                    }
+                }
+            }
         }
         let mut certs = MemoryCertificates::default();
         for p in files_with_ext(&self.dir.join("certs"), &["pem", "crt", "der"]) {
@@ -343,6 +372,7 @@ pub type Statuses = HashMap<Vec<u8>, (Serial, CertStatus)>;
 
 #[derive(Default)]
 struct Loaded {
+    crls: CrlGuard,
     material: Option<Fingerprint>,
     index: Option<(Fingerprint, Statuses)>,
 }
@@ -353,7 +383,8 @@ impl DirFeeder {
         let files = self.material_files();
         let fp = fingerprint(&files);
         if loaded.material.as_ref() != Some(&fp) {
-            match self.load_material() {
+            let previous = state.material();
+            match self.load_checked(&mut loaded.crls, previous.as_deref(), state.feed()) {
                 Ok(m) => {
                     state.install(m);
                     loaded.material = Some(fp);

@@ -158,22 +158,23 @@ impl Fixture {
 
     /// A CRL signed by the CA with no entries.
     pub fn crl(&self) -> Result<Vec<u8>> {
-        let now = SystemTime::now();
-        let crl = CrlIssuer::new(
-            &self.ca.der,
-            self.ca_key.clone() as Arc<dyn Signer>,
-            CrlConfig::default(),
-        )?
-        .issue(
-            &MemoryIndex::new(),
-            &CrlRequest {
-                number: 1,
-                this_update: now,
-                next_update: now + Duration::from_secs(24 * 3600),
-                scope: CrlScope::Full,
-            },
+        self.crl_numbered(1, None)
+    }
+
+    /// A CRL signed by the CA with no entries, cRLNumber `number`: the full CRL,
+    /// or with `partition` = (n, URL) partition n's.
+    pub fn crl_numbered(&self, number: u64, partition: Option<(u32, &str)>) -> Result<Vec<u8>> {
+        crl_signed(&self.ca.der, &self.ca_key, number, partition)
+    }
+
+    /// Another self-signed root CA named `dn`, and its key.
+    pub fn other_root(dn: &str) -> Result<(IssuedCertificate, Arc<SoftwareKey>)> {
+        let key = Arc::new(SoftwareKey::generate(KeySpec::Rsa { bits: 2048 })?);
+        let root = self_sign_root(
+            key.as_ref(),
+            &RootRequest::new(&DistinguishedName::parse(dn)?)?,
         )?;
-        Ok(crl.der)
+        Ok((root, key))
     }
 
     /// The material for a [`crate::StateHandle`], as the directory feeder would
@@ -218,7 +219,7 @@ impl Fixture {
 
     /// Write the `--dir` layout into `dir`, plus `leaf-N.pem`, and for OpenSSL's
     /// responder `openssl-index.txt`; and `get-path.txt`, the URL path of a GET for
-    /// leaf 0 (no nonce).
+    /// leaf 0 (no nonce), `known-paths.txt` the same for every leaf, one a line.
     pub fn write_dir(&self, dir: &Path) -> Result<()> {
         let w = |name: &str, data: &[u8]| {
             let p = dir.join(name);
@@ -258,8 +259,42 @@ impl Fixture {
                 get_path(&self.request(&leaf.serial, None)?).as_bytes(),
             )?;
         }
+        let mut known = String::new();
+        for leaf in &self.leaves {
+            known.push_str(&get_path(&self.request(&leaf.serial, None)?));
+            known.push('\n');
+        }
+        w("known-paths.txt", known.as_bytes())?;
         Ok(())
     }
+}
+
+/// A CRL with no entries signed by `key` as the CA `ca_der`, cRLNumber
+/// `number`: full, or with `partition` = (n, URL) partition n's.
+pub fn crl_signed(
+    ca_der: &[u8],
+    key: &Arc<SoftwareKey>,
+    number: u64,
+    partition: Option<(u32, &str)>,
+) -> Result<Vec<u8>> {
+    let now = SystemTime::now();
+    let scope = match partition {
+        None => CrlScope::Full,
+        Some((index, url)) => CrlScope::Partition {
+            index,
+            distribution_point_url: url.to_owned(),
+        },
+    };
+    let crl = CrlIssuer::new(ca_der, key.clone() as Arc<dyn Signer>, CrlConfig::default())?.issue(
+        &MemoryIndex::new(),
+        &CrlRequest {
+            number,
+            this_update: now,
+            next_update: now + Duration::from_secs(24 * 3600),
+            scope,
+        },
+    )?;
+    Ok(crl.der)
 }
 
 /// `/` + the URL-encoded base64 of `der` (RFC 6960 A.1.1).

@@ -34,9 +34,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use ca::ocsp::{CertOutcome, OcspAnswer, ResponseStatus, parse_get_path, parse_request};
+use ca::ocsp::{
+    CertOutcome, OcspAnswer, OcspRequest, OcspResponder, ResponseStatus, parse_get_path,
+    parse_request,
+};
+use ca::revocation::{CertStatus, StatusSource};
 use ca::serial::Serial;
 
+use crate::budget::SignBudget;
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::metrics::{HttpLabels, Metrics, OcspLabels};
 use crate::state::{SerialKey, StateHandle, cert_pem};
@@ -58,6 +63,12 @@ pub struct ServerConfig {
     pub log_requests: bool,
     /// How long to wait for open connections on shutdown (default 10 s).
     pub shutdown_grace: Duration,
+    /// Signatures per second for answers that cannot be pre-signed (unknown
+    /// serial, nonce, several CertIDs; [`crate::budget`]), default 100: about 4%
+    /// of a core with RSA-2048. 0: never sign them.
+    pub sign_budget: f64,
+    /// Most such signatures in a burst (default 200).
+    pub sign_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +80,8 @@ impl Default for ServerConfig {
             repository_max_age: Duration::from_secs(300),
             log_requests: false,
             shutdown_grace: Duration::from_secs(10),
+            sign_budget: 100.0,
+            sign_burst: 200,
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct App {
     pub cache: ResponseCache,
     /// Metrics.
     pub metrics: Metrics,
+    /// The signing budget for answers that cannot be pre-signed.
+    pub budget: SignBudget,
     /// Settings.
     pub config: ServerConfig,
 }
@@ -95,6 +110,7 @@ impl App {
             state,
             cache: ResponseCache::new(config.cache_entries),
             metrics,
+            budget: SignBudget::new(config.sign_budget, config.sign_burst),
             config,
         })
     }
@@ -208,6 +224,9 @@ async fn route(
             }
         }),
         "/metrics" => fixed("metrics", &|| {
+            app.metrics
+                .sign_budget_tokens
+                .set(app.budget.available(Instant::now()) as i64);
             let mut r = Response::new(Body::from(app.metrics.render(&app.state)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -389,7 +408,10 @@ fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t).as_bytes() == etag)
 }
 
-/// Answer a DER request: from the cache if possible, else sign. A GET whose
+/// Answer a DER request: from the cache if possible, else sign — without limit
+/// only what can be pre-signed ([`Class::Presignable`]), anything else within
+/// the signing budget; beyond it a nonce request about a known certificate gets
+/// the answer without nonce, any other the unsigned `unauthorized`. A GET whose
 /// `If-None-Match` names the cached response's ETag gets 304 Not Modified
 /// (RFC 9110 §13.1.2), so a caching proxy can revalidate without the body.
 fn ocsp(
@@ -399,8 +421,11 @@ fn ocsp(
     if_none_match: Option<&HeaderValue>,
     started: Instant,
 ) -> Response<Body> {
-    let Some(material) = app.state.material() else {
-        // RFC 6960 §2.3: tryLater while the responder has nothing to answer with.
+    let material = app.state.material().filter(|_| app.state.statuses_loaded());
+    let Some(material) = material else {
+        // RFC 6960 §2.3: tryLater while the responder has nothing to answer
+        // with — no material, or no statuses yet (every serial would look
+        // unknown and draw on the signing budget).
         let status = ResponseStatus::TryLater;
         return finish(
             app,
@@ -427,18 +452,44 @@ fn ocsp(
             );
         }
     };
-    let key = req.cache_key();
-    if let Some(key) = &key {
-        if let Some(hit) = app.cache.get(key, now_secs, table) {
-            app.metrics.cache_hits.inc();
-            let cert_status = hit.cert_status;
-            let mut resp = cached_response(&hit, now_secs);
-            if if_none_match.is_some_and(|v| etag_matches(v, &hit.etag)) {
-                *resp.status_mut() = StatusCode::NOT_MODIFIED;
-                *resp.body_mut() = Body::default();
+    let mut req = req;
+    let mut key = req.cache_key();
+    if let Some(hit) = from_cache(app, key.as_deref(), now_secs, if_none_match) {
+        return finish(app, method, "successful", hit.0, hit.1, started);
+    }
+    if classify(&material.ocsp, &req, table) == Class::Budgeted {
+        if app.budget.try_take(Instant::now()) {
+            app.metrics.sign_budget_spent.inc();
+        } else {
+            app.metrics.sign_budget_exhausted.inc();
+            // RFC 5019 §2.2.1: a responder that cannot honour a nonce "SHOULD
+            // return a response that does not include a nonce": the pre-signed
+            // answer, when the request is about one certificate it knows.
+            let presignable = req.nonce.is_some() && {
+                req.nonce = None;
+                classify(&material.ocsp, &req, table) == Class::Presignable
+            };
+            if !presignable {
+                // RFC 6960 §2.3, RFC 5019 §2.2.3: "unauthorized" when the
+                // responder "is not capable of responding authoritatively";
+                // unsigned.
+                let status = ResponseStatus::Unauthorized;
+                return finish(
+                    app,
+                    method,
+                    status.label(),
+                    "none",
+                    unsuccessful(status),
+                    started,
+                );
             }
-            return finish(app, method, "successful", cert_status, resp, started);
+            key = req.cache_key();
+            if let Some(hit) = from_cache(app, key.as_deref(), now_secs, if_none_match) {
+                return finish(app, method, "successful", hit.0, hit.1, started);
+            }
         }
+    }
+    if key.is_some() {
         app.metrics.cache_misses.inc();
     }
     // Read the generation before the statuses: a change that lands in between
@@ -466,6 +517,62 @@ fn ocsp(
         fresh_response(answer)
     };
     finish(app, method, status, cert_status, resp, started)
+}
+
+/// The pre-signed answer under `key`, with its `cert_status` label; a GET whose
+/// `If-None-Match` names its ETag gets 304 Not Modified (RFC 9110 §13.1.2).
+fn from_cache(
+    app: &App,
+    key: Option<&[u8]>,
+    now_secs: u64,
+    if_none_match: Option<&HeaderValue>,
+) -> Option<(&'static str, Response<Body>)> {
+    let hit = app.cache.get(key?, now_secs, app.state.table())?;
+    app.metrics.cache_hits.inc();
+    let mut resp = cached_response(&hit, now_secs);
+    if if_none_match.is_some_and(|v| etag_matches(v, &hit.etag)) {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        *resp.body_mut() = Body::default();
+    }
+    Some((hit.cert_status, resp))
+}
+
+/// What answering a request would cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// No CertID names this CA: `unauthorized`, nothing to sign.
+    Foreign,
+    /// One CertID of a certificate the responder knows (good or revoked), in
+    /// canonical DER (a minimal serial), without nonce: signed once, then served
+    /// pre-signed until it changes or expires. The number of such answers is
+    /// bounded by the certificates issued (times the four CertID hashes, with
+    /// or without NULL parameters), so signing them needs no budget.
+    Presignable,
+    /// Anything else that is ours: an unknown serial, a nonce, several CertIDs,
+    /// a non-minimal serial encoding. Each of these can be made unique per
+    /// request, so each signature takes a token of the budget.
+    Budgeted,
+}
+
+/// Classify `req` for `ocsp` with statuses from `table`.
+pub fn classify(ocsp: &OcspResponder, req: &OcspRequest<'_>, table: &dyn StatusSource) -> Class {
+    if !req.certs.iter().any(|c| ocsp.serves(c)) {
+        return Class::Foreign;
+    }
+    let [c] = req.certs.as_slice() else {
+        return Class::Budgeted;
+    };
+    if req.nonce.is_some() {
+        return Class::Budgeted;
+    }
+    match c.serial() {
+        Some(s)
+            if s.der_content() == c.serial_content && table.status(&s) != CertStatus::Unknown =>
+        {
+            Class::Presignable
+        }
+        _ => Class::Budgeted,
+    }
 }
 
 fn finish(
@@ -573,4 +680,50 @@ fn unsuccessful(status: ResponseStatus) -> Response<Body> {
     r.headers_mut().insert(header::CONTENT_TYPE, OCSP_RESPONSE);
     r.headers_mut().insert(header::CACHE_CONTROL, NO_CACHE);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::fixture::Fixture;
+
+    #[test]
+    fn only_one_canonical_known_certid_without_nonce_is_presignable() {
+        let f = Fixture::new(2).unwrap();
+        let m = f.material(ca::ocsp::OcspConfig::default()).unwrap();
+        let state = StateHandle::new();
+        state.load_statuses(f.statuses());
+        let table = state.table();
+        let known = f.request(&f.leaves[0].serial, None).unwrap();
+        let class = |der: &[u8]| classify(&m.ocsp, &parse_request(der, 64).unwrap(), table);
+        assert_eq!(class(&known), Class::Presignable);
+        state.forget(&f.leaves[0].serial);
+        assert_eq!(class(&known), Class::Budgeted, "unknown serial");
+        state.set_status(&f.leaves[0].serial, CertStatus::Good);
+        let nonce = f.request(&f.leaves[0].serial, Some(&[4, 1, 9])).unwrap();
+        assert_eq!(class(&nonce), Class::Budgeted, "nonce");
+        let ca = <x509_cert::Certificate as der::Decode>::from_der(&f.ca.der).unwrap();
+        let two = ca::ocsp::build_request(
+            &ca,
+            &[f.leaves[0].serial.clone(), f.leaves[1].serial.clone()],
+            ca::ocsp::CertIdHash::Sha256,
+            None,
+        )
+        .unwrap();
+        assert_eq!(class(&two), Class::Budgeted, "several CertIDs");
+        // The same serial with a leading zero octet: another cache key for the
+        // same certificate, as many as an attacker likes.
+        let req = parse_request(&known, 64).unwrap();
+        let padded: Vec<u8> = [&[0u8][..], req.certs[0].serial_content].concat();
+        let mut odd = req.clone();
+        odd.certs[0].serial_content = &padded;
+        assert_eq!(odd.certs[0].serial(), Some(f.leaves[0].serial.clone()));
+        assert_eq!(classify(&m.ocsp, &odd, table), Class::Budgeted);
+        // Another issuer's CertID: nothing to sign.
+        let mut foreign = req.clone();
+        foreign.certs[0].issuer_key_hash = &[0u8; 20];
+        assert_eq!(classify(&m.ocsp, &foreign, table), Class::Foreign);
+    }
 }

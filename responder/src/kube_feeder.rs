@@ -23,7 +23,14 @@
 //! A malformed object is logged by name (never its data) and not served: an
 //! IssuedCertificate whose serial is readable but whose certificate or status is
 //! not answers `unknown` (never `good` for what cannot be read); a bad Secret or
-//! CA status keeps the previous material. Nothing breaks the watch.
+//! CA status keeps the previous material; a CRLSchedule that cannot be read is
+//! ignored (what was known of it stays). Nothing breaks the watch: the
+//! IssuedCertificates, the CertificateAuthority and the CRLSchedules are
+//! watched untyped ([`DynamicObject`]) and parsed one object at a time, so an
+//! object that no longer deserializes into chop's types (CRD upgrade, a field
+//! the schema does not check) cannot fail the list of the others (kube-rs
+//! issue 774). ConfigMaps always deserialize; a manifest that does not read is
+//! logged and the CRL served before stays.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,19 +42,24 @@ use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
 use ca::signer::software::SoftwareKey;
 use controller::publish;
+use controller::reconcilers::crl_schedule::Partitioning;
 use crds::issued_certificate::{LABEL_CA, RecordState};
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate, IssuedCertificateStatus};
 use der::Decode;
 use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use x509_cert::Certificate;
 
+use crate::crl_check::{CrlGuard, Scope};
 use crate::feeder::{Feeder, key_from_pem};
-use crate::state::{CaMaterial, SerialKey, SharedCertificates, StateHandle, parse_pem_certs};
+use crate::state::{
+    CaMaterial, FeedStats, SerialKey, SharedCertificates, StateHandle, parse_pem_certs,
+};
 use crate::{Error, Result};
 
 /// The Secret holding the delegated responder credentials: `<ca>-ocsp-responder`.
@@ -193,6 +205,28 @@ pub fn delta(obj: &IssuedCertificate, ca: &str) -> Delta {
     }
 }
 
+/// `spec.serialNumber` of an untyped IssuedCertificate, if readable.
+fn serial_of(obj: &DynamicObject) -> Option<Serial> {
+    let hex = obj.data.get("spec")?.get("serialNumber")?.as_str()?;
+    Serial::from_hex(hex).ok()
+}
+
+/// What an added or modified untyped IssuedCertificate changes: [`delta`] when
+/// it deserializes; else logged by name, and its serial (if readable) is not
+/// served — one object that no longer fits the type never fails the others'
+/// watch (kube-rs issue 774).
+pub fn untyped_delta(obj: DynamicObject, ca: &str) -> Delta {
+    let serial = serial_of(&obj);
+    let name = obj.name_any();
+    match obj.try_parse::<IssuedCertificate>() {
+        Ok(typed) => delta(&typed, ca),
+        Err(e) => {
+            tracing::warn!(issuedcertificate = %name, error = %e, "malformed IssuedCertificate: not served");
+            serial.map_or(Delta::Skip, Delta::Forget)
+        }
+    }
+}
+
 /// What a deleted IssuedCertificate changes: its serial becomes unknown.
 pub fn delta_of_delete(obj: &IssuedCertificate) -> Delta {
     match Serial::from_hex(&obj.spec.serial_number) {
@@ -233,9 +267,13 @@ impl KubeFeeder {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let config = watcher::Config::default().labels(&format!("{LABEL_CA}={}", self.ca));
-        let mut stream = watcher(self.api::<IssuedCertificate>(), config)
-            .default_backoff()
-            .boxed();
+        // Untyped, parsed per object: see [`untyped_delta`].
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &ApiResource::erase::<IssuedCertificate>(&()),
+        );
+        let mut stream = watcher(api, config).default_backoff().boxed();
         // A (re-)list being collected: statuses and certificates.
         let mut listing: Option<Listing> = None;
         loop {
@@ -255,7 +293,9 @@ impl KubeFeeder {
             match event {
                 Event::Init => listing = Some(Listing::default()),
                 Event::InitApply(obj) => {
-                    if let (Some(l), Delta::Set(r)) = (listing.as_mut(), delta(&obj, &self.ca)) {
+                    if let (Some(l), Delta::Set(r)) =
+                        (listing.as_mut(), untyped_delta(obj, &self.ca))
+                    {
                         l.ders.insert(SerialKey::new(&r.serial), r.der);
                         l.statuses.push((r.serial, r.status));
                     }
@@ -270,7 +310,7 @@ impl KubeFeeder {
                     state.feed().synced();
                     tracing::info!(certificates = n, "IssuedCertificates listed");
                 }
-                Event::Apply(obj) => match delta(&obj, &self.ca) {
+                Event::Apply(obj) => match untyped_delta(obj, &self.ca) {
                     Delta::Set(r) => {
                         certs.insert(&r.serial, r.der);
                         state.set_status(&r.serial, r.status);
@@ -282,7 +322,7 @@ impl KubeFeeder {
                     Delta::Skip => {}
                 },
                 Event::Delete(obj) => {
-                    if let Delta::Forget(s) = delta_of_delete(&obj) {
+                    if let Some(s) = serial_of(&obj) {
                         state.forget(&s);
                         certs.remove(&s);
                     }
@@ -294,9 +334,13 @@ impl KubeFeeder {
 
 /// A watch event from one of the material's sources.
 enum Input {
-    Ca(Box<Event<CertificateAuthority>>),
+    /// Untyped, parsed per object: one that does not deserialize must not
+    /// fail the whole list (kube-rs issue 774).
+    Ca(Box<Event<DynamicObject>>),
     Secret(Box<Event<Secret>>),
-    Schedule(Box<Event<CRLSchedule>>),
+    /// Untyped, parsed per object (as `Ca`): every CRLSchedule of the
+    /// namespace is listed, any CA's.
+    Schedule(Box<Event<DynamicObject>>),
     Manifest(Box<Event<ConfigMap>>),
     Error(&'static str, watcher::Error),
 }
@@ -321,6 +365,18 @@ struct Inputs {
     responder: Option<(String, Vec<u8>, Arc<SoftwareKey>)>,
     /// Schedules of this CA, with their number of partitions.
     schedules: HashMap<String, u32>,
+    /// The partitions' URL template of each schedule (`partitionURLTemplate`).
+    templates: HashMap<String, Option<String>>,
+    /// The CA's `spec.crlDistributionPoints` (partition URLs derive from them).
+    crl_urls: Vec<String>,
+    /// Last cRLNumber served per publication.
+    crl_guard: CrlGuard,
+    /// CRLs read before the CA certificate was known: checked when it is.
+    pending: HashMap<String, (String, Bytes)>,
+    /// SHA-256 of the last CRL refused per publication (not fetched again).
+    refused: HashMap<String, String>,
+    /// The state's feed counters (refused CRLs).
+    feed: FeedStats,
     /// Schedules seen during a re-list of CRLSchedules.
     listing: Option<HashSet<String>>,
     /// CRL by publication (`<schedule>` or `<schedule>-<n>`): manifest
@@ -336,6 +392,26 @@ fn publications(schedule: &str, partitions: u32) -> impl Iterator<Item = String>
 }
 
 impl Inputs {
+    /// What the CRL of `publication` must cover: the full CRL for a schedule,
+    /// partition n's (with the URL the controller gives it) for
+    /// `<schedule>-<n>`.
+    fn scope(&self, publication: &str) -> Option<Scope> {
+        for (s, p) in &self.schedules {
+            if s == publication {
+                return Some(Scope::Full);
+            }
+            if let Some(n) = (0..*p).find(|n| publish::partition_publication(s, *n) == publication)
+            {
+                let partitioning = Partitioning {
+                    count: *p,
+                    template: self.templates.get(s).cloned().flatten(),
+                };
+                return Some(Scope::Partition(partitioning.url(&self.crl_urls, n)));
+            }
+        }
+        None
+    }
+
     /// Whether `publication` is one of a known schedule's.
     fn serves(&self, publication: &str) -> bool {
         self.schedules
@@ -418,16 +494,19 @@ impl KubeFeeder {
             publish::LABEL_CHUNK,
             self.ca
         ));
+        let untyped = |ar: ApiResource| -> Api<DynamicObject> {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
+        };
         futures::stream::select_all([
             inputs(
-                self.api(),
+                untyped(ApiResource::erase::<CertificateAuthority>(&())),
                 by_name(&self.ca),
                 "CertificateAuthority",
                 Input::Ca,
             ),
             poll_secret(self.api(), secret_name(&self.ca), self.secret_poll),
             inputs(
-                self.api(),
+                untyped(ApiResource::erase::<CRLSchedule>(&())),
                 watcher::Config::default(),
                 "CRLSchedule",
                 Input::Schedule,
@@ -444,7 +523,16 @@ impl KubeFeeder {
                 tracing::warn!(watching = what, error = %e, "watch failed; retrying");
                 false
             }
-            Input::Ca(e) => applied(*e).is_some_and(|ca| self.ca_input(inputs, &ca)),
+            Input::Ca(e) => applied(*e).is_some_and(|obj| {
+                let name = obj.name_any();
+                match obj.try_parse::<CertificateAuthority>() {
+                    Ok(ca) => self.ca_input(inputs, &ca),
+                    Err(e) => {
+                        tracing::error!(certificateauthority = %name, error = %e, "malformed CertificateAuthority; keeping the previous material");
+                        false
+                    }
+                }
+            }),
             Input::Secret(e) => applied(*e).is_some_and(|s| self.secret_input(inputs, &s)),
             Input::Schedule(e) => self.schedule_input(inputs, *e).await,
             Input::Manifest(e) => match applied(*e) {
@@ -475,6 +563,7 @@ impl KubeFeeder {
             tracing::info!(object, "CA has no certificate yet");
             return false;
         };
+        inputs.crl_urls.clone_from(&ca.spec.crl_distribution_points);
         let key = (cert, st.chain.clone().unwrap_or_default());
         if inputs.ca.as_ref().is_some_and(|c| c.source == key) {
             return false;
@@ -499,6 +588,9 @@ impl KubeFeeder {
                     chain,
                 });
                 tracing::info!(object, "CA certificate read");
+                for (publication, (sha256, der)) in std::mem::take(&mut inputs.pending) {
+                    self.offer_crl(inputs, &publication, sha256, der);
+                }
                 true
             }
             Err(e) => {
@@ -547,7 +639,7 @@ impl KubeFeeder {
         }
     }
 
-    async fn schedule_input(&self, inputs: &mut Inputs, e: Event<CRLSchedule>) -> bool {
+    async fn schedule_input(&self, inputs: &mut Inputs, e: Event<DynamicObject>) -> bool {
         match e {
             Event::Init => {
                 inputs.listing = Some(HashSet::new());
@@ -565,15 +657,27 @@ impl KubeFeeder {
                 inputs.crls.retain(|s, _| served.contains(s));
                 before != inputs.crls.len()
             }
-            Event::Apply(s) | Event::InitApply(s) => {
-                if s.spec.ca_ref.name != self.ca {
-                    return false;
-                }
-                let name = s.name_any();
+            Event::Apply(obj) | Event::InitApply(obj) => {
+                let name = obj.name_any();
                 if let Some(seen) = inputs.listing.as_mut() {
                     seen.insert(name.clone());
                 }
+                let s = match obj.try_parse::<CRLSchedule>() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // What was known of it (if anything) stays; the
+                        // other schedules are unaffected.
+                        tracing::warn!(crlschedule = %name, error = %e, "malformed CRLSchedule: ignored");
+                        return false;
+                    }
+                };
+                if s.spec.ca_ref.name != self.ca {
+                    return false;
+                }
                 let partitions = u32::try_from(s.spec.partitions).unwrap_or(0);
+                inputs
+                    .templates
+                    .insert(name.clone(), s.spec.partition_url_template.clone());
                 if inputs.schedules.insert(name.clone(), partitions) == Some(partitions) {
                     return false;
                 }
@@ -611,20 +715,17 @@ impl KubeFeeder {
         if let Some(cm) = manifest {
             let data = cm.data.clone().unwrap_or_default();
             if let Ok(m) = publish::Manifest::from_data(&data, &object)
-                && inputs
+                && (inputs
                     .crls
                     .get(schedule)
                     .is_some_and(|(h, _)| *h == m.sha256)
+                    || inputs.refused.get(schedule) == Some(&m.sha256))
             {
                 return false;
             }
         }
         match publish::read_published(&self.client, &self.namespace, schedule).await {
             Ok((m, der)) => {
-                if let Err(e) = x509_cert::crl::CertificateList::from_der(&der) {
-                    tracing::error!(object, error = %e, "published CRL does not parse; not served");
-                    return false;
-                }
                 if inputs
                     .crls
                     .get(schedule)
@@ -632,11 +733,7 @@ impl KubeFeeder {
                 {
                     return false;
                 }
-                tracing::info!(schedule, number = m.number, "CRL read");
-                inputs
-                    .crls
-                    .insert(schedule.to_owned(), (m.sha256, Bytes::from(der)));
-                true
+                self.offer_crl(inputs, schedule, m.sha256, Bytes::from(der))
             }
             // Not published yet: the manifest's watch event will bring it.
             Err(controller::error::Error::Kube { source, .. }) if matches!(*source, kube::Error::Api(ref s) if s.code == 404) =>
@@ -646,6 +743,46 @@ impl KubeFeeder {
             }
             Err(e) => {
                 tracing::warn!(schedule, error = %e, "cannot read the published CRL");
+                false
+            }
+        }
+    }
+
+    /// Serve `der` as the CRL of `publication` if it is the CA's, in the scope
+    /// expected there, with a cRLNumber not lower than the last served there
+    /// ([`crate::crl_check`]); else log and count it and keep the previous one.
+    /// Before the CA certificate is known, the CRL waits in `pending`.
+    fn offer_crl(
+        &self,
+        inputs: &mut Inputs,
+        publication: &str,
+        sha256: String,
+        der: Bytes,
+    ) -> bool {
+        let Some(ca) = inputs.ca.as_ref() else {
+            inputs.pending.insert(publication.to_owned(), (sha256, der));
+            return false;
+        };
+        let Some(scope) = inputs.scope(publication) else {
+            return false;
+        };
+        match inputs.crl_guard.admit(publication, &der, &ca.der, &scope) {
+            Ok(number) => {
+                tracing::info!(publication, number, "CRL read");
+                inputs.refused.remove(publication);
+                inputs.crls.insert(publication.to_owned(), (sha256, der));
+                true
+            }
+            Err(why) => {
+                inputs.feed.refused_crl(
+                    &format!(
+                        "ConfigMap/{}/{}",
+                        self.namespace,
+                        publish::manifest_name(publication)
+                    ),
+                    &why,
+                );
+                inputs.refused.insert(publication.to_owned(), sha256);
                 false
             }
         }
@@ -686,7 +823,10 @@ impl KubeFeeder {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut stream = self.streams();
-        let mut inputs = Inputs::default();
+        let mut inputs = Inputs {
+            feed: state.feed().clone(),
+            ..Inputs::default()
+        };
         loop {
             let input = tokio::select! {
                 i = stream.next() => i,
@@ -817,6 +957,17 @@ mod tests {
         let mut no_serial = object(&f, json!(null));
         no_serial.spec.serial_number = "xyz".into();
         assert_eq!(delta(&no_serial, "root"), Delta::Skip);
+        // An object that no longer deserializes: its serial is not served.
+        let mut value = serde_json::to_value(object(&f, json!({"state": "Valid"}))).unwrap();
+        value["status"]["revokedAt"] = json!("not a time");
+        let untyped: DynamicObject = serde_json::from_value(value).unwrap();
+        assert_eq!(
+            untyped_delta(untyped, "root"),
+            Delta::Forget(serial.clone())
+        );
+        let good: DynamicObject =
+            serde_json::from_value(serde_json::to_value(object(&f, json!(null))).unwrap()).unwrap();
+        assert!(matches!(untyped_delta(good, "root"), Delta::Set(_)));
         assert_eq!(
             delta_of_delete(&object(&f, json!(null))),
             Delta::Forget(serial)

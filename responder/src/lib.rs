@@ -25,7 +25,12 @@
 //!   remembers the status generation it was signed at; the status table records
 //!   the generation at which each serial last changed, so a revocation makes every
 //!   cached answer about that serial stale *at once*: the next request is signed
-//!   afresh with the new status. Requests with a nonce are always signed fresh.
+//!   afresh with the new status. Requests with a nonce are signed fresh (within the signing budget).
+//! - **Signing budget** ([`budget`]): what cannot be pre-signed (an unknown
+//!   serial, a nonce, several CertIDs) is signed only while a token bucket
+//!   allows; beyond it the answer is the unsigned `unauthorized` (RFC 5019
+//!   §2.2.3), or for a nonce the pre-signed answer without it, so a flood of
+//!   random serials cannot make the responder sign per request.
 //! - **HTTP** ([`http`]): hyper 1 on tokio, HTTP/1.1 with keep-alive, no
 //!   middleware; per-request work on a cache hit is a base64 decode, a DER parse,
 //!   two hash lookups and a handful of headers.
@@ -40,7 +45,9 @@
 //!   the revocation rules of [`ca::revocation::MemoryIndex`]); the responder never
 //!   merges or overrides them.
 
+pub mod budget;
 pub mod cache;
+pub mod crl_check;
 pub mod feeder;
 #[doc(hidden)]
 pub mod fixture;

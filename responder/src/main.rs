@@ -19,6 +19,7 @@ const USAGE: &str = "usage:
                   --kube: the responder Secret, 5000)]
                  [--cache-entries N (65536)] [--max-age SECS (300)] [--validity SECS (3600)]
                  [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
+                 [--sign-budget PER_SEC (100)] [--sign-burst N (200)]
   chop-responder gen-fixture DIR [--leaves N (3)]
 --kube: the Kubernetes client comes from KUBECONFIG / ~/.kube/config / in-cluster.
 Logging: RUST_LOG (default info).";
@@ -73,12 +74,17 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
             "--max-body" => a.server.max_body = value(&mut args, &flag)?,
             "--threads" => a.threads = Some(value(&mut args, &flag)?),
             "--log-requests" => a.server.log_requests = true,
+            "--sign-budget" => a.server.sign_budget = value(&mut args, &flag)?,
+            "--sign-burst" => a.server.sign_burst = value(&mut args, &flag)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if !(a.server.sign_budget.is_finite() && a.server.sign_budget >= 0.0) {
+        bail!("--sign-budget must be a number of signatures per second, 0 or more\n{USAGE}");
     }
     a.source = match (dir, kube) {
         (Some(_), true) => bail!("--dir and --kube are exclusive\n{USAGE}"),

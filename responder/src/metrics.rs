@@ -6,6 +6,8 @@
 //! | `chop_ocsp_requests_total` | counter | `method` (GET, POST), `status` (OCSP responseStatus: successful, malformedRequest, unauthorized, internalError, tryLater), `cert_status` (good, revoked, unknown, foreign, mixed, none) |
 //! | `chop_ocsp_request_duration_seconds` | histogram | — (handler time, without network) |
 //! | `chop_ocsp_cache_hits_total`, `chop_ocsp_cache_misses_total` | counter | — (requests without nonce only) |
+//! | `chop_ocsp_sign_budget_spent_total`, `chop_ocsp_sign_budget_exhausted_total` | counter | — (answers that could not be pre-signed: signed with a token of the budget; refused for want of one) |
+//! | `chop_ocsp_sign_budget_tokens` | gauge | — (tokens left, rounded down) |
 //! | `chop_http_requests_total` | counter | `endpoint` (ocsp, repository, health, metrics, other), `code` |
 //! | `chop_http_connections_total` | counter | — (accepted TCP connections) |
 //! | `chop_responder_state_generation` | gauge | — (status generation; increases with every change) |
@@ -13,6 +15,7 @@
 //! | `chop_responder_certificate_not_after_seconds` | gauge | — (responder certificate notAfter, Unix seconds; 0 before load) |
 //! | `chop_responder_ready` | gauge | — (1 when `/readyz` would say ready) |
 //! | `chop_responder_feed_events_total` | counter | — (watch events the feeder applied; Kubernetes feeder) |
+//! | `chop_responder_crl_refused_total` | counter | `reason` (unparsable, issuer, signature, scope, number: CRLs not served, [`crate::crl_check`]) |
 //! | `chop_responder_feed_last_sync_seconds` | gauge | — (end of the feeder's last full list of certificates, Unix seconds; 0 before) |
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -58,6 +61,12 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// `chop_ocsp_cache_misses_total`.
     pub cache_misses: Counter,
+    /// `chop_ocsp_sign_budget_spent_total`.
+    pub sign_budget_spent: Counter,
+    /// `chop_ocsp_sign_budget_exhausted_total`.
+    pub sign_budget_exhausted: Counter,
+    /// `chop_ocsp_sign_budget_tokens`.
+    pub sign_budget_tokens: Gauge,
     /// `chop_http_requests_total`.
     pub http_requests: Family<HttpLabels, Counter>,
     /// `chop_http_connections_total`.
@@ -88,6 +97,9 @@ impl Metrics {
         let ocsp_duration = Histogram::new(BUCKETS);
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let sign_budget_spent = Counter::default();
+        let sign_budget_exhausted = Counter::default();
+        let sign_budget_tokens = Gauge::default();
         let http_requests = Family::<HttpLabels, Counter>::default();
         let connections = Counter::default();
         let generation = Gauge::default();
@@ -113,6 +125,21 @@ impl Metrics {
             "ocsp_cache_misses",
             "OCSP requests without nonce that had to be signed",
             cache_misses.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_spent",
+            "OCSP answers that could not be pre-signed (unknown serial, nonce, several CertIDs) signed with a token of the budget",
+            sign_budget_spent.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_exhausted",
+            "OCSP answers that could not be pre-signed and found the signing budget empty (answered unsigned unauthorized, or without nonce)",
+            sign_budget_exhausted.clone(),
+        );
+        registry.register(
+            "ocsp_sign_budget_tokens",
+            "Tokens left in the signing budget",
+            sign_budget_tokens.clone(),
         );
         registry.register(
             "http_requests",
@@ -150,6 +177,9 @@ impl Metrics {
             ocsp_duration,
             cache_hits,
             cache_misses,
+            sign_budget_spent,
+            sign_budget_exhausted,
+            sign_budget_tokens,
             http_requests,
             connections,
             generation,
@@ -166,6 +196,11 @@ impl Metrics {
             "responder_feed_events",
             "Watch events applied by the feeder",
             feed.events,
+        );
+        self.registry.register(
+            "responder_crl_refused",
+            "CRLs not served: not signed by the CA, another issuer, another scope, or a lower cRLNumber than served",
+            feed.crl_refused,
         );
         self.registry.register(
             "responder_feed_last_sync_seconds",

@@ -353,9 +353,18 @@ struct Shared {
     feed: FeedStats,
 }
 
+/// Labels of `chop_responder_crl_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CrlRefusedLabels {
+    /// Why: `unparsable`, `issuer`, `signature`, `scope`, `number`.
+    pub reason: &'static str,
+}
+
 /// What a feeder reports about itself, exported by [`crate::metrics`].
 #[derive(Debug, Default, Clone)]
 pub struct FeedStats {
+    /// CRLs not served, by reason (`chop_responder_crl_refused_total`).
+    pub crl_refused: prometheus_client::metrics::family::Family<CrlRefusedLabels, Counter>,
     /// Watch events applied (`chop_responder_feed_events_total`).
     pub events: Counter,
     /// When the feeder last completed a full (re-)list, Unix seconds
@@ -364,6 +373,14 @@ pub struct FeedStats {
 }
 
 impl FeedStats {
+    /// Log and count a refused CRL (`name`: where it would have been served).
+    pub fn refused_crl(&self, name: &str, why: &crate::crl_check::Refused) {
+        tracing::error!(crl = name, reason = why.reason, detail = %why.detail, "CRL refused: not served; the previous one (if any) stays");
+        self.crl_refused
+            .get_or_create(&CrlRefusedLabels { reason: why.reason })
+            .inc();
+    }
+
     /// Record a completed full list now.
     pub fn synced(&self) {
         let now = SystemTime::now()
@@ -438,6 +455,11 @@ impl StateHandle {
         I: IntoIterator<Item = (Serial, Option<CertStatus>)>,
     {
         self.0.table.apply(changes)
+    }
+
+    /// Whether a full list of statuses has been loaded.
+    pub fn statuses_loaded(&self) -> bool {
+        self.0.statuses_loaded.load(Ordering::Acquire)
     }
 
     /// The feeder's counters.

@@ -598,3 +598,218 @@ fn directory_feeder_reloads_index_changes() {
     s.rt.block_on(feeder_task).unwrap().unwrap();
     s.stop();
 }
+
+/// What a DER OCSPResponse says: `good`/`revoked`/`unknown` when signed, else
+/// the unsigned status (`unauthorized`, ...).
+fn answer(der: &[u8]) -> &'static str {
+    let r = OcspResponse::from_der(der).expect("OCSPResponse");
+    match r.response_status {
+        x509_ocsp::OcspResponseStatus::Successful => cert_status(der),
+        x509_ocsp::OcspResponseStatus::Unauthorized => "unauthorized",
+        x509_ocsp::OcspResponseStatus::TryLater => "tryLater",
+        x509_ocsp::OcspResponseStatus::MalformedRequest => "malformedRequest",
+        _ => "other",
+    }
+}
+
+fn random_serial_path() -> String {
+    get_path(&fixture().request(&Serial::random().unwrap(), None).unwrap())
+}
+
+fn metric(s: &Server, name: &str) -> f64 {
+    let text = String::from_utf8(s.get("/metrics").body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// Finding 9, as the attacker: a flood of queries for random serials (each a
+/// cache miss) must not make the responder sign per request. Answers for
+/// unknown serials come from a bounded signing budget; beyond it the answer is
+/// the unsigned `unauthorized` (RFC 5019 §2.2.3). Never `good`. The issued
+/// certificates keep their pre-signed answers meanwhile.
+#[test]
+fn random_serial_flood_is_answered_from_a_bounded_budget() {
+    let s = Server::start();
+    let legit = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    assert_eq!(answer(&s.get(&legit).body), "good");
+    let started = Instant::now();
+    let (mut signed, mut unsigned) = (0u32, 0u32);
+    for _ in 0..600 {
+        let r = s.get(&random_serial_path());
+        assert_eq!(r.code, 200);
+        match answer(&r.body) {
+            "unknown" => signed += 1,
+            "unauthorized" => {
+                assert_eq!(r.body, [0x30, 0x03, 0x0a, 0x01, 0x06], "unsigned");
+                assert_eq!(
+                    r.header("cache-control"),
+                    Some("no-cache, no-store, must-revalidate")
+                );
+                unsigned += 1;
+            }
+            other => panic!("a random serial got {other}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let defaults = ServerConfig::default();
+    let bound = defaults.sign_burst as f64 + defaults.sign_budget * secs + 1.0;
+    println!("{signed} signed, {unsigned} unsigned in {secs:.2} s (bound {bound:.0})");
+    assert!(
+        f64::from(signed) <= bound,
+        "{signed} signatures for random serials in {secs:.2} s (bound {bound:.0})"
+    );
+    assert!(unsigned > 0);
+    // Meanwhile the issued certificate's pre-signed answer is served as ever.
+    let again = s.get(&legit);
+    assert_eq!(answer(&again.body), "good");
+    assert!(again.header("etag").is_some());
+    assert_eq!(
+        metric(&s, "chop_ocsp_sign_budget_exhausted_total"),
+        f64::from(unsigned)
+    );
+    assert!(metric(&s, "chop_ocsp_sign_budget_spent_total") >= f64::from(signed));
+    s.stop();
+}
+
+/// The budget refills at its rate; a nonce request over budget gets the
+/// pre-signed answer without nonce (RFC 5019 §2.2.1), a random serial the
+/// unsigned `unauthorized`; the issued certificates are never refused.
+#[test]
+fn sign_budget_refills_and_nonce_falls_back_to_the_presigned_answer() {
+    let state = StateHandle::new();
+    let f = fixture();
+    state.install(f.material(OcspConfig::default()).unwrap());
+    state.load_statuses(f.statuses());
+    let config = ServerConfig {
+        sign_budget: 4.0,
+        sign_burst: 2,
+        ..ServerConfig::default()
+    };
+    let s = Server::with_state(state, config);
+    // (The first answer needs the statuses: before they are loaded, every
+    // request gets tryLater and nothing is signed; see the test below.)
+    let t0 = Instant::now();
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unauthorized");
+    // Over budget: a nonce request for an issued certificate is answered, from
+    // the pre-signed response, without the nonce.
+    let legit = f.request(&leaf_serial(1), None).unwrap();
+    let presigned = s.request("POST", "/", &[], &legit);
+    assert_eq!(answer(&presigned.body), "good");
+    let with_nonce = f
+        .request(&leaf_serial(1), Some(&[0x04, 0x02, 7, 7]))
+        .unwrap();
+    let r = s.request("POST", "/", &[], &with_nonce);
+    assert_eq!(answer(&r.body), "good");
+    assert_eq!(r.body, presigned.body, "the pre-signed answer");
+    // Revoked certificates too are never refused.
+    s.state
+        .set_status(&leaf_serial(2), revoked(Reason::KeyCompromise));
+    let r = s.get(&get_path(&f.request(&leaf_serial(2), None).unwrap()));
+    assert_eq!(answer(&r.body), "revoked");
+    assert!(
+        t0.elapsed() < Duration::from_millis(240),
+        "test too slow to tell"
+    );
+    // 4 tokens a second: one more after 250 ms, then none again.
+    std::thread::sleep(Duration::from_millis(300).saturating_sub(t0.elapsed()));
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unauthorized");
+    // And a nonce request is honoured again once a token is back.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = s.openssl_ocsp("leaf-0.pem", &["-nonce"]);
+    assert!(
+        out.contains("leaf-0.pem: good") && out.contains("OCSP Nonce"),
+        "{out}"
+    );
+    assert_eq!(metric(&s, "chop_ocsp_sign_budget_exhausted_total"), 3.0);
+    assert_eq!(metric(&s, "chop_ocsp_sign_budget_spent_total"), 4.0);
+    s.stop();
+}
+
+/// Finding 4, responder side, as the attacker who can write the directory's
+/// CRL files (or a feed that delivers them): a CRL signed by another key, one
+/// with a lower cRLNumber than served (a rollback), one from another issuer.
+/// None is served; the previous good CRL stays; each refusal is counted.
+#[test]
+fn directory_feeder_serves_only_the_cas_crls_in_increasing_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture();
+    f.write_dir(dir.path()).unwrap();
+    let crl_path = dir.path().join("crl/ca.crl");
+    let good = f.crl_numbered(10, None).unwrap();
+    std::fs::write(&crl_path, &good).unwrap();
+    let state = StateHandle::new();
+    let s = Server::with_state(state.clone(), ServerConfig::default());
+    let feeder = DirFeeder {
+        dir: dir.path().to_path_buf(),
+        poll: Duration::from_millis(100),
+        ocsp: OcspConfig::default(),
+    };
+    let (stop, rx) = watch::channel(false);
+    let feeder_task = s.rt.spawn(feeder.run(state.clone(), rx));
+    let t = Instant::now();
+    while s.get("/readyz").code != 200 {
+        assert!(t.elapsed() < Duration::from_secs(10), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.get("/crl/ca.crl").body, good);
+
+    let same_name_other_key = Fixture::new(0).unwrap();
+    let (stranger, stranger_key) = Fixture::other_root("C=TW, O=Mallory, OU=Not this CA").unwrap();
+    let attacks = [
+        (
+            "signature",
+            same_name_other_key.crl_numbered(11, None).unwrap(),
+        ),
+        ("number", f.crl_numbered(9, None).unwrap()),
+        (
+            "issuer",
+            responder::fixture::crl_signed(&stranger.der, &stranger_key, 12, None).unwrap(),
+        ),
+    ];
+    for (reason, bad) in &attacks {
+        let tmp = dir.path().join("crl/ca.crl.tmp");
+        std::fs::write(&tmp, bad).unwrap();
+        std::fs::rename(&tmp, &crl_path).unwrap();
+        // Several poll periods: the bad CRL is never served.
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(100));
+            let r = s.get("/crl/ca.crl");
+            assert_eq!(r.code, 200);
+            assert!(r.body == good, "{reason}: a refused CRL was served");
+        }
+        let label = format!("chop_responder_crl_refused_total{{reason=\"{reason}\"}}");
+        assert!(metric(&s, &label) >= 1.0, "{reason}: not counted");
+    }
+    // A good, higher-numbered CRL is served again at once.
+    let newer = f.crl_numbered(13, None).unwrap();
+    std::fs::write(&crl_path, &newer).unwrap();
+    let t = Instant::now();
+    while s.get("/crl/ca.crl").body != newer {
+        assert!(t.elapsed() < Duration::from_secs(2), "newer CRL not served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.send(true).unwrap();
+    s.rt.block_on(feeder_task).unwrap().unwrap();
+    s.stop();
+}
+
+/// Material installed but no statuses yet (a feeder still listing): tryLater,
+/// not `unknown` for every certificate, and no signature spent.
+#[test]
+fn try_later_until_statuses_are_loaded() {
+    let state = StateHandle::new();
+    state.install(fixture().material(OcspConfig::default()).unwrap());
+    let s = Server::with_state(state, ServerConfig::default());
+    let path = get_path(&fixture().request(&leaf_serial(0), None).unwrap());
+    assert_eq!(answer(&s.get(&path).body), "tryLater");
+    assert_eq!(metric(&s, "chop_ocsp_sign_budget_spent_total"), 0.0);
+    s.state.load_statuses(fixture().statuses());
+    assert_eq!(answer(&s.get(&path).body), "good");
+    s.stop();
+}
