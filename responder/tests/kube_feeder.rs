@@ -347,7 +347,7 @@ async fn serves_one_ca_from_the_cluster_read_only() {
     let leaf2 = Fixture::issued_certificate(CA, &f.leaves[2]).unwrap();
     issued.create(&PostParams::default(), &leaf2).await.unwrap();
     untyped::<IssuedCertificate>(&env)
-        .patch_status(
+        .patch(
             &leaf2.name_any(),
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"state": "Valid", "revokedAt": "not a time"}})),
