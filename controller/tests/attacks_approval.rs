@@ -75,23 +75,6 @@ async fn status_patch(
     }
 }
 
-/// The records of the register that name request `request`.
-async fn records_of(h: &Harness, request: &str) -> Vec<IssuedCertificate> {
-    h.api::<IssuedCertificate>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|r| {
-            r.spec
-                .request_ref
-                .as_ref()
-                .is_some_and(|q| q.name == request)
-        })
-        .collect()
-}
-
 fn a_serial() -> String {
     let mut b = [0u8; 16];
     aws_lc_rs::rand::fill(&mut b).unwrap();

@@ -566,20 +566,7 @@ async fn a_renewal_signed_after_its_original_was_revoked_is_revoked_too() {
                 reason == "OriginalNotValid" || reason == "KeyCompromised",
                 "li-renewal failed with {reason}"
             );
-            let signed: Vec<_> = h
-                .api::<IssuedCertificate>()
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .filter(|r| {
-                    r.spec
-                        .request_ref
-                        .as_ref()
-                        .is_some_and(|q| q.name == "li-renewal")
-                })
-                .collect();
+            let signed = records_of(&h, "li-renewal").await;
             assert!(signed.is_empty(), "a renewal of a revoked key was signed");
         }
     }

@@ -505,26 +505,8 @@ impl Harness {
     /// (needs [`Harness::install_policies`] for the role), once RBAC lets it create
     /// requests.
     pub async fn ra_user(&self, name: &str) -> kube::Client {
-        use k8s_openapi::api::rbac::v1::RoleBinding;
-        let binding: RoleBinding = serde_json::from_value(json!({
-            "metadata": {"name": format!("ra-{name}"), "namespace": self.ns()},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "chop:registration-authority"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
-        }))
-        .unwrap();
-        Api::<RoleBinding>::namespaced(self.env.admin(), self.ns())
-            .create(&PostParams::default(), &binding)
+        self.user_with_role(name, "chop:registration-authority")
             .await
-            .unwrap();
-        let client = self.env.user(name, &[]).await.unwrap();
-        let api: Api<CertificateRequest> = Api::namespaced(client.clone(), self.ns());
-        self.wait(&format!("RBAC for {name}"), 30, || {
-            let api = api.clone();
-            async move { api.list(&ListParams::default()).await.ok().map(|_| ()) }
-        })
-        .await;
-        client
     }
 
     /// An officer approves: server-side apply of the Approved condition on the
@@ -862,4 +844,21 @@ pub fn crl_text(h: &Harness, name: &str, crl_der: &[u8]) -> String {
         &["crl", "-inform", "DER", "-noout", "-text", "-in"],
         &[&der],
     )
+}
+
+/// The records of the register that name request `request`.
+pub async fn records_of(h: &Harness, request: &str) -> Vec<IssuedCertificate> {
+    h.api::<IssuedCertificate>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.spec
+                .request_ref
+                .as_ref()
+                .is_some_and(|q| q.name == request)
+        })
+        .collect()
 }
