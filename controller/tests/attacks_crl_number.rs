@@ -14,56 +14,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-
 use controller::publish;
 use crds::CRLSchedule;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 mod common;
 use common::*;
-
-/// A client for user `name`, bound in this namespace to the shipped ClusterRole
-/// of `manifests/rbac/<file>`.
-async fn role_user(h: &Harness, file: &str, name: &str) -> kube::Client {
-    let yaml = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../manifests/rbac")
-            .join(file),
-    )
-    .unwrap();
-    let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
-    let role_name = role.metadata.name.clone().unwrap();
-    Api::<ClusterRole>::all(h.env.admin())
-        .patch(
-            &role_name,
-            &PatchParams::apply("chop-tests").force(),
-            &Patch::Apply(&role),
-        )
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-binding"), "namespace": h.ns()},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
-    }))
-    .unwrap();
-    h.api::<RoleBinding>()
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let client = h.env.user(name, &[]).await.unwrap();
-    let api: Api<CRLSchedule> = Api::namespaced(client.clone(), h.ns());
-    h.wait(&format!("RBAC for {name}"), 30, || {
-        let api = api.clone();
-        async move { api.list(&ListParams::default()).await.ok().map(|_| ()) }
-    })
-    .await;
-    client
-}
 
 fn schedule(status: Option<Value>) -> CRLSchedule {
     let mut body = json!({
@@ -129,7 +87,9 @@ async fn the_crl_number_never_goes_back_when_a_schedule_is_recreated() {
     let mut h = Harness::new().await;
     h.start(false);
     h.create_ca().await;
-    let admin = role_user(&h, "administrator.yaml", "admin-mallory").await;
+    let admin = h
+        .shipped_role_user("administrator.yaml", "admin-mallory")
+        .await;
     let schedules: Api<CRLSchedule> = Api::namespaced(admin.clone(), h.ns());
 
     let s = schedules

@@ -17,7 +17,6 @@
 use std::path::Path;
 
 use crds::CertificateAuthority;
-use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -27,31 +26,7 @@ use common::*;
 /// A client for user `name` bound, in the test's namespace, to the shipped
 /// `chop:administrator` ClusterRole.
 async fn administrator(h: &Harness, name: &str) -> kube::Client {
-    let yaml = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/rbac/administrator.yaml"),
-    )
-    .unwrap();
-    let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
-    Api::<ClusterRole>::all(h.env.admin())
-        .patch(
-            role.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("chop-tests").force(),
-            &Patch::Apply(&role),
-        )
-        .await
-        .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("administrator-{name}"), "namespace": h.ns()},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "chop:administrator"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(h.env.admin(), h.ns())
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    h.env.user(name, &["chop:administrators"]).await.unwrap()
+    h.shipped_role_user("administrator.yaml", name).await
 }
 
 /// The Ready condition of CA `name` once its reason is `reason`.

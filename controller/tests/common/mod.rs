@@ -476,6 +476,29 @@ impl Harness {
         .await;
     }
 
+    /// A client for user `name`, bound in this namespace to the ClusterRole
+    /// shipped in `manifests/rbac/<file>` (installed first, as shipped).
+    pub async fn shipped_role_user(&self, file: &str, name: &str) -> kube::Client {
+        use k8s_openapi::api::rbac::v1::ClusterRole;
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests/rbac")
+                .join(file),
+        )
+        .unwrap();
+        let role: ClusterRole = serde_saphyr::from_str(&yaml).unwrap();
+        let role_name = role.metadata.name.clone().unwrap();
+        Api::<ClusterRole>::all(self.env.admin())
+            .patch(
+                &role_name,
+                &PatchParams::apply("chop-tests").force(),
+                &Patch::Apply(&role),
+            )
+            .await
+            .unwrap();
+        self.user_with_role(name, &role_name).await
+    }
+
     /// A client for user `name` bound to ClusterRole `role` (e.g. `chop:officer`,
     /// installed by [`Harness::install_policies`]) in this namespace, once RBAC
     /// lets it read CertificateRequests.

@@ -323,6 +323,19 @@ mod tests {
     use crds::common::LocalObjectReference;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+    /// A status holding one True condition of `type_` with `reason`.
+    fn decided(type_: &'static str, reason: &'static str) -> CertificateRequestStatus {
+        CertificateRequestStatus {
+            conditions: vec![conditions::build(
+                &[],
+                &Cond::yes(type_, reason, ""),
+                Some(1),
+                conditions::now(),
+            )],
+            ..Default::default()
+        }
+    }
+
     fn ca(ready: bool) -> CertificateAuthority {
         let spec: crds::CertificateAuthoritySpec = serde_json::from_value(serde_json::json!({
             "type": "Root",
@@ -372,15 +385,7 @@ mod tests {
         let created = SystemTime::now() - Duration::from_secs(created_days_ago * 86_400);
         cr.metadata.creation_timestamp = Some(Time(jiff::Timestamp::try_from(created).unwrap()));
         if approved {
-            cr.status = Some(CertificateRequestStatus {
-                conditions: vec![conditions::build(
-                    &[],
-                    &Cond::yes("Approved", "ByOfficer", ""),
-                    Some(1),
-                    conditions::now(),
-                )],
-                ..Default::default()
-            });
+            cr.status = Some(decided("Approved", "ByOfficer"));
         }
         cr
     }
@@ -508,15 +513,7 @@ mod tests {
         ));
         // An officer's Denial wins; a lapsed request is not approved.
         let mut denied = listed.clone();
-        denied.status = Some(CertificateRequestStatus {
-            conditions: vec![conditions::build(
-                &[],
-                &Cond::yes("Denied", "ByOfficer", ""),
-                Some(1),
-                conditions::now(),
-            )],
-            ..Default::default()
-        });
+        denied.status = Some(decided("Denied", "ByOfficer"));
         assert_eq!(
             gate(&denied, Some(&c), now),
             Gate::Denied { reserved: false }
@@ -554,15 +551,7 @@ mod tests {
     #[test]
     fn denied_requests_are_done() {
         let mut cr = request(0, true, false);
-        cr.status = Some(CertificateRequestStatus {
-            conditions: vec![conditions::build(
-                &[],
-                &Cond::yes("Denied", "ByOfficer", ""),
-                Some(1),
-                conditions::now(),
-            )],
-            ..Default::default()
-        });
+        cr.status = Some(decided("Denied", "ByOfficer"));
         assert_eq!(
             gate(&cr, Some(&ca(true)), SystemTime::now()),
             Gate::Denied { reserved: false }
@@ -630,15 +619,7 @@ mod tests {
             );
             // An AutoApproved condition (say, from an older controller) is
             // not an officer's approval.
-            cr.status = Some(CertificateRequestStatus {
-                conditions: vec![conditions::build(
-                    &[],
-                    &Cond::yes("Approved", AUTO_APPROVED, ""),
-                    Some(1),
-                    conditions::now(),
-                )],
-                ..Default::default()
-            });
+            cr.status = Some(decided("Approved", AUTO_APPROVED));
             assert!(matches!(
                 may_sign(&cr, &c, now),
                 Err(Refusal::Wait("OfficerApprovalRequired", _, _))
