@@ -21,6 +21,7 @@ pub mod certificate_request;
 pub mod common;
 pub mod crl_schedule;
 pub mod issued_certificate;
+pub mod key_ceremony;
 pub mod revocation;
 pub mod suspension;
 
@@ -32,6 +33,7 @@ pub use certificate_request::{
 };
 pub use crl_schedule::{CRLSchedule, CRLScheduleSpec, CRLScheduleStatus};
 pub use issued_certificate::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
+pub use key_ceremony::{KeyCeremony, KeyCeremonySpec, KeyCeremonyStatus};
 pub use revocation::{Revocation, RevocationSpec, RevocationStatus};
 pub use suspension::{Suspension, SuspensionSpec, SuspensionStatus};
 
@@ -47,6 +49,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("suspensions.yaml", Suspension::crd()),
         ("crlschedules.yaml", CRLSchedule::crd()),
         ("issuedcertificates.yaml", issued_certificate::crd()),
+        ("keyceremonies.yaml", KeyCeremony::crd()),
     ]
 }
 
