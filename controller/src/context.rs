@@ -139,6 +139,12 @@ impl Context {
         map.insert(key, ctx);
     }
 
+    /// Drop every cached signing context of the CA with `uid` (its key was
+    /// destroyed or moved): the next reconcile opens the token again.
+    pub fn forget_signing(&self, uid: &str) {
+        lock(&self.signing).retain(|k, _| k.0 != uid);
+    }
+
     /// The responder outcome remembered for CA `key` (uid, generation, CA
     /// serial), if it is still good at `now`.
     pub fn responder_outcome(&self, key: &SigningKey, now: SystemTime) -> Option<Outcome> {

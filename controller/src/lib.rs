@@ -121,6 +121,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         event
     })
     .touched_objects();
+    let ceremonies: Api<Guarded<crds::KeyCeremony>> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
     let ca_controller = Controller::new(cas.clone(), watcher::Config::default())
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .watches_stream(record_events, |ic: PartialObjectMeta<IssuedCertificate>| {
@@ -131,6 +135,19 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
                 .and_then(|l| l.get(crds::issued_certificate::LABEL_CA))
                 .map(|ca| ObjectRef::<Guarded<CertificateAuthority>>::new(ca).within(&ns))
         })
+        // A ceremony's progress (Generate succeeded, Activate after a PIN
+        // lock-out, Destroy) is news for its CA.
+        .watches(
+            ceremonies,
+            watcher::Config::default(),
+            |kc: Guarded<crds::KeyCeremony>| {
+                let ns = kc.namespace()?;
+                malformed::valid(&kc).map(|kc| {
+                    ObjectRef::<Guarded<CertificateAuthority>>::new(&kc.spec.ca_ref.name)
+                        .within(&ns)
+                })
+            },
+        )
         .run(
             malformed::reconcile(ca_rec::reconcile),
             malformed::error_policy(ca_rec::error_policy),
@@ -190,5 +207,6 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         reconcilers::revocation::run(Arc::clone(&ctx), namespace),
         reconcilers::suspension::run(Arc::clone(&ctx), namespace),
         reconcilers::crl_schedule::run(Arc::clone(&ctx), namespace),
+        reconcilers::key_ceremony::run(Arc::clone(&ctx), namespace),
     );
 }

@@ -46,6 +46,17 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of `chop_key_ceremony_steps_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CeremonyLabels {
+    /// The operation (Generate, Backup, ...).
+    pub operation: String,
+    /// The step (QuorumMet, GenerateKey, SelfSign, Wrap, ..., Ceremony).
+    pub step: String,
+    /// `Succeeded`, `Failed` or `Started`.
+    pub outcome: String,
+}
+
 /// Labels of `chop_certificates_issued_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IssuedLabels {
@@ -103,6 +114,7 @@ pub struct Metrics {
     crl_next_update: Family<CaLabels, Gauge>,
     revocations: Family<RevocationLabels, Counter>,
     suspensions: Family<SuspensionLabels, Counter>,
+    ceremony_steps: Family<CeremonyLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -163,6 +175,12 @@ impl Default for Metrics {
             "nextUpdate of the CA's current full CRL (Unix time)",
             crl_next_update.clone(),
         );
+        let ceremony_steps = Family::<CeremonyLabels, Counter>::default();
+        registry.register(
+            "key_ceremony_steps",
+            "KeyCeremony steps by operation, step and outcome (step Ceremony: whole ceremonies)",
+            ceremony_steps.clone(),
+        );
         let revocations = Family::<RevocationLabels, Counter>::default();
         let suspensions = Family::<SuspensionLabels, Counter>::default();
         registry.register(
@@ -183,6 +201,7 @@ impl Default for Metrics {
             crl_next_update,
             revocations,
             suspensions,
+            ceremony_steps,
             reconcile_duration,
             reconcile_errors,
             issued,
@@ -209,6 +228,17 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.to_string(),
                 error: error.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count one KeyCeremony step outcome.
+    pub fn ceremony_step(&self, operation: &str, step: &str, outcome: &str) {
+        self.ceremony_steps
+            .get_or_create(&CeremonyLabels {
+                operation: operation.to_string(),
+                step: step.to_string(),
+                outcome: outcome.to_string(),
             })
             .inc();
     }

@@ -426,14 +426,10 @@ pub struct CertificateAuthorityStatus {
     /// KeyCeremony succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_failures: Option<i32>,
-    /// The last KeyCeremony that acted on this CA (name), e.g. the Activate that
-    /// reset `pinFailures` or the Destroy that zeroized its key.
+    /// When the third wrong PIN locked the token out (CPS §6.4.2); cleared by an
+    /// Activate KeyCeremony that succeeds after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_ceremony: Option<String>,
-    /// Set when a Destroy KeyCeremony zeroized the CA key: the CA signs nothing
-    /// more.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_destroyed: Option<bool>,
+    pub pin_locked_at: Option<Time>,
 }
 
 /// The CA's chop-responder as the controller last saw it.

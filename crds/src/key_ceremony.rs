@@ -37,9 +37,21 @@ use crate::common::{Conditions, LocalObjectReference, SecretKeySelector};
     printcolumn(name = "Operation", type_ = "string", json_path = ".spec.operation"),
     printcolumn(name = "CA", type_ = "string", json_path = ".spec.caRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Quorum", type_ = "string", json_path = ".status.quorum.progress"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Quorum",
+        type_ = "string",
+        json_path = ".status.quorum.progress"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Succeeded\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.operation == 'Backup' ? has(self.backup) : !has(self.backup)").message("spec.backup is required for operation Backup and only allowed there"))]
 #[x_kube(validation = Rule::new("self.operation == 'Restore' ? has(self.restore) : !has(self.restore)").message("spec.restore is required for operation Restore and only allowed there"))]

@@ -170,6 +170,55 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
 
+    // A key made by a ceremony is used only once that ceremony succeeded.
+    let ceremony_key = match super::ca_key::from_ceremony(ca, ctx).await? {
+        None => None,
+        Some(Ok(k)) => Some(k),
+        Some(Err((reason, msg))) => {
+            let conds = [
+                Cond::no("KeyReady", reason, msg.clone()),
+                Cond::no("Ready", reason, msg),
+            ];
+            write_status(ca, ctx, &mut status, &conds).await?;
+            return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+    };
+
+    // Activation data (CPS §6.4.2): after three wrong PINs, no more attempts
+    // until an Activate ceremony succeeds after the lock.
+    if status.pin_failures.unwrap_or(0) >= super::ca_key::MAX_PIN_FAILURES {
+        let activated = super::ca_key::latest_succeeded(
+            ca,
+            ctx,
+            crds::key_ceremony::CeremonyOperation::Activate,
+        )
+        .await?;
+        let unlocked = match (&status.pin_locked_at, &activated) {
+            (Some(locked), Some((_, done))) => done.0 > locked.0,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if !unlocked {
+            let msg = format!(
+                "{} wrong PINs for token {:?}: the controller no longer logs in (CPS §6.4.2). \
+                 Correct the PIN Secret {:?}, then hold an Activate KeyCeremony for this CA",
+                status.pin_failures.unwrap_or(0),
+                ca.spec.hsm.token_label,
+                ca.spec.hsm.pin_secret_ref.name
+            );
+            let cond = Cond::no("Ready", "ActivationDataLocked", msg.clone());
+            if !conditions::unchanged(&status.conditions, &cond, ca.meta().generation) {
+                ctx.event(ca, true, "ActivationDataLocked", msg.clone())
+                    .await;
+            }
+            let conds = [Cond::no("KeyReady", "ActivationDataLocked", msg), cond];
+            write_status(ca, ctx, &mut status, &conds).await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+        status.pin_failures = None;
+        status.pin_locked_at = None;
+    }
+
     let Some(pin) = read_pin(ca, ctx).await? else {
         let msg = format!(
             "Secret {:?} with key {:?} not found",
@@ -187,16 +236,32 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     let opened = match open_key(ca, ctx, pin, generate).await {
         Ok(o) => o,
         Err(Error::Ca { source, object }) => {
+            let (mut reason, mut msg) = (source.reason(), source.to_string());
+            if let ca::Error::PinIncorrect { .. } = source {
+                let n = status.pin_failures.unwrap_or(0) + 1;
+                status.pin_failures = Some(n);
+                msg = format!(
+                    "{msg} ({n} of {} attempts)",
+                    super::ca_key::MAX_PIN_FAILURES
+                );
+                if n >= super::ca_key::MAX_PIN_FAILURES {
+                    status.pin_locked_at = Some(conditions::now());
+                    reason = "ActivationDataLocked";
+                    msg = format!(
+                        "{msg}: the controller no longer logs in to token {:?} (CPS §6.4.2); correct the PIN Secret, then hold an Activate KeyCeremony",
+                        ca.spec.hsm.token_label
+                    );
+                }
+            }
             let conds = [
-                Cond::no("KeyReady", source.reason(), source.to_string()),
-                Cond::no("Ready", source.reason(), source.to_string()),
+                Cond::no("KeyReady", reason, msg.clone()),
+                Cond::no("Ready", reason, msg.clone()),
             ];
             write_status(ca, ctx, &mut status, &conds).await?;
             if source.is_transient() {
                 return Err(Error::Ca { object, source });
             }
-            ctx.event(ca, true, source.reason(), source.to_string())
-                .await;
+            ctx.event(ca, true, reason, msg).await;
             // Permanent (wrong or locked PIN, token missing): retrying a PIN burns
             // attempts (CPS §6.4.2), so wait for a spec change, or recheck slowly
             // for a token that may be plugged in.
@@ -209,14 +274,34 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         }
         Err(e) => return Err(e),
     };
+    status.pin_failures = None;
+    status.pin_locked_at = None;
     let Some((signer, generated)) = opened else {
-        let msg = format!(
-            "no key labelled {:?} on token {:?} and keyGeneration is Never: run a KeyCeremony",
-            ca.spec.hsm.key_label, ca.spec.hsm.token_label
-        );
+        let destroyed = super::ca_key::latest_succeeded(
+            ca,
+            ctx,
+            crds::key_ceremony::CeremonyOperation::Destroy,
+        )
+        .await?;
+        let (reason, msg) = match destroyed {
+            Some((name, _)) => (
+                "KeyDestroyed",
+                format!(
+                    "the key {:?} was destroyed by KeyCeremony {name:?}: this CA signs nothing more",
+                    ca.spec.hsm.key_label
+                ),
+            ),
+            None => (
+                "KeyNotFound",
+                format!(
+                    "no key labelled {:?} on token {:?} and keyGeneration is Never: run a KeyCeremony",
+                    ca.spec.hsm.key_label, ca.spec.hsm.token_label
+                ),
+            ),
+        };
         let conds = [
-            Cond::no("KeyReady", "KeyNotFound", msg.clone()),
-            Cond::no("Ready", "KeyNotFound", msg),
+            Cond::no("KeyReady", reason, msg.clone()),
+            Cond::no("Ready", reason, msg),
         ];
         write_status(ca, ctx, &mut status, &conds).await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
@@ -232,6 +317,41 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
             ),
         )
         .await;
+    }
+
+    // A ceremony-made key must be the one the ceremony recorded.
+    if let Some(k) = &ceremony_key {
+        let fp = crate::reconcilers::key_ceremony::quorum::sha256_hex(
+            &ca::signer::spki_der(signer.public_key()).map_err(Error::ca(&id))?,
+        );
+        if fp != k.fingerprint {
+            let msg = format!(
+                "the key {:?} on token {:?} (SHA-256 {fp}) is not the key KeyCeremony {:?} made ({}); refusing to use it",
+                ca.spec.hsm.key_label,
+                ca.spec.hsm.token_label,
+                ca.spec
+                    .hsm
+                    .key_from
+                    .as_ref()
+                    .map(|f| f.ceremony.clone())
+                    .unwrap_or_default(),
+                k.fingerprint
+            );
+            let conds = [
+                Cond::no("KeyReady", "KeyMismatch", msg.clone()),
+                Cond::no("Ready", "KeyMismatch", msg.clone()),
+            ];
+            write_status(ca, ctx, &mut status, &conds).await?;
+            ctx.event(ca, true, "KeyMismatch", msg).await;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    }
+    if status.certificate.is_none()
+        && ca.spec.ca_type == CaType::Root
+        && let Some(pem) = ceremony_key.as_ref().and_then(|k| k.certificate.clone())
+    {
+        // The root the ceremony signed (checked against the key just below).
+        status.certificate = Some(pem);
     }
 
     // The root certificate: reuse, or self-sign once from reserved values.
@@ -625,7 +745,10 @@ async fn self_sign(
     Ok(pem)
 }
 
-fn policy_oids(ca: &CertificateAuthority, id: &str) -> Result<Vec<const_oid::ObjectIdentifier>> {
+pub(crate) fn policy_oids(
+    ca: &CertificateAuthority,
+    id: &str,
+) -> Result<Vec<const_oid::ObjectIdentifier>> {
     ca.spec
         .policy_oids
         .iter()

@@ -2,9 +2,11 @@
 //! opens a span, times itself and dispatches to `apply`; an `error_policy` that
 //! counts the error and requeues with per-object backoff.
 
+pub mod ca_key;
 pub mod certificate_authority;
 pub mod certificate_request;
 pub mod crl_schedule;
+pub mod key_ceremony;
 pub mod responder;
 pub mod revocation;
 pub mod subordinate;

@@ -1,0 +1,457 @@
+//! KeyCeremony end to end (issue 9): the real chop-controller under its shipped
+//! role, the shipped trusted roles and admission policies on the real
+//! kube-apiserver, SoftHSM2 and openssl, every participant a distinct user.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use crds::{CertificateAuthority, KeyCeremony};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+/// The people of a ceremony, each a distinct user bound to a shipped role.
+struct People {
+    creator: kube::Client,
+    admins: [kube::Client; 2],
+    auditor: kube::Client,
+    witness: kube::Client,
+    officer_creator: kube::Client,
+    officers: [kube::Client; 2],
+}
+
+impl People {
+    async fn new(h: &Harness) -> People {
+        People {
+            creator: h.shipped_role_user("administrator.yaml", "admin-0").await,
+            admins: [
+                h.shipped_role_user("administrator.yaml", "admin-1").await,
+                h.shipped_role_user("administrator.yaml", "admin-2").await,
+            ],
+            auditor: h.shipped_role_user("auditor.yaml", "auditor-1").await,
+            witness: h.shipped_role_user("controller.yaml", "witness-1").await,
+            officer_creator: h.shipped_role_user("officer.yaml", "officer-0").await,
+            officers: [
+                h.shipped_role_user("officer.yaml", "officer-1").await,
+                h.shipped_role_user("officer.yaml", "officer-2").await,
+            ],
+        }
+    }
+
+    /// 2 administrators + 1 auditor + 1 controller approve `name`.
+    async fn key_management_quorum(&self, h: &Harness, name: &str) {
+        approve(h, &self.admins[0], "admin-1", name, "Administrator").await;
+        approve(h, &self.admins[1], "admin-2", name, "Administrator").await;
+        approve(h, &self.auditor, "auditor-1", name, "Auditor").await;
+        approve(h, &self.witness, "witness-1", name, "Controller").await;
+    }
+
+    /// 2 officers + 1 controller approve `name`.
+    async fn activation_quorum(&self, h: &Harness, name: &str) {
+        approve(h, &self.officers[0], "officer-1", name, "Officer").await;
+        approve(h, &self.officers[1], "officer-2", name, "Officer").await;
+        approve(h, &self.witness, "witness-1", name, "Controller").await;
+    }
+}
+
+/// The ceremony's published spec hash, once the controller judged it.
+async fn spec_hash(h: &Harness, name: &str) -> String {
+    let api = h.api::<KeyCeremony>();
+    h.wait(&format!("{name}: status.specHash"), 60, || {
+        let api = api.clone();
+        async move { api.get(name).await.ok()?.status?.spec_hash }
+    })
+    .await
+}
+
+/// `user` approves `name` in `role` as the docs say: server-side apply of one
+/// entry of spec.approvals with their own field manager.
+async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, role: &str) {
+    let hash = spec_hash(h, name).await;
+    let body = json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
+        "metadata": {"name": name},
+        "spec": {"approvals": [{"user": user, "role": role, "specHash": hash,
+                                "reason": format!("{user} reviewed the ceremony")}]}
+    });
+    Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
+        .patch(name, &PatchParams::apply(user), &Patch::Apply(&body))
+        .await
+        .unwrap_or_else(|e| panic!("{user} approving {name}: {e}"));
+}
+
+async fn create_ceremony(h: &Harness, client: &kube::Client, name: &str, spec: Value) {
+    let body: KeyCeremony = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap();
+    Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
+        .create(&PostParams::default(), &body)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+}
+
+/// Wait until ceremony `name` is in `phase`; return it.
+async fn wait_phase(h: &Harness, name: &str, phase: &str) -> KeyCeremony {
+    let api = h.api::<KeyCeremony>();
+    h.wait(&format!("{name}: phase {phase}"), 90, || {
+        let api = api.clone();
+        async move {
+            let kc = api.get(name).await.ok()?;
+            let now = serde_json::to_value(kc.status.as_ref()?.phase?).ok()?;
+            (now == json!(phase)).then_some(kc)
+        }
+    })
+    .await
+}
+
+/// The `Succeeded` condition's reason.
+fn outcome(kc: &KeyCeremony) -> String {
+    kc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
+        .map(|c| format!("{}: {}", c.reason, c.message))
+        .unwrap_or_default()
+}
+
+/// A CA whose key comes from the Generate ceremony `ceremony`.
+async fn create_ceremony_ca(h: &Harness, name: &str, key_label: &str, ceremony: &str) {
+    h.create_ca_spec(
+        name,
+        key_label,
+        "Never",
+        json!({
+            "issuance": "Suspended",
+            "hsm": {
+                "tokenLabel": "moica",
+                "keyLabel": key_label,
+                "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
+                "keyFrom": {"ceremony": ceremony}
+            }
+        }),
+    )
+    .await;
+}
+
+async fn ca_condition(h: &Harness, name: &str, reason: &str) -> CertificateAuthority {
+    let api = h.api::<CertificateAuthority>();
+    h.wait(&format!("CA {name}: Ready reason {reason}"), 60, || {
+        let api = api.clone();
+        async move {
+            let ca = api.get(name).await.ok()?;
+            let ok = ca
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == reason);
+            ok.then_some(ca)
+        }
+    })
+    .await
+}
+
+/// SoftHSM2 keeps one file per object: the number of objects in the token
+/// directory (a key pair is two).
+fn token_objects(h: &Harness) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(h.path("tokens")).unwrap() {
+        let dir = dir.unwrap().path();
+        if dir.is_dir() {
+            n += std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "object")
+                })
+                .count();
+        }
+    }
+    n
+}
+
+fn verify(h: &Harness, root: &Path, cert_pem: &str) -> String {
+    let leaf = h.write("leaf.pem", cert_pem);
+    openssl(
+        &[
+            "verify",
+            "-CAfile",
+            root.to_str().unwrap(),
+            leaf.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn generate_under_quorum_then_activate_issue_and_deactivate() {
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    h.start(false);
+    let people = People::new(&h).await;
+
+    create_ceremony_ca(&h, "root", "root-2026", "root-2026-generate").await;
+    create_ceremony(
+        &h,
+        &people.creator,
+        "root-2026-generate",
+        json!({"operation": "Generate", "caRef": {"name": "root"}, "reason": "root key, 2026"}),
+    )
+    .await;
+    ca_condition(&h, "root", "WaitingForCeremony").await;
+
+    // Three of four: the ceremony waits, nothing is in the token.
+    approve(
+        &h,
+        &people.admins[0],
+        "admin-1",
+        "root-2026-generate",
+        "Administrator",
+    )
+    .await;
+    approve(
+        &h,
+        &people.admins[1],
+        "admin-2",
+        "root-2026-generate",
+        "Administrator",
+    )
+    .await;
+    approve(
+        &h,
+        &people.auditor,
+        "auditor-1",
+        "root-2026-generate",
+        "Auditor",
+    )
+    .await;
+    let api = h.api::<KeyCeremony>();
+    h.wait("quorum 3/4", 30, || {
+        let api = api.clone();
+        async move {
+            let q = api.get("root-2026-generate").await.ok()?.status?.quorum?;
+            (q.progress == "3/4").then_some(())
+        }
+    })
+    .await;
+    let kc = api.get("root-2026-generate").await.unwrap();
+    assert!(
+        outcome(&kc).contains("missing 1 Controller"),
+        "{}",
+        outcome(&kc)
+    );
+    assert_eq!(token_objects(&h), 0, "no key before the quorum");
+
+    // The witness completes it.
+    approve(
+        &h,
+        &people.witness,
+        "witness-1",
+        "root-2026-generate",
+        "Controller",
+    )
+    .await;
+    let kc = wait_phase(&h, "root-2026-generate", "Succeeded").await;
+    let st = kc.status.clone().unwrap();
+    let ceremony_cert = st
+        .certificate
+        .clone()
+        .expect("the ceremony signed the root");
+    let fp = st.key.as_ref().unwrap().fingerprint.clone().unwrap();
+    assert_eq!(token_objects(&h), 2, "one key pair");
+    let steps: Vec<_> = st
+        .steps
+        .iter()
+        .map(|s| format!("{}:{}", s.name, s.outcome))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "QuorumMet:Succeeded",
+            "GenerateKey:Started",
+            "GenerateKey:Succeeded",
+            "SelfSign:Succeeded"
+        ]
+    );
+    let counted: Vec<_> = st
+        .quorum
+        .unwrap()
+        .approvals
+        .iter()
+        .filter(|a| a.counted)
+        .map(|a| a.user.clone())
+        .collect();
+    assert_eq!(counted, ["admin-1", "admin-2", "auditor-1", "witness-1"]);
+
+    // The CA takes that key and that certificate, and does not sign yet.
+    let ca = h.wait_ca_ready("root").await;
+    assert_eq!(
+        ca.status.as_ref().unwrap().certificate.as_deref(),
+        Some(ceremony_cert.as_str())
+    );
+    let root = h.write("root.pem", &ceremony_cert);
+    let pubkey = openssl(
+        &["x509", "-in", root.to_str().unwrap(), "-noout", "-pubkey"],
+        &[],
+    );
+    assert!(pubkey.contains("BEGIN PUBLIC KEY"));
+    assert!(fp.len() == 64);
+
+    let csr = h.csr("alice");
+    h.create_request("alice", "Signature", "A100000001", &csr, true)
+        .await;
+    h.approve("alice").await;
+    h.wait_condition("alice", "Issued", "False", Some("IssuanceSuspended"))
+        .await;
+
+    // Activation: two officers and the witness; the officer who asked does not count.
+    create_ceremony(
+        &h,
+        &people.officer_creator,
+        "root-activate",
+        json!({"operation": "Activate", "caRef": {"name": "root"}, "reason": "start issuance"}),
+    )
+    .await;
+    people.activation_quorum(&h, "root-activate").await;
+    let kc = wait_phase(&h, "root-activate", "Succeeded").await;
+    assert!(
+        outcome(&kc).contains("issuance Enabled"),
+        "{}",
+        outcome(&kc)
+    );
+    let cr = h
+        .wait_condition("alice", "Issued", "True", Some("Issued"))
+        .await;
+    let out = verify(
+        &h,
+        &root,
+        cr.status.as_ref().unwrap().certificate.as_deref().unwrap(),
+    );
+    assert!(out.contains(": OK"), "{out}");
+
+    // Deactivation: requests wait again.
+    create_ceremony(
+        &h,
+        &people.officer_creator,
+        "root-deactivate",
+        json!({"operation": "Deactivate", "caRef": {"name": "root"}, "reason": "stop issuance"}),
+    )
+    .await;
+    people.activation_quorum(&h, "root-deactivate").await;
+    wait_phase(&h, "root-deactivate", "Succeeded").await;
+    let bob = h.csr("bob");
+    h.create_request("bob", "Signature", "A100000002", &bob, true)
+        .await;
+    h.approve("bob").await;
+    h.wait_condition("bob", "Issued", "False", Some("IssuanceSuspended"))
+        .await;
+
+    // Destroy is refused while alice's certificate needs the key for CRLs/OCSP.
+    create_ceremony(
+        &h,
+        &people.creator,
+        "root-destroy",
+        json!({"operation": "Destroy", "caRef": {"name": "root"}, "reason": "retire"}),
+    )
+    .await;
+    people.key_management_quorum(&h, "root-destroy").await;
+    let kc = wait_phase(&h, "root-destroy", "Failed").await;
+    assert!(
+        outcome(&kc).starts_with("KeyStillNeeded: 1 certificate"),
+        "{}",
+        outcome(&kc)
+    );
+    assert_eq!(token_objects(&h), 2, "the key is still there");
+    h.env.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_after_generation_yields_one_key_and_destroy_zeroizes_it() {
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_GENERATEKEY"));
+    let people = People::new(&h).await;
+    create_ceremony_ca(&h, "spare", "spare-key", "spare-generate").await;
+    create_ceremony(
+        &h,
+        &people.creator,
+        "spare-generate",
+        json!({"operation": "Generate", "caRef": {"name": "spare"}, "reason": "spare root"}),
+    )
+    .await;
+    people.key_management_quorum(&h, "spare-generate").await;
+    h.wait_for_abort("after generating the key", 60).await;
+    assert_eq!(
+        token_objects(&h),
+        2,
+        "the key pair was made before the crash"
+    );
+    let kc = h.api::<KeyCeremony>().get("spare-generate").await.unwrap();
+    assert!(
+        kc.status
+            .as_ref()
+            .unwrap()
+            .key
+            .as_ref()
+            .unwrap()
+            .fingerprint
+            .is_none()
+    );
+
+    // The restarted controller finds its own key (reserved id) and goes on.
+    h.start(false);
+    let kc = wait_phase(&h, "spare-generate", "Succeeded").await;
+    assert_eq!(token_objects(&h), 2, "never two keys");
+    let msgs: Vec<_> = kc
+        .status
+        .unwrap()
+        .steps
+        .iter()
+        .filter_map(|s| s.message.clone())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("made by this ceremony before a restart")),
+        "{msgs:?}"
+    );
+    h.wait_ca_ready("spare").await;
+
+    // Destroy: the CA issued nothing and is Suspended, so the key goes.
+    create_ceremony(
+        &h,
+        &people.creator,
+        "spare-destroy",
+        json!({"operation": "Destroy", "caRef": {"name": "spare"}, "reason": "never used"}),
+    )
+    .await;
+    people.key_management_quorum(&h, "spare-destroy").await;
+    let kc = wait_phase(&h, "spare-destroy", "Succeeded").await;
+    assert!(
+        outcome(&kc).contains("signs nothing more"),
+        "{}",
+        outcome(&kc)
+    );
+    assert_eq!(
+        token_objects(&h),
+        0,
+        "the key objects are gone from the token"
+    );
+    // Nudge the CA (an annotation) so it looks at its token again.
+    h.api::<CertificateAuthority>()
+        .patch(
+            "spare",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})),
+        )
+        .await
+        .unwrap();
+    ca_condition(&h, "spare", "KeyDestroyed").await;
+    h.env.cleanup().await.unwrap();
+}
