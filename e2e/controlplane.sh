@@ -333,7 +333,8 @@ cmd_run() {
     trap 'exit 143' TERM
     CHOP_E2E_WATCH_PID=$$ cmd_up >/dev/null
   fi
-  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig
+  # kubectl of the same build on PATH: tests run documented commands as written.
+  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig PATH="$(bin_dir):$PATH"
   "$@"
 }
 
