@@ -373,7 +373,7 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
 }
 
 #[tokio::test]
-async fn a_crash_after_generation_yields_one_key_and_destroy_zeroizes_it() {
+async fn crashes_in_each_step_yield_one_key_one_root_and_an_idempotent_destroy() {
     let mut h = Harness::new().await;
     h.install_policies().await;
     h.start_with(Some("CHOP_TEST_CRASH_AFTER_GENERATEKEY"));
@@ -387,6 +387,8 @@ async fn a_crash_after_generation_yields_one_key_and_destroy_zeroizes_it() {
     )
     .await;
     people.key_management_quorum(&h, "spare-generate").await;
+
+    // 1. Killed right after the key was made, before it was recorded.
     h.wait_for_abort("after generating the key", 60).await;
     assert_eq!(
         token_objects(&h),
@@ -394,36 +396,53 @@ async fn a_crash_after_generation_yields_one_key_and_destroy_zeroizes_it() {
         "the key pair was made before the crash"
     );
     let kc = h.api::<KeyCeremony>().get("spare-generate").await.unwrap();
+    let st = kc.status.unwrap();
+    assert!(st.key.as_ref().unwrap().fingerprint.is_none());
     assert!(
-        kc.status
-            .as_ref()
-            .unwrap()
-            .key
-            .as_ref()
-            .unwrap()
-            .fingerprint
-            .is_none()
+        !st.key.as_ref().unwrap().key_id.is_empty(),
+        "the key id was reserved first"
     );
 
-    // The restarted controller finds its own key (reserved id) and goes on.
+    // 2. Restarted, it finds its own key (reserved id), reserves the root's
+    //    serial, signs, and is killed before recording the certificate.
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_SELFSIGN"));
+    h.wait_for_abort("after self-signing", 60).await;
+    assert_eq!(token_objects(&h), 2, "never two keys");
+    let kc = h.api::<KeyCeremony>().get("spare-generate").await.unwrap();
+    let st = kc.status.unwrap();
+    assert!(st.certificate.is_none(), "no certificate recorded yet");
+    let reserved = st.reserved.unwrap().serial_number;
+
+    // 3. Restarted again: the same key, a root with the reserved serial, done.
     h.start(false);
     let kc = wait_phase(&h, "spare-generate", "Succeeded").await;
+    let st = kc.status.unwrap();
     assert_eq!(token_objects(&h), 2, "never two keys");
-    let msgs: Vec<_> = kc
-        .status
-        .unwrap()
-        .steps
-        .iter()
-        .filter_map(|s| s.message.clone())
-        .collect();
+    let msgs: Vec<_> = st.steps.iter().filter_map(|s| s.message.clone()).collect();
     assert!(
         msgs.iter()
             .any(|m| m.contains("made by this ceremony before a restart")),
         "{msgs:?}"
     );
+    let cert = h.write("spare.pem", st.certificate.as_deref().unwrap());
+    let serial = openssl(
+        &["x509", "-in", cert.to_str().unwrap(), "-noout", "-serial"],
+        &[],
+    );
+    assert_eq!(
+        serial
+            .trim()
+            .trim_start_matches("serial=")
+            .trim_start_matches('0'),
+        reserved.trim_start_matches('0'),
+        "the root carries the serial reserved before the crash"
+    );
     h.wait_ca_ready("spare").await;
 
-    // Destroy: the CA issued nothing and is Suspended, so the key goes.
+    // 4. Destroy, killed right after the key objects went: restarted, it
+    //    completes without a second attempt failing.
+    h.child.stop();
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_DESTROYKEY"));
     create_ceremony(
         &h,
         &people.creator,
@@ -432,26 +451,19 @@ async fn a_crash_after_generation_yields_one_key_and_destroy_zeroizes_it() {
     )
     .await;
     people.key_management_quorum(&h, "spare-destroy").await;
+    h.wait_for_abort("after destroying the key", 60).await;
+    assert_eq!(
+        token_objects(&h),
+        0,
+        "the key objects are gone from the token"
+    );
+    h.start(false);
     let kc = wait_phase(&h, "spare-destroy", "Succeeded").await;
     assert!(
         outcome(&kc).contains("signs nothing more"),
         "{}",
         outcome(&kc)
     );
-    assert_eq!(
-        token_objects(&h),
-        0,
-        "the key objects are gone from the token"
-    );
-    // Nudge the CA (an annotation) so it looks at its token again.
-    h.api::<CertificateAuthority>()
-        .patch(
-            "spare",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": "1"}}})),
-        )
-        .await
-        .unwrap();
     ca_condition(&h, "spare", "KeyDestroyed").await;
     h.env.cleanup().await.unwrap();
 }
