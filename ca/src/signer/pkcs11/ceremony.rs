@@ -14,7 +14,9 @@ use cryptoki::session::Session;
 use spki::SubjectPublicKeyInfoOwned;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{KeyRef, Token, TokenInner, encoding, lock, map_ck};
+use cryptoki::error::RvError;
+
+use super::{KeyRef, Token, TokenInner, encoding, lock, map_ck, oaep};
 use crate::error::{Error, Result};
 use crate::signer::{KeySpec, SignatureAlgorithm};
 
@@ -285,10 +287,32 @@ impl Token {
         let key = KeyRef::label(key_label);
         let session = t.session()?;
         let handle = t.find_private_key(&session, &key)?;
-        session
-            .decrypt(&oaep_sha256(), handle, ciphertext)
-            .map(Zeroizing::new)
-            .map_err(|e| map_ck(e, "C_Decrypt", &t.label, Some(&key)))
+        match session.decrypt(&oaep_sha256(), handle, ciphertext) {
+            Ok(plain) => Ok(Zeroizing::new(plain)),
+            // The token has no SHA-256 OAEP (SoftHSM2 2.6 accepts only SHA-1:
+            // MechParamCheckRSAPKCSOAEP answers CKR_ARGUMENTS_BAD for any other
+            // hash). Do the RSA private-key operation in the token (CKM_RSA_X_509)
+            // and the EME-OAEP decoding here.
+            Err(cryptoki::error::Error::Pkcs11(
+                RvError::ArgumentsBad | RvError::MechanismParamInvalid | RvError::MechanismInvalid,
+                _,
+            )) => {
+                let modulus_len = match t.key_info(&session, handle)?.spec {
+                    KeySpec::Rsa { bits } => usize::try_from(bits.div_ceil(8)).unwrap_or(0),
+                    KeySpec::Ec(_) => 0,
+                };
+                let em = Zeroizing::new(
+                    session
+                        .decrypt(&Mechanism::RsaX509, handle, ciphertext)
+                        .map_err(|e| map_ck(e, "C_Decrypt", &t.label, Some(&key)))?,
+                );
+                oaep::decode_sha256(&em, modulus_len).ok_or_else(|| Error::Pkcs11 {
+                    operation: "C_Decrypt",
+                    detail: "RSAES-OAEP-SHA256 decryption error".into(),
+                })
+            }
+            Err(e) => Err(map_ck(e, "C_Decrypt", &t.label, Some(&key))),
+        }
     }
 
     /// Create the one-time RSA-2048 recipient key pair `label` (token objects;

@@ -65,6 +65,7 @@
 
 mod ceremony;
 mod encoding;
+mod oaep;
 mod signer;
 
 pub use ceremony::Backup;
