@@ -463,6 +463,36 @@ fn bad_shares_are_refused_and_the_token_is_unchanged() {
         );
         assert!(err.to_string().contains("rsa_padding_mode:oaep"), "{err}");
 
+        // Altered ciphertext: a broken CBC padding (last block) and a broken share
+        // header (first block) give the very same error, so that submitting
+        // altered copies of someone else's envelope is no padding oracle.
+        let der = der::pem::decode_vec(good[2].envelope_pem.as_bytes())
+            .unwrap()
+            .1;
+        let mut errors = Vec::new();
+        for back in [1, 64] {
+            let mut flipped = der.clone();
+            let at = flipped.len() - back;
+            flipped[at] ^= 0x01;
+            let shares = [
+                good[0].clone(),
+                good[1].clone(),
+                SubmittedShare {
+                    from: "carol".into(),
+                    envelope_pem: der::pem::encode_string(
+                        "CMS",
+                        der::pem::LineEnding::LF,
+                        &flipped,
+                    )
+                    .unwrap(),
+                },
+            ];
+            let err = attempt(&shares, &m);
+            assert!(matches!(&err, Error::ShareUndecryptable { .. }), "{err}");
+            errors.push(err.to_string());
+        }
+        assert_eq!(errors[0], errors[1]);
+
         // Garbage instead of an envelope.
         let shares = [
             good[0].clone(),

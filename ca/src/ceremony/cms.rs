@@ -42,6 +42,16 @@ use zeroize::Zeroizing;
 use crate::error::Redacted;
 use crate::signer::KeySpec;
 
+/// The one error for content that does not decrypt to a share, whatever the
+/// cause (CBC padding, share format): telling them apart would give whoever can
+/// submit envelopes a padding oracle on other custodians' submitted ciphertexts.
+pub(crate) const CONTENT_ERROR: &str = "the envelope's content does not decrypt to a chop key share (altered ciphertext, or not a share)";
+
+/// Largest envelope accepted (PEM octets): a share envelope is about 1 KiB.
+const MAX_ENVELOPE: usize = 64 * 1024;
+/// Most recipients tried per envelope (each costs one RSA decryption in the token).
+const MAX_RECIPIENTS: usize = 8;
+
 /// The command a custodian runs to re-encrypt a share to the restore recipient.
 pub const OPENSSL_ENCRYPT: &str = "openssl cms -encrypt -aes-256-cbc -recip recipient.pem -keyopt rsa_padding_mode:oaep -keyopt rsa_oaep_md:sha256 -keyopt rsa_mgf1_md:sha256 -outform PEM";
 
@@ -296,6 +306,12 @@ impl Envelope {
     /// Parse a PEM (`CMS` or `PKCS7`) ContentInfo holding an EnvelopedData. The
     /// error says what is wrong (and which command produces what is accepted).
     pub(crate) fn parse(pem: &str) -> Result<Envelope, String> {
+        if pem.len() > MAX_ENVELOPE {
+            return Err(format!(
+                "{} octets; a share envelope is at most {MAX_ENVELOPE}",
+                pem.len()
+            ));
+        }
         let (label, der) = der::pem::decode_vec(pem.trim().as_bytes())
             .map_err(|e| format!("not PEM ({e}); produce it with: {OPENSSL_ENCRYPT}"))?;
         if label != "CMS" && label != "PKCS7" {
@@ -336,6 +352,9 @@ impl Envelope {
         let mut recipients = Vec::new();
         let mut items = SliceReader::new(set.value()).map_err(der_err)?;
         while !items.is_finished() {
+            if recipients.len() == MAX_RECIPIENTS {
+                return Err(format!("more than {MAX_RECIPIENTS} recipients"));
+            }
             let item: Any = items.decode().map_err(der_err)?;
             if item.tag() != Tag::Sequence {
                 // kari [1], kekri [2], pwri [3], ori [4] (RFC 5652 §6.2).
@@ -424,9 +443,9 @@ impl Envelope {
             .map_err(|_| "AES-CBC key".to_string())?;
         let mut buf = Zeroizing::new(self.ciphertext.clone());
         let context = aws_lc_rs::cipher::DecryptionContext::Iv128(self.iv.into());
-        let plain = cbc.decrypt(&mut buf, context).map_err(|_| {
-            "content does not decrypt (bad padding: wrong key or altered ciphertext)".to_string()
-        })?;
+        let plain = cbc
+            .decrypt(&mut buf, context)
+            .map_err(|_| CONTENT_ERROR.to_string())?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
 }

@@ -317,7 +317,7 @@ pub fn restore(
             })
             .map_err(undecryptable)?;
         let share = SharePlaintext::decode(&plaintext)
-            .map_err(|e| undecryptable(format!("decrypted, but not a chop key share: {e}")))?;
+            .map_err(|_| undecryptable(cms::CONTENT_ERROR.to_string()))?;
         if share.backup_id != manifest.backup_id {
             return Err(Error::ShareFromOtherBackup {
                 from: submitted.from.clone(),
