@@ -315,6 +315,30 @@ fn backup_and_restore(spec: KeySpec, submitters: [usize; 3]) {
     }
     drop(session);
 
+    // The recipient key refuses PKCS#1 v1.5 decryption (no Bleichenbacher oracle).
+    let session = tb.module.context().open_ro_session(b.slot()).unwrap();
+    let recipient_key = session
+        .find_objects(&[
+            Attribute::Class(cryptoki::object::ObjectClass::PRIVATE_KEY),
+            Attribute::Label(RECIPIENT.as_bytes().to_vec()),
+        ])
+        .unwrap()[0];
+    let err = session
+        .decrypt(
+            &cryptoki::mechanism::Mechanism::RsaPkcs,
+            recipient_key,
+            &[1; 256],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _)
+        ),
+        "{err}"
+    );
+    drop(session);
+
     destroy_recipient(&b, RECIPIENT).unwrap();
     assert_eq!(key_objects(&tb, &b, RECIPIENT), 0);
     destroy_recipient(&b, RECIPIENT).unwrap();

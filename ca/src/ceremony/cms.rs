@@ -232,7 +232,10 @@ pub(crate) fn encrypt_to_certificate(cert_pem: &str, plaintext: &[u8]) -> Result
         .map_err(|_| "AES key".to_string())?;
     let cbc = aws_lc_rs::cipher::PaddedBlockEncryptingKey::cbc_pkcs7(key)
         .map_err(|_| "AES-CBC key".to_string())?;
-    let mut content = plaintext.to_vec();
+    // Room for the padding, so that encrypting in place never reallocates (which
+    // would free a plaintext copy unzeroized).
+    let mut content = Vec::with_capacity(plaintext.len() + 16);
+    content.extend_from_slice(plaintext);
     let context = cbc
         .encrypt(&mut content)
         .map_err(|_| "AES-CBC encryption failed".to_string())?;

@@ -9,7 +9,7 @@
 //!   CKM_AES_KEY_WRAP_PAD (RFC 5649); the key must have been generated with
 //!   [`Backup::Allowed`](crate::signer::pkcs11::Backup) (sensitive + extractable,
 //!   so it leaves the token only wrapped). The KEK is split m-of-n by Shamir over
-//!   GF(2^8) ([`shamir`]); each share plaintext ([`share`]) binds the backup id,
+//!   GF(2^8) (`shamir.rs`); each share plaintext (`share.rs`) binds the backup id,
 //!   threshold and index, and is encrypted to one custodian's X.509 certificate as
 //!   CMS EnvelopedData with RSAES-OAEP-SHA256 and AES-256-CBC ([`cms`]). What is
 //!   published (wrapped key, public key, per share: custodian, index, SHA-256
@@ -19,10 +19,26 @@
 //!   makes a one-time RSA-2048 key inside the target token and a self-signed
 //!   certificate for it; each custodian decrypts their envelope with
 //!   `openssl cms -decrypt` and re-encrypts the plaintext to that certificate with
-//!   [`OPENSSL_ENCRYPT`]. [`restore`] decrypts the content keys inside the token
-//!   (CKM_RSA_PKCS_OAEP), checks every share (backup id, published fingerprint,
-//!   distinct index, count), combines the KEK and unwraps the key, storing it
-//!   only after a signature by it verifies under the backup's public key.
+//!   [`OPENSSL_ENCRYPT`]. [`restore`] decrypts the content keys with the
+//!   recipient key inside the token, checks every share (backup id, published
+//!   fingerprint, distinct index, count), combines the KEK and unwraps the key,
+//!   storing it only after a signature by it verifies under the backup's public
+//!   key (a session-object trial copy is tested first, so a crash leaves nothing).
+//!   The restored key is signing-only and not extractable: a further backup is
+//!   made from the original backup's shares, not from the restored key.
+//! - **OAEP in the token.** The recipient key decrypts with CKM_RSA_PKCS_OAEP
+//!   (SHA-256, MGF1-SHA-256). SoftHSM2 2.6 implements that mechanism for SHA-1
+//!   only (CKR_ARGUMENTS_BAD otherwise); on such a token the RSA operation is
+//!   CKM_RSA_X_509 in the token and the EME-OAEP decoding is done in constant
+//!   time here, with one error for every decoding failure. The recipient key's
+//!   CKA_ALLOWED_MECHANISMS are OAEP, raw RSA and sha256WithRSA only: no PKCS#1
+//!   v1.5 decryption.
+//! - **No oracle for submitters.** An envelope whose content key decrypts but
+//!   whose content does not decrypt to a share gets one error, whether the CBC
+//!   padding or the share format is wrong, so altered copies of another
+//!   custodian's submitted envelope reveal nothing (a CBC padding oracle would).
+//!   The controller should still destroy the recipient key after a failed
+//!   restore and create a new one for the next attempt, which ends any oracle.
 //! - **Secrets in memory.** The KEK, shares, content keys and decrypted
 //!   plaintexts are `Zeroizing` and zeroized when dropped; the KEK also exists in
 //!   the token, as a session object destroyed right after use. No type here

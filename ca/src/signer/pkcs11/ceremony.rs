@@ -346,6 +346,14 @@ impl Token {
             Attribute::Extractable(false),
             Attribute::Decrypt(true),
             Attribute::Sign(true),
+            // No PKCS#1 v1.5 decryption (a Bleichenbacher oracle), no other
+            // signature scheme: OAEP (or raw RSA for the fallback in
+            // `decrypt_oaep`) and the certificate's sha256WithRSAEncryption.
+            Attribute::AllowedMechanisms(vec![
+                MechanismType::RSA_PKCS_OAEP,
+                MechanismType::RSA_X_509,
+                MechanismType::SHA256_RSA_PKCS,
+            ]),
             Attribute::SignRecover(false),
             Attribute::Unwrap(false),
             Attribute::Derive(false),
