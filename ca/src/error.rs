@@ -190,6 +190,88 @@ pub enum Error {
     #[error("OCSP responder misconfigured: {0}")]
     OcspResponderConfig(String),
 
+    // ----- key ceremony (backup and restore) -----
+    /// Ceremony parameters that cannot work (threshold, custodians, backup id).
+    #[error("invalid key ceremony: {0}")]
+    CeremonyInvalid(String),
+    /// The key was generated without backup (not CKA_EXTRACTABLE), so it cannot be
+    /// wrapped for a backup.
+    #[error(
+        "key {key:?} on token {label:?} was generated without backup (not CKA_EXTRACTABLE) and can never leave the token; generate the CA key in a key ceremony to back it up"
+    )]
+    KeyNotExtractable {
+        /// Token label.
+        label: String,
+        /// Key label.
+        key: String,
+    },
+    /// A custodian's certificate cannot receive a share.
+    #[error("custodian {custodian:?}: certificate unusable: {detail}")]
+    CustodianCertificate {
+        /// Custodian name.
+        custodian: String,
+        /// What is wrong with the certificate.
+        detail: String,
+    },
+    /// Fewer distinct valid shares than the backup's threshold.
+    #[error("too few shares: {have} of the {need} needed to restore")]
+    SharesTooFew {
+        /// Valid distinct shares submitted.
+        have: usize,
+        /// The backup's threshold.
+        need: u8,
+    },
+    /// A submitted share is not a CMS envelope the recipient key decrypts.
+    #[error("the share submitted by {from:?} cannot be decrypted with the restore key: {detail}")]
+    ShareUndecryptable {
+        /// The submitting user.
+        from: String,
+        /// Why (never share content).
+        detail: String,
+    },
+    /// A submitted share belongs to another backup.
+    #[error(
+        "the share submitted by {from:?} belongs to backup {found:?}, not to backup {expected:?}"
+    )]
+    ShareFromOtherBackup {
+        /// The submitting user.
+        from: String,
+        /// The backup id in the share.
+        found: String,
+        /// The backup being restored.
+        expected: String,
+    },
+    /// A share whose fingerprint is not the one the backup published for its index.
+    #[error(
+        "share {index} submitted by {from:?} was altered: its SHA-256 fingerprint is not the one the backup published for index {index}"
+    )]
+    ShareAltered {
+        /// Share index.
+        index: u8,
+        /// The submitting user.
+        from: String,
+    },
+    /// Two submitted shares have the same index.
+    #[error("share {index} was submitted twice (by {first:?} and by {from:?})")]
+    ShareDuplicate {
+        /// Share index.
+        index: u8,
+        /// Who submitted it first.
+        first: String,
+        /// Who submitted it again.
+        from: String,
+    },
+    /// The token refused to unwrap the key (wrong key-encryption key or an altered
+    /// wrapped key).
+    #[error("the wrapped key does not unwrap: {detail}")]
+    KeyUnwrap {
+        /// What PKCS#11 said.
+        detail: String,
+    },
+    /// The restored private key does not belong to the backup's public key.
+    #[error("the restored key does not match the backup's public key; nothing was stored")]
+    RestoredKeyMismatch,
+
     // ----- encoding -----
     /// DER encoding or decoding failed.
     #[error("DER: {0}")]
@@ -231,6 +313,16 @@ impl Error {
             Error::OcspMalformed(_) => "OcspMalformed",
             Error::InvalidRevocation(_) => "InvalidRevocation",
             Error::OcspResponderConfig(_) => "OcspResponderConfig",
+            Error::CeremonyInvalid(_) => "CeremonyInvalid",
+            Error::KeyNotExtractable { .. } => "KeyNotExtractable",
+            Error::CustodianCertificate { .. } => "CustodianCertificateInvalid",
+            Error::SharesTooFew { .. } => "SharesTooFew",
+            Error::ShareUndecryptable { .. } => "ShareUndecryptable",
+            Error::ShareFromOtherBackup { .. } => "ShareFromOtherBackup",
+            Error::ShareAltered { .. } => "ShareAltered",
+            Error::ShareDuplicate { .. } => "ShareDuplicate",
+            Error::KeyUnwrap { .. } => "KeyUnwrapFailed",
+            Error::RestoredKeyMismatch => "RestoredKeyMismatch",
             Error::Der(_) => "EncodingError",
         }
     }

@@ -13,6 +13,8 @@
 //!   ([`signer::pkcs11`]); the throwaway lint key and delegated OCSP keys are
 //!   aws-lc-rs keys ([`signer::software`]). No private-key operation in the `rsa`
 //!   crate (RUSTSEC-2023-0071).
+//! - **CA keys leave a token only wrapped, under a quorum.** [`ceremony`] backs a
+//!   key up m-of-n to custodians and restores it (design and non-goals there).
 //! - **Secrets cannot be printed.** PINs and private keys have redacting `Debug`
 //!   and no `Display`.
 //!
@@ -22,6 +24,7 @@
 //! - Networking: the OCSP module turns request bytes into response bytes; HTTP is
 //!   the responder's job.
 
+pub mod ceremony;
 pub mod crl;
 pub mod csr;
 pub mod error;

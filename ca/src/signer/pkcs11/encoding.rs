@@ -110,6 +110,37 @@ pub(super) fn ec_spki(curve: Curve, ec_point: &[u8]) -> Result<SubjectPublicKeyI
     })
 }
 
+/// The PKCS#11 public-key attributes of a SubjectPublicKeyInfo (to create a
+/// public-key object for a restored key): RSA → CKA_MODULUS and
+/// CKA_PUBLIC_EXPONENT (big-endian, no sign octet); EC → CKA_EC_PARAMS and
+/// CKA_EC_POINT as a DER OCTET STRING (PKCS#11 Current Mechanisms v2.40 §2.3.3,
+/// "DER-encoding of ANSI X9.62 ECPoint value Q").
+pub(super) fn public_key_attributes(
+    spki: &SubjectPublicKeyInfoOwned,
+) -> Result<Vec<cryptoki::object::Attribute>> {
+    use cryptoki::object::Attribute;
+    let bits = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| Error::Malformed {
+            what: "public key",
+            detail: "BIT STRING has unused bits".into(),
+        })?;
+    match crate::signer::KeySpec::of(spki)? {
+        crate::signer::KeySpec::Rsa { .. } => {
+            let key = RsaPublicKey::from_der(bits)?;
+            Ok(vec![
+                Attribute::Modulus(key.modulus.as_bytes().to_vec()),
+                Attribute::PublicExponent(key.public_exponent.as_bytes().to_vec()),
+            ])
+        }
+        crate::signer::KeySpec::Ec(curve) => Ok(vec![
+            Attribute::EcParams(ec_params(curve)?),
+            Attribute::EcPoint(OctetStringRef::new(bits)?.to_der()?),
+        ]),
+    }
+}
+
 /// Convert a raw CKM_ECDSA signature into DER `ECDSA-Sig-Value`.
 ///
 /// PKCS#11 Mechanisms v2.40 §2.3.1 (EC Signatures): "the signature octets correspond to the concatenation of

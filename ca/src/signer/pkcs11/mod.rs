@@ -54,15 +54,21 @@
 //! pool sessions and after recovery. PINs are only ever [`Pin`] values: `Debug` of every type here shows labels and
 //! the module path only, errors carry labels and `CKR_` codes only, and nothing here
 //! logs. Private keys are generated with CKA_SENSITIVE and without CKA_EXTRACTABLE,
-//! so they never leave the token.
+//! so they never leave the token; a key generated for a key ceremony
+//! ([`Backup::Allowed`]) is CKA_EXTRACTABLE too, so it leaves the token only
+//! wrapped (CKA_SENSITIVE forbids reading it in the clear).
 //!
 //! ## Non-goals
-//! Key import/unwrap (restore from Shamir shares is the ceremony module's job), PSS,
+//! Key import other than the ceremony's unwrap (`ceremony.rs` here, used by
+//! [`crate::ceremony`]), PSS,
 //! EdDSA, token PIN changes, and protected authentication paths (PIN pads).
 
+mod ceremony;
 mod encoding;
+mod oaep;
 mod signer;
 
+pub use ceremony::Backup;
 pub use signer::Pkcs11Signer;
 
 use std::collections::HashMap;
@@ -731,11 +737,28 @@ impl Token {
     /// Never overwrites: [`Error::KeyExists`] if any key with that label or id exists
     /// (checked and generated under the module's admin lock, so two threads of this
     /// process cannot both pass the check; other processes are not excluded).
+    ///
+    /// The same as [`Token::generate_key_with`] with [`Backup::Forbidden`].
     pub fn generate_key(
         &self,
         key_label: &str,
         id: Option<&[u8]>,
         spec: KeySpec,
+    ) -> Result<SubjectPublicKeyInfoOwned> {
+        self.generate_key_with(key_label, id, spec, Backup::Forbidden)
+    }
+
+    /// [`Token::generate_key`], choosing whether the private key can be backed up
+    /// ([`Backup`]): with [`Backup::Allowed`] it is CKA_EXTRACTABLE (still
+    /// CKA_SENSITIVE), so that a key ceremony can wrap it under a key-encryption key
+    /// ([`crate::ceremony::backup`]); see [`Backup`] for why that is the only way
+    /// it can leave the token.
+    pub fn generate_key_with(
+        &self,
+        key_label: &str,
+        id: Option<&[u8]>,
+        spec: KeySpec,
+        backup: Backup,
     ) -> Result<SubjectPublicKeyInfoOwned> {
         let t = &*self.inner;
         let id = match id {
@@ -783,7 +806,7 @@ impl Token {
         let mut private_template = common(true);
         private_template.extend([
             Attribute::Sensitive(true),
-            Attribute::Extractable(false),
+            Attribute::Extractable(backup == Backup::Allowed),
             Attribute::Sign(true),
             Attribute::SignRecover(false),
             Attribute::Decrypt(false),
