@@ -93,5 +93,5 @@ pub fn generate_wrappable(
     id: &[u8],
     spec: ca::signer::KeySpec,
 ) -> std::result::Result<spki::SubjectPublicKeyInfoOwned, ca::Error> {
-    token.generate_key(label, Some(id), spec)
+    token.generate_key_with(label, Some(id), spec, ca::signer::pkcs11::Backup::Allowed)
 }

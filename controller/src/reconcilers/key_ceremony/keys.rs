@@ -97,7 +97,7 @@ pub async fn backup(run: &mut Run<'_>) -> Result<Action> {
             envelope: s.envelope_pem.clone(),
         })
         .collect();
-    let names: Vec<&str> = shares.iter().map(|s| s.custodian.as_str()).collect();
+    let names: Vec<String> = shares.iter().map(|s| s.custodian.clone()).collect();
     run.status.backup = Some(BackupStatus {
         threshold: spec.threshold,
         wrapped_key: base64::engine::general_purpose::STANDARD.encode(&out.wrapped_key),

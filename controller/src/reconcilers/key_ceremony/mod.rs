@@ -22,8 +22,7 @@
 mod activation;
 mod generate;
 mod hsm;
-// TEMP until ca::ceremony lands
-// mod keys;
+mod keys;
 pub mod quorum;
 
 use std::sync::Arc;
@@ -373,9 +372,8 @@ async fn apply(kc: &KeyCeremony, ctx: &Context) -> Result<Action> {
 
     match kc.spec.operation {
         CeremonyOperation::Generate => generate::run(&mut run).await,
-        CeremonyOperation::Backup | CeremonyOperation::Restore => {
-            run.wait("NotYet", "TEMP".into(), None).await
-        }
+        CeremonyOperation::Backup => keys::backup(&mut run).await,
+        CeremonyOperation::Restore => keys::restore(&mut run).await,
         CeremonyOperation::Activate | CeremonyOperation::Deactivate => {
             activation::switch(&mut run).await
         }
