@@ -485,6 +485,69 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     // in any of the forms a leak would take.
     let etcd = all_bytes(&h.env.plane().dir().join("etcd"));
     let logs = h.logs();
+    // The KEK, rebuilt here independently of chop (GF(2^8) Lagrange at 0),
+    // unwraps the published wrapped key with openssl into the root's key.
+    let kek = combine(&plaintexts);
+    {
+        use base64::Engine;
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .decode(&bst.wrapped_key)
+            .unwrap();
+        let wfile = h.path("wrapped.bin");
+        std::fs::write(&wfile, &wrapped).unwrap();
+        let kfile = h.path("unwrapped.der");
+        openssl(
+            &[
+                "enc",
+                "-d",
+                "-id-aes256-wrap-pad",
+                "-K",
+                &hex_lower(&kek),
+                "-iv",
+                "A65959A6",
+                "-in",
+                wfile.to_str().unwrap(),
+                "-out",
+                kfile.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let from_backup = openssl(
+            &[
+                "pkey",
+                "-inform",
+                "DER",
+                "-in",
+                kfile.to_str().unwrap(),
+                "-pubout",
+            ],
+            &[],
+        );
+        let from_root = openssl(
+            &[
+                "x509",
+                "-in",
+                root_file.to_str().unwrap(),
+                "-noout",
+                "-pubkey",
+            ],
+            &[],
+        );
+        assert_eq!(from_backup, from_root, "the backup holds the root's key");
+        std::fs::remove_file(&kfile).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&kek);
+        for (what, needle) in [
+            ("raw", kek.clone()),
+            ("base64", b64.into_bytes()),
+            ("hex", hex_lower(&kek).into_bytes()),
+        ] {
+            assert!(!contains(&etcd, &needle), "the KEK ({what}) is in etcd");
+            assert!(
+                !contains(logs.as_bytes(), &needle),
+                "the KEK ({what}) is in the log"
+            );
+        }
+    }
     for share in &plaintexts {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(share);
@@ -501,6 +564,54 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
             );
         }
     }
+}
+
+/// GF(2^8) (AES polynomial) multiplication.
+fn gf_mul(mut a: u8, mut b: u8) -> u8 {
+    let mut p = 0;
+    while b != 0 {
+        if b & 1 != 0 {
+            p ^= a;
+        }
+        let carry = a & 0x80 != 0;
+        a <<= 1;
+        if carry {
+            a ^= 0x1b;
+        }
+        b >>= 1;
+    }
+    p
+}
+
+fn gf_inv(a: u8) -> u8 {
+    (1..=255u8).find(|b| gf_mul(a, *b) == 1).unwrap()
+}
+
+/// The secret of share plaintexts (docs: ca/src/ceremony/share.rs layout):
+/// Lagrange interpolation at x = 0, byte by byte.
+fn combine(plaintexts: &[Vec<u8>]) -> Vec<u8> {
+    let parsed: Vec<(u8, Vec<u8>)> = plaintexts
+        .iter()
+        .map(|p| {
+            assert_eq!(&p[..10], b"chop-share");
+            let index = p[12];
+            let id_len = p[13] as usize;
+            let vlen = p[14 + id_len] as usize;
+            (index, p[15 + id_len..15 + id_len + vlen].to_vec())
+        })
+        .collect();
+    let len = parsed[0].1.len();
+    (0..len)
+        .map(|j| {
+            parsed.iter().fold(0u8, |acc, (xi, yi)| {
+                let li = parsed
+                    .iter()
+                    .filter(|(xk, _)| xk != xi)
+                    .fold(1u8, |l, (xk, _)| gf_mul(l, gf_mul(*xk, gf_inv(*xk ^ *xi))));
+                acc ^ gf_mul(yi[j], li)
+            })
+        })
+        .collect()
 }
 
 /// SoftHSM2 objects (one file each) in all tokens.

@@ -157,7 +157,10 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
     let Ok(wrapped) = base64::engine::general_purpose::STANDARD.decode(&backup_status.wrapped_key)
     else {
         return run
-            .fail("BackupNotUsable", "the backup's wrapped key is not base64".into())
+            .fail(
+                "BackupNotUsable",
+                "the backup's wrapped key is not base64".into(),
+            )
             .await;
     };
 
@@ -178,7 +181,12 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
         .as_ref()
         .is_some_and(|r| r.recipient_certificate.is_some());
     if !have_recipient {
-        let (t, l, label, u) = (token.clone(), recipient.clone(), key_label.clone(), uid.clone());
+        let (t, l, label, u) = (
+            token.clone(),
+            recipient.clone(),
+            key_label.clone(),
+            uid.clone(),
+        );
         let made = hsm::blocking(run, move || {
             // A target token that holds the CA's key label already would get a
             // second key: refused before anything is made.
@@ -251,7 +259,15 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
             );
             return run.fail("KeyExists", msg).await;
         }
-        return finish_restore(run, &spec.token_label, &key_label, &backup_key.key_id, &k, received).await;
+        return finish_restore(
+            run,
+            &spec.token_label,
+            &key_label,
+            &backup_key.key_id,
+            &k,
+            received,
+        )
+        .await;
     }
     let records: Vec<(u8, String)> = backup_status
         .shares
@@ -301,7 +317,15 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
     };
     run.ctx.metrics.hsm("unwrap", started);
     crash_point("Restore");
-    finish_restore(run, &spec.token_label, &key_label, &backup_key.key_id, &spki, received).await
+    finish_restore(
+        run,
+        &spec.token_label,
+        &key_label,
+        &backup_key.key_id,
+        &spki,
+        received,
+    )
+    .await
 }
 
 async fn finish_restore(
