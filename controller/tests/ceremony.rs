@@ -78,15 +78,20 @@ async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, rol
                                 "reason": format!("{user} reviewed the ceremony")}]}
     });
     Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
-        .patch(name, &PatchParams::apply(user), &Patch::Apply(&body))
+        .patch(name, &PatchParams::apply(&format!("approve-{}-{user}", &hash[..16])), &Patch::Apply(&body))
         .await
         .unwrap_or_else(|e| panic!("{user} approving {name}: {e}"));
 }
 
-async fn create_ceremony(h: &Harness, client: &kube::Client, name: &str, spec: Value) {
+async fn create_ceremony(
+    h: &Harness,
+    (client, by): (&kube::Client, &str),
+    name: &str,
+    spec: Value,
+) {
     let body: KeyCeremony = serde_json::from_value(json!({
         "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
-        "metadata": {"name": name}, "spec": spec
+        "metadata": {"name": name, "annotations": {"chop.dev/requested-by": by}}, "spec": spec
     }))
     .unwrap();
     Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
@@ -170,6 +175,7 @@ fn token_objects(h: &Harness) -> usize {
                         .path()
                         .extension()
                         .is_some_and(|x| x == "object")
+                        && e.as_ref().unwrap().file_name() != "token.object"
                 })
                 .count();
         }
@@ -200,7 +206,7 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     create_ceremony_ca(&h, "root", "root-2026", "root-2026-generate").await;
     create_ceremony(
         &h,
-        &people.creator,
+        (&people.creator, "admin-0"),
         "root-2026-generate",
         json!({"operation": "Generate", "caRef": {"name": "root"}, "reason": "root key, 2026"}),
     )
@@ -304,9 +310,14 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     assert!(pubkey.contains("BEGIN PUBLIC KEY"));
     assert!(fp.len() == 64);
 
+    let ra: Api<crds::CertificateRequest> = Api::namespaced(h.ra_user("ra-1").await, h.ns());
     let csr = h.csr("alice");
-    h.create_request("alice", "Signature", "A100000001", &csr, true)
-        .await;
+    ra.create(
+        &PostParams::default(),
+        &request_body("alice", "Signature", "A100000001", &csr, true),
+    )
+    .await
+    .unwrap();
     h.approve("alice").await;
     h.wait_condition("alice", "Issued", "False", Some("IssuanceSuspended"))
         .await;
@@ -314,7 +325,7 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     // Activation: two officers and the witness; the officer who asked does not count.
     create_ceremony(
         &h,
-        &people.officer_creator,
+        (&people.officer_creator, "officer-0"),
         "root-activate",
         json!({"operation": "Activate", "caRef": {"name": "root"}, "reason": "start issuance"}),
     )
@@ -339,7 +350,7 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     // Deactivation: requests wait again.
     create_ceremony(
         &h,
-        &people.officer_creator,
+        (&people.officer_creator, "officer-0"),
         "root-deactivate",
         json!({"operation": "Deactivate", "caRef": {"name": "root"}, "reason": "stop issuance"}),
     )
@@ -347,8 +358,12 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     people.activation_quorum(&h, "root-deactivate").await;
     wait_phase(&h, "root-deactivate", "Succeeded").await;
     let bob = h.csr("bob");
-    h.create_request("bob", "Signature", "A100000002", &bob, true)
-        .await;
+    ra.create(
+        &PostParams::default(),
+        &request_body("bob", "Signature", "A100000002", &bob, true),
+    )
+    .await
+    .unwrap();
     h.approve("bob").await;
     h.wait_condition("bob", "Issued", "False", Some("IssuanceSuspended"))
         .await;
@@ -356,7 +371,7 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     // Destroy is refused while alice's certificate needs the key for CRLs/OCSP.
     create_ceremony(
         &h,
-        &people.creator,
+        (&people.creator, "admin-0"),
         "root-destroy",
         json!({"operation": "Destroy", "caRef": {"name": "root"}, "reason": "retire"}),
     )
@@ -381,7 +396,7 @@ async fn crashes_in_each_step_yield_one_key_one_root_and_an_idempotent_destroy()
     create_ceremony_ca(&h, "spare", "spare-key", "spare-generate").await;
     create_ceremony(
         &h,
-        &people.creator,
+        (&people.creator, "admin-0"),
         "spare-generate",
         json!({"operation": "Generate", "caRef": {"name": "spare"}, "reason": "spare root"}),
     )
@@ -445,7 +460,7 @@ async fn crashes_in_each_step_yield_one_key_one_root_and_an_idempotent_destroy()
     h.start_with(Some("CHOP_TEST_CRASH_AFTER_DESTROYKEY"));
     create_ceremony(
         &h,
-        &people.creator,
+        (&people.creator, "admin-0"),
         "spare-destroy",
         json!({"operation": "Destroy", "caRef": {"name": "spare"}, "reason": "never used"}),
     )

@@ -117,10 +117,10 @@ fn outcome(kc: &KeyCeremony) -> String {
         .unwrap_or_default()
 }
 
-async fn create(h: &Harness, who: &kube::Client, name: &str, spec: Value) {
+async fn create(h: &Harness, (who, by): (&kube::Client, &str), name: &str, spec: Value) {
     let kc: KeyCeremony = serde_json::from_value(json!({
         "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
-        "metadata": {"name": name}, "spec": spec
+        "metadata": {"name": name, "annotations": {"chop.dev/requested-by": by}}, "spec": spec
     }))
     .unwrap();
     Api::<KeyCeremony>::namespaced(who.clone(), h.ns())
@@ -185,7 +185,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     .await;
     create(
         &h,
-        &creator,
+        (&creator, "admin-0"),
         "root-generate",
         json!({"operation": "Generate", "caRef": {"name": "root"}, "reason": "root key"}),
     )
@@ -204,7 +204,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     let officer2 = person(&h, "officer.yaml", "officer-2").await;
     create(
         &h,
-        &officer0,
+        (&officer0, "officer-0"),
         "root-activate",
         json!({"operation": "Activate", "caRef": {"name": "root"}, "reason": "start"}),
     )
@@ -214,8 +214,17 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     officer2.approve(&h, "root-activate", "Officer");
     witness.approve(&h, "root-activate", "Controller");
     wait_phase(&h, "root-activate", "Succeeded").await;
+    let ra: Api<crds::CertificateRequest> = Api::namespaced(h.ra_user("ra-1").await, h.ns());
     let alice = h.csr("alice");
-    issue(&h, "alice", "A100000001", &alice).await;
+    ra.create(
+        &PostParams::default(),
+        &request_body("alice", "Signature", "A100000001", &alice, true),
+    )
+    .await
+    .unwrap();
+    h.approve("alice").await;
+    h.wait_condition("alice", "Issued", "True", Some("Issued"))
+        .await;
 
     // Five custodians with RSA certificates (openssl, as a custodian would).
     let custodians: Vec<(String, PathBuf, PathBuf)> = (1..=5)
@@ -250,7 +259,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
         .collect();
     create(
         &h,
-        &creator,
+        (&creator, "admin-0"),
         "root-backup",
         json!({"operation": "Backup", "caRef": {"name": "root"}, "reason": "first backup",
                "backup": {"threshold": 3, "custodians": custodian_specs}}),
@@ -315,10 +324,15 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
             "87654321",
         ],
     );
+    // SoftHSM2 lists tokens once per process (at C_Initialize), like many
+    // vendor modules: the controller restarts to see the new token
+    // (docs/ceremonies.md, Restore).
+    h.child.stop();
+    h.start(false);
 
     create(
         &h,
-        &creator,
+        (&creator, "admin-0"),
         "root-restore",
         json!({"operation": "Restore", "caRef": {"name": "root"}, "reason": "HSM replaced",
                "restore": {"backupRef": {"name": "root-backup"}, "tokenLabel": "moica-2",
@@ -403,7 +417,15 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
         .await;
     assert_eq!(ca.status.unwrap().certificate.unwrap(), root_pem);
     let bob = h.csr("bob");
-    issue(&h, "bob", "A100000002", &bob).await;
+    ra.create(
+        &PostParams::default(),
+        &request_body("bob", "Signature", "A100000002", &bob, true),
+    )
+    .await
+    .unwrap();
+    h.approve("bob").await;
+    h.wait_condition("bob", "Issued", "True", Some("Issued"))
+        .await;
     let cr = h
         .api::<crds::CertificateRequest>()
         .get("bob")
@@ -438,10 +460,12 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
             "87654321",
         ],
     );
+    h.child.stop();
+    h.start(false);
     let objects_before = token_objects(&h);
     create(
         &h,
-        &creator,
+        (&creator, "admin-0"),
         "root-restore-bad",
         json!({"operation": "Restore", "caRef": {"name": "root"}, "reason": "drill",
                "restore": {"backupRef": {"name": "root-backup"}, "tokenLabel": "moica-3",
@@ -628,6 +652,7 @@ fn token_objects(h: &Harness) -> usize {
                         .path()
                         .extension()
                         .is_some_and(|x| x == "object")
+                        && e.as_ref().unwrap().file_name() != "token.object"
                 })
                 .count();
         }

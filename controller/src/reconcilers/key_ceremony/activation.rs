@@ -91,9 +91,12 @@ pub async fn destroy(run: &mut Run<'_>) -> Result<Action> {
         .await
         .map_err(Error::kube("list IssuedCertificates"))?;
     let now = SystemTime::now();
+    // The CA's own delegated OCSP certificate carries id-pkix-ocsp-nocheck:
+    // nobody checks its revocation, so it does not keep the key alive.
     let live: Vec<SystemTime> = list
         .items
         .iter()
+        .filter(|r| r.spec.profile != "OCSPResponder")
         .map(|r| from_time(&r.spec.not_after))
         .filter(|t| *t > now)
         .collect();
