@@ -591,7 +591,8 @@ async fn approvals_are_bound_to_who_gives_them() {
         &format!("names specHash {H2} but the spec under review has status.specHash {H1}"),
     );
     // The RA system: no right to touch ceremonies; granted `patch` by a careless
-    // namespace admin, still no role to approve in.
+    // namespace admin (with status too), still no role to approve in and no
+    // right to write the minutes.
     let ra = f.as_user("ra-system").await;
     assert_rejected(
         attempt(&ra, "ra-system", approval("ra-system", "Officer", H1)).await,
@@ -600,7 +601,7 @@ async fn approvals_are_bound_to_who_gives_them() {
     );
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "ra-patches-ceremonies", "namespace": f.ns()},
-        "rules": [{"apiGroups": ["chop.dev"], "resources": ["keyceremonies"], "verbs": ["patch"]}]
+        "rules": [{"apiGroups": ["chop.dev"], "resources": ["keyceremonies", "keyceremonies/status"], "verbs": ["patch"]}]
     }))
     .unwrap();
     Api::<Role>::namespaced(f.env.admin(), f.ns())
@@ -624,6 +625,18 @@ async fn approvals_are_bound_to_who_gives_them() {
         403,
         "user ra-system does not hold the trusted role Officer",
     );
+    // ... nor may it publish a hash of its choosing (chop-controller-state).
+    assert_rejected(
+        ra.patch_status(
+            "gen",
+            &PatchParams::default(),
+            &merge(json!({"status": {"specHash": H2}})),
+        )
+        .await,
+        403,
+        "user ra-system may not write keyceremonies/status: this state is written by chop-controller alone",
+    );
+    assert_eq!(f.get("gen").await.data["status"]["specHash"], H1);
     // A spec edit smuggled in with an approval.
     assert_rejected(
         admin2
