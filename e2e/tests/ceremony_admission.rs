@@ -746,6 +746,20 @@ async fn approvals_are_bound_to_who_gives_them() {
     );
     assert_eq!(approvals(&f.get("gen").await), three);
 
+    // An officer (update on keyceremonies) may not prepare key management.
+    assert_rejected(
+        officer
+            .patch(
+                "gen",
+                &PatchParams::default(),
+                &merge(json!({"spec": {"reason": "edited"}})),
+            )
+            .await,
+        403,
+        "user officer-1 may not change the spec of a Generate KeyCeremony: administrators (chop:administrator) prepare it",
+    );
+    assert_eq!(approvals(&f.get("gen").await), three);
+
     // Before the ceremony starts an administrator may edit it; the controller
     // then publishes the new hash and an approval of the old one is stale.
     admin1
