@@ -78,7 +78,11 @@ async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, rol
                                 "reason": format!("{user} reviewed the ceremony")}]}
     });
     Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
-        .patch(name, &PatchParams::apply(&format!("approve-{}-{user}", &hash[..16])), &Patch::Apply(&body))
+        .patch(
+            name,
+            &PatchParams::apply(&format!("approve-{}-{user}", &hash[..16])),
+            &Patch::Apply(&body),
+        )
         .await
         .unwrap_or_else(|e| panic!("{user} approving {name}: {e}"));
 }

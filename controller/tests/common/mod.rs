@@ -398,6 +398,8 @@ impl Harness {
             "policies/request-spec.yaml",
             "policies/controller-state.yaml",
             "policies/register-protection.yaml",
+            "policies/issuance-field.yaml",
+            "policies/key-ceremony.yaml",
         ] {
             let text = std::fs::read_to_string(root.join(file)).unwrap();
             let parsed: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
