@@ -486,3 +486,194 @@ async fn crashes_in_each_step_yield_one_key_one_root_and_an_idempotent_destroy()
     ca_condition(&h, "spare", "KeyDestroyed").await;
     h.env.cleanup().await.unwrap();
 }
+
+/// Patch the PIN Secret and nudge the CA (an annotation) so it looks again.
+async fn set_pin(h: &Harness, pin: &str, nudge: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    h.api::<Secret>()
+        .patch(
+            "hsm-pin",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"pin": pin}})),
+        )
+        .await
+        .unwrap();
+    h.api::<CertificateAuthority>()
+        .patch(
+            "pinned",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"test/nudge": nudge}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn pin_failures(h: &Harness, want: i32) {
+    let api = h.api::<CertificateAuthority>();
+    h.wait(&format!("pinFailures {want}"), 30, || {
+        let api = api.clone();
+        async move {
+            let st = api.get("pinned").await.ok()?.status?;
+            (st.pin_failures == Some(want)).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn three_wrong_pins_lock_the_token_until_an_activate_ceremony() {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "hsm-pin"}, "stringData": {"pin": "wrong-1"}
+    }))
+    .unwrap();
+    h.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    h.start(false);
+    h.create_ca_spec("pinned", "pinned-key", "IfMissing", json!({})).await;
+
+    // One wrong PIN is tried once, not again until the Secret changes.
+    ca_condition(&h, "pinned", "HsmPinIncorrect").await;
+    pin_failures(&h, 1).await;
+    set_pin(&h, "wrong-1", "a").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    pin_failures(&h, 1).await;
+
+    // Two more wrong PINs: locked.
+    set_pin(&h, "wrong-2", "b").await;
+    pin_failures(&h, 2).await;
+    set_pin(&h, "wrong-3", "c").await;
+    pin_failures(&h, 3).await;
+    let ca = ca_condition(&h, "pinned", "ActivationDataLocked").await;
+    assert!(ca.status.unwrap().pin_locked_at.is_some());
+
+    // The right PIN alone does not unlock: the controller no longer tries.
+    set_pin(&h, PIN, "d").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let ca = ca_condition(&h, "pinned", "ActivationDataLocked").await;
+    assert_eq!(ca.status.unwrap().pin_failures, Some(3));
+
+    // An Activate ceremony of two officers and a witness does.
+    let officer0 = h.shipped_role_user("officer.yaml", "officer-0").await;
+    let officers = [
+        h.shipped_role_user("officer.yaml", "officer-1").await,
+        h.shipped_role_user("officer.yaml", "officer-2").await,
+    ];
+    let witness = h.shipped_role_user("controller.yaml", "witness-1").await;
+    create_ceremony(
+        &h,
+        (&officer0, "officer-0"),
+        "pinned-activate",
+        json!({"operation": "Activate", "caRef": {"name": "pinned"}, "reason": "PIN corrected"}),
+    )
+    .await;
+    approve(&h, &officers[0], "officer-1", "pinned-activate", "Officer").await;
+    approve(&h, &officers[1], "officer-2", "pinned-activate", "Officer").await;
+    approve(&h, &witness, "witness-1", "pinned-activate", "Controller").await;
+    wait_phase(&h, "pinned-activate", "Succeeded").await;
+    let ca = h.wait_ca_ready("pinned").await;
+    assert_eq!(ca.status.unwrap().pin_failures, None);
+    h.env.cleanup().await.unwrap();
+}
+
+/// A root CA on a ceremony key, generated and activated under quorum.
+async fn ceremony_root(h: &Harness, people: &People, ca: &str) -> String {
+    create_ceremony_ca(h, ca, &format!("{ca}-key"), &format!("{ca}-generate")).await;
+    create_ceremony(
+        h,
+        (&people.creator, "admin-0"),
+        &format!("{ca}-generate"),
+        json!({"operation": "Generate", "caRef": {"name": ca}, "reason": "generation key"}),
+    )
+    .await;
+    people.key_management_quorum(h, &format!("{ca}-generate")).await;
+    wait_phase(h, &format!("{ca}-generate"), "Succeeded").await;
+    create_ceremony(
+        h,
+        (&people.officer_creator, "officer-0"),
+        &format!("{ca}-activate"),
+        json!({"operation": "Activate", "caRef": {"name": ca}, "reason": "start"}),
+    )
+    .await;
+    people.activation_quorum(h, &format!("{ca}-activate")).await;
+    wait_phase(h, &format!("{ca}-activate"), "Succeeded").await;
+    let ca = h.wait_ca_ready(ca).await;
+    ca.status.unwrap().certificate.unwrap()
+}
+
+/// An RA requests, an officer approves; the issued certificate (PEM).
+async fn issue_at(h: &Harness, ra: &Api<crds::CertificateRequest>, ca: &str, name: &str, reference: &str) -> (String, String) {
+    let csr = h.csr(name);
+    let mut body = request_body(name, "Signature", reference, &csr, true);
+    body.spec.ca_ref.name = ca.to_string();
+    ra.create(&PostParams::default(), &body).await.unwrap();
+    h.approve(name).await;
+    let cr = h.wait_condition(name, "Issued", "True", Some("Issued")).await;
+    let st = cr.status.unwrap();
+    (st.serial_number.unwrap(), st.certificate.unwrap())
+}
+
+#[tokio::test]
+async fn changeover_to_a_new_key_keeps_the_old_keys_crls() {
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    h.start(false);
+    let people = People::new(&h).await;
+    let ra: Api<crds::CertificateRequest> = Api::namespaced(h.ra_user("ra-1").await, h.ns());
+
+    // Generation 1 issues A; its CRLs are scheduled.
+    let g1_pem = ceremony_root(&h, &people, "g1").await;
+    let g1 = h.write("g1.pem", &g1_pem);
+    let s: crds::CRLSchedule = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "CRLSchedule", "metadata": {"name": "g1"},
+        "spec": {"caRef": {"name": "g1"}, "interval": "1h", "validity": "36h", "overlap": "12h"}
+    }))
+    .unwrap();
+    h.api::<crds::CRLSchedule>().create(&PostParams::default(), &s).await.unwrap();
+    let (a_serial, a_pem) = issue_at(&h, &ra, "g1", "a", "A100000001").await;
+    let a = h.write("a.pem", &a_pem);
+
+    // Changeover: generation 2 on a new key, generation 1 deactivated.
+    let g2_pem = ceremony_root(&h, &people, "g2").await;
+    let g2 = h.write("g2.pem", &g2_pem);
+    create_ceremony(
+        &h,
+        (&people.officer_creator, "officer-0"),
+        "g1-deactivate",
+        json!({"operation": "Deactivate", "caRef": {"name": "g1"}, "reason": "changeover to g2"}),
+    )
+    .await;
+    people.activation_quorum(&h, "g1-deactivate").await;
+    wait_phase(&h, "g1-deactivate", "Succeeded").await;
+    let (_, b_pem) = issue_at(&h, &ra, "g2", "b", "A100000002").await;
+    let b = h.write("b.pem", &b_pem);
+    let out = verify(&h, &g2, &b_pem);
+    assert!(out.contains(": OK"), "new certificates chain to the new key: {out}");
+    let (ok, out) = run_text(
+        std::process::Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(&g1)
+            .arg(&b),
+    );
+    assert!(!ok, "not to the old one: {out}");
+
+    // The old key still revokes: A is revoked and lands on g1's CRL.
+    revoke(&h, "revoke-a", json!({"caRef": {"name": "g1"}, "serialNumber": a_serial}), "keyCompromise").await;
+    let client = h.env.admin();
+    let ns = h.ns().to_string();
+    let der = h
+        .wait("g1's CRL lists A", 60, || {
+            let (client, ns, a_serial) = (client.clone(), ns.clone(), a_serial.clone());
+            let h = &h;
+            async move {
+                let der = controller::publish::read_crl(&client, &ns, "g1").await.ok()?;
+                let text = crl_text(h, "g1-crl", &der);
+                text.contains(&a_serial).then_some(der)
+            }
+        })
+        .await;
+    let (ok, out) = verify_with_crl(&h, "g1-crl", &der, &g1, &a);
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+    h.env.cleanup().await.unwrap();
+}

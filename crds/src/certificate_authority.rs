@@ -426,6 +426,11 @@ pub struct CertificateAuthorityStatus {
     /// KeyCeremony succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin_failures: Option<i32>,
+    /// resourceVersion of the PIN Secret when its PIN was last refused by the
+    /// token: the controller tries a refused PIN once, and logs in again only
+    /// after the Secret changed (each try costs one of the token's attempts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_pin_version: Option<String>,
     /// When the third wrong PIN locked the token out (CPS §6.4.2); cleared by an
     /// Activate KeyCeremony that succeeds after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -107,8 +107,12 @@ pub async fn signing_context(
         return Ok(Some(s));
     }
     let id = object_id(ca);
+    // Never a login the CA reconciler would not make (a refused or locked PIN).
+    if status.pin_failures.unwrap_or(0) > 0 {
+        return Ok(None);
+    }
     let pin = read_pin(ca, ctx).await?;
-    let Some(pin) = pin else { return Ok(None) };
+    let Some((pin, _)) = pin else { return Ok(None) };
     let signer = open_key(ca, ctx, pin, false).await?;
     let Some((signer, _)) = signer else {
         return Ok(None);
@@ -219,7 +223,7 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         status.pin_locked_at = None;
     }
 
-    let Some(pin) = read_pin(ca, ctx).await? else {
+    let Some((pin, pin_version)) = read_pin(ca, ctx).await? else {
         let msg = format!(
             "Secret {:?} with key {:?} not found",
             ca.spec.hsm.pin_secret_ref.name, ca.spec.hsm.pin_secret_ref.key
@@ -232,6 +236,27 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(Duration::from_secs(30)));
     };
 
+    // A refused PIN is tried once: the next login waits for the Secret to change.
+    if status.pin_failures.unwrap_or(0) > 0
+        && pin_version.is_some()
+        && status.refused_pin_version == pin_version
+    {
+        let msg = format!(
+            "the PIN in Secret {:?} was refused by token {:?} ({} of {} attempts used); \
+             the controller tries again when the Secret changes (CPS §6.4.2)",
+            ca.spec.hsm.pin_secret_ref.name,
+            ca.spec.hsm.token_label,
+            status.pin_failures.unwrap_or(0),
+            super::ca_key::MAX_PIN_FAILURES
+        );
+        let conds = [
+            Cond::no("KeyReady", "HsmPinIncorrect", msg.clone()),
+            Cond::no("Ready", "HsmPinIncorrect", msg),
+        ];
+        write_status(ca, ctx, &mut status, &conds).await?;
+        // The Secret is not watched: look again now and then.
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     let generate = ca.spec.hsm.key_generation == KeyGeneration::IfMissing;
     let opened = match open_key(ca, ctx, pin, generate).await {
         Ok(o) => o,
@@ -240,6 +265,7 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
             if let ca::Error::PinIncorrect { .. } = source {
                 let n = status.pin_failures.unwrap_or(0) + 1;
                 status.pin_failures = Some(n);
+                status.refused_pin_version = pin_version.clone();
                 msg = format!(
                     "{msg} ({n} of {} attempts)",
                     super::ca_key::MAX_PIN_FAILURES
@@ -276,6 +302,7 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     };
     status.pin_failures = None;
     status.pin_locked_at = None;
+    status.refused_pin_version = None;
     let Some((signer, generated)) = opened else {
         let destroyed = super::ca_key::latest_succeeded(
             ca,
@@ -817,8 +844,12 @@ async fn build_context(
     Ok(Arc::new(SigningContext { issuer, chain_pem }))
 }
 
-/// The PIN from the referenced Secret, or `None` if the Secret or key is missing.
-async fn read_pin(ca: &CertificateAuthority, ctx: &Context) -> Result<Option<Pin>> {
+/// The PIN from the referenced Secret and the Secret's resourceVersion, or
+/// `None` if the Secret or key is missing.
+async fn read_pin(
+    ca: &CertificateAuthority,
+    ctx: &Context,
+) -> Result<Option<(Pin, Option<String>)>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace(ca));
     let r = &ca.spec.hsm.pin_secret_ref;
     let Some(secret) = secrets
@@ -835,8 +866,9 @@ async fn read_pin(ca: &CertificateAuthority, ctx: &Context) -> Result<Option<Pin
         object: object_id(ca),
         message: format!("PIN Secret {:?} key {:?} is not UTF-8", r.name, r.key),
     })?;
-    Ok(Some(Pin::new(
-        text.trim_end_matches(['\n', '\r']).to_string(),
+    Ok(Some((
+        Pin::new(text.trim_end_matches(['\n', '\r']).to_string()),
+        secret.metadata.resource_version.clone(),
     )))
 }
 
