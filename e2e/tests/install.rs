@@ -90,6 +90,10 @@ fn layout() -> tempfile::TempDir {
 }
 
 fn run(cmd: &mut Command) -> String {
+    run_with_stderr(cmd).0
+}
+
+fn run_with_stderr(cmd: &mut Command) -> (String, String) {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -97,7 +101,10 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// `kubectl kustomize DIR`, as documents.
@@ -116,23 +123,26 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name} in the base"))
 }
 
-fn server_dry_run(dir: &Path) -> String {
+/// stdout and stderr (warnings) of the dry run.
+fn server_dry_run(dir: &Path) -> (String, String) {
     let plane = e2e::ControlPlane::shared().unwrap();
-    run(Command::new(kubectl())
-        .arg("--kubeconfig")
-        .arg(plane.admin_kubeconfig())
-        .args([
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager=chop-install-test",
-            // Other tests on a shared plane apply the same objects, some
-            // changed (policy bindings scoped to their namespaces): take the
-            // fields over in this dry run instead of failing on conflicts.
-            "--force-conflicts",
-            "-k",
-        ])
-        .arg(dir))
+    run_with_stderr(
+        Command::new(kubectl())
+            .arg("--kubeconfig")
+            .arg(plane.admin_kubeconfig())
+            .args([
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager=chop-install-test",
+                // Other tests on a shared plane apply the same objects, some
+                // changed (policy bindings scoped to their namespaces): take the
+                // fields over in this dry run instead of failing on conflicts.
+                "--force-conflicts",
+                "-k",
+            ])
+            .arg(dir),
+    )
 }
 
 #[test]
@@ -140,7 +150,8 @@ fn base_and_components_pass_server_side_dry_run() {
     let tmp = layout();
     // A server-side dry run stores nothing, not even the Namespace, and the
     // API server refuses objects in a namespace that does not exist: create it
-    // for real first (the one object this test stores).
+    // for real first (the one object this test stores; its Pod Security labels
+    // then apply to the dry run).
     let plane = e2e::ControlPlane::shared().unwrap();
     run(Command::new(kubectl())
         .arg("--kubeconfig")
@@ -156,7 +167,14 @@ fn base_and_components_pass_server_side_dry_run() {
     for dir in ["manifests", "with-softhsm", "with-vendor-hsm"] {
         let dir = tmp.path().join(dir);
         let docs = render(&dir);
-        let out = server_dry_run(&dir);
+        let (out, warnings) = server_dry_run(&dir);
+        // chop-system enforces and warns on Pod Security `restricted`: the API
+        // server itself checks the Deployment's pod template.
+        assert!(
+            !warnings.contains("PodSecurity"),
+            "{}: {warnings}",
+            dir.display()
+        );
         let applied = out
             .lines()
             .filter(|l| l.ends_with("(server dry run)"))
