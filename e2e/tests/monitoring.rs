@@ -10,7 +10,8 @@
 //! - every PromQL expression of the rules and of `dashboards/chop-ca.json`
 //!   names only metrics that chop exports, as read from the controller's and the
 //!   responder's own registries (`encode()` / `render()`), plus Prometheus's
-//!   `up`; and docs/metrics.md lists every exported metric.
+//!   `up`; every dashboard query parses (promtool, as recording rules); and
+//!   docs/metrics.md lists every exported metric.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -127,6 +128,36 @@ fn rules_pass_promtool_check_and_unit_tests() {
         "promtool test rules: {}{}",
         String::from_utf8_lossy(&test.stdout),
         String::from_utf8_lossy(&test.stderr)
+    );
+}
+
+/// Every dashboard query parses as PromQL: promtool checks them as recording
+/// rules, with Grafana's variables replaced by values.
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let promtool = promtool();
+    let dir = tempfile::tempdir().unwrap();
+    let rules: Vec<Value> = dashboard_exprs()
+        .iter()
+        .filter(|(what, _)| !what.starts_with("variable "))
+        .enumerate()
+        .map(|(i, (_, expr))| {
+            let expr = expr.replace("$__rate_interval", "5m").replace("$ca", ".*");
+            serde_json::json!({ "record": format!("chop:dashboard_query_{i}"), "expr": expr })
+        })
+        .collect();
+    let file = serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] });
+    std::fs::write(dir.path().join("dashboard.yaml"), file.to_string()).unwrap();
+    let check = Command::new(&promtool)
+        .current_dir(dir.path())
+        .args(["check", "rules", "dashboard.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "dashboards/chop-ca.json: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
     );
 }
 
