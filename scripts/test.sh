@@ -16,5 +16,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== e2e control plane binaries (built once per pin, then cached)"
 bash e2e/controlplane.sh build
+echo "== promtool for the alert unit tests (built once per pin, then cached)"
+bash e2e/promtool.sh build
 echo "== cargo test (against a real etcd + kube-apiserver, stopped afterwards)"
 bash e2e/controlplane.sh run -- cargo test --workspace --locked

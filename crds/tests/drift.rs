@@ -4,15 +4,40 @@ use std::path::Path;
 
 #[test]
 fn committed_yaml_matches_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("yaml");
-    for (file, crd) in crds::all() {
-        let want = crds::to_yaml(&crd).unwrap();
-        let have = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| {
-            panic!("crds/yaml/{file}: {e}; run `cargo run -p chop-crds --bin crdgen`")
-        });
-        assert!(
-            have == want,
-            "crds/yaml/{file} is out of date with crds/src; run `cargo run -p chop-crds --bin crdgen`"
+    // crds/yaml/ for tools and tests; manifests/crds/ for the kustomize base.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (shown, dir) in [
+        ("crds/yaml", root.join("yaml")),
+        (
+            "manifests/crds",
+            root.join("..").join("manifests").join("crds"),
+        ),
+    ] {
+        for (file, crd) in crds::all() {
+            let want = crds::to_yaml(&crd).unwrap();
+            let have = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| {
+                panic!("{shown}/{file}: {e}; run `cargo run -p chop-crds --bin crdgen`")
+            });
+            assert!(
+                have == want,
+                "{shown}/{file} is out of date with crds/src; run `cargo run -p chop-crds --bin crdgen`"
+            );
+        }
+        // No stale CRD left behind in either copy.
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        on_disk.sort();
+        let mut generated: Vec<String> = crds::all()
+            .into_iter()
+            .map(|(f, _)| f.to_string())
+            .collect();
+        generated.sort();
+        assert_eq!(
+            on_disk, generated,
+            "{shown}: files that crdgen does not write"
         );
     }
 }
