@@ -43,7 +43,7 @@ k version 2>/dev/null | sed 's/^/  /'
 k get --raw /readyz >/dev/null && check "/readyz answers"
 
 step "Install chop: CRDs, trusted roles and admission policies (manifests/, docs/roles.md)"
-k kustomize --load-restrictor LoadRestrictionsNone manifests | k apply --server-side -f - | sed 's/^/  /'
+k apply --server-side -k manifests/ | sed 's/^/  /'
 k wait --for condition=Established --timeout=60s crd --all >/dev/null && check "CRDs established"
 k create namespace moica >/dev/null
 # It will hold the CAs' registers: only such a namespace may hold a CA, and it may

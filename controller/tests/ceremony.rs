@@ -529,9 +529,13 @@ async fn three_wrong_pins_lock_the_token_until_an_activate_ceremony() {
         "metadata": {"name": "hsm-pin"}, "stringData": {"pin": "wrong-1"}
     }))
     .unwrap();
-    h.api::<Secret>().create(&PostParams::default(), &secret).await.unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     h.start(false);
-    h.create_ca_spec("pinned", "pinned-key", "IfMissing", json!({})).await;
+    h.create_ca_spec("pinned", "pinned-key", "IfMissing", json!({}))
+        .await;
 
     // One wrong PIN is tried once, not again until the Secret changes.
     ca_condition(&h, "pinned", "HsmPinIncorrect").await;
@@ -587,7 +591,9 @@ async fn ceremony_root(h: &Harness, people: &People, ca: &str) -> String {
         json!({"operation": "Generate", "caRef": {"name": ca}, "reason": "generation key"}),
     )
     .await;
-    people.key_management_quorum(h, &format!("{ca}-generate")).await;
+    people
+        .key_management_quorum(h, &format!("{ca}-generate"))
+        .await;
     wait_phase(h, &format!("{ca}-generate"), "Succeeded").await;
     create_ceremony(
         h,
@@ -603,13 +609,21 @@ async fn ceremony_root(h: &Harness, people: &People, ca: &str) -> String {
 }
 
 /// An RA requests, an officer approves; the issued certificate (PEM).
-async fn issue_at(h: &Harness, ra: &Api<crds::CertificateRequest>, ca: &str, name: &str, reference: &str) -> (String, String) {
+async fn issue_at(
+    h: &Harness,
+    ra: &Api<crds::CertificateRequest>,
+    ca: &str,
+    name: &str,
+    reference: &str,
+) -> (String, String) {
     let csr = h.csr(name);
     let mut body = request_body(name, "Signature", reference, &csr, true);
     body.spec.ca_ref.name = ca.to_string();
     ra.create(&PostParams::default(), &body).await.unwrap();
     h.approve(name).await;
-    let cr = h.wait_condition(name, "Issued", "True", Some("Issued")).await;
+    let cr = h
+        .wait_condition(name, "Issued", "True", Some("Issued"))
+        .await;
     let st = cr.status.unwrap();
     (st.serial_number.unwrap(), st.certificate.unwrap())
 }
@@ -630,7 +644,10 @@ async fn changeover_to_a_new_key_keeps_the_old_keys_crls() {
         "spec": {"caRef": {"name": "g1"}, "interval": "1h", "validity": "36h", "overlap": "12h"}
     }))
     .unwrap();
-    h.api::<crds::CRLSchedule>().create(&PostParams::default(), &s).await.unwrap();
+    h.api::<crds::CRLSchedule>()
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
     let (a_serial, a_pem) = issue_at(&h, &ra, "g1", "a", "A100000001").await;
     let a = h.write("a.pem", &a_pem);
 
@@ -649,7 +666,10 @@ async fn changeover_to_a_new_key_keeps_the_old_keys_crls() {
     let (_, b_pem) = issue_at(&h, &ra, "g2", "b", "A100000002").await;
     let b = h.write("b.pem", &b_pem);
     let out = verify(&h, &g2, &b_pem);
-    assert!(out.contains(": OK"), "new certificates chain to the new key: {out}");
+    assert!(
+        out.contains(": OK"),
+        "new certificates chain to the new key: {out}"
+    );
     let (ok, out) = run_text(
         std::process::Command::new("openssl")
             .args(["verify", "-CAfile"])
@@ -659,7 +679,13 @@ async fn changeover_to_a_new_key_keeps_the_old_keys_crls() {
     assert!(!ok, "not to the old one: {out}");
 
     // The old key still revokes: A is revoked and lands on g1's CRL.
-    revoke(&h, "revoke-a", json!({"caRef": {"name": "g1"}, "serialNumber": a_serial}), "keyCompromise").await;
+    revoke(
+        &h,
+        "revoke-a",
+        json!({"caRef": {"name": "g1"}, "serialNumber": a_serial}),
+        "keyCompromise",
+    )
+    .await;
     let client = h.env.admin();
     let ns = h.ns().to_string();
     let der = h
@@ -667,7 +693,9 @@ async fn changeover_to_a_new_key_keeps_the_old_keys_crls() {
             let (client, ns, a_serial) = (client.clone(), ns.clone(), a_serial.clone());
             let h = &h;
             async move {
-                let der = controller::publish::read_crl(&client, &ns, "g1").await.ok()?;
+                let der = controller::publish::read_crl(&client, &ns, "g1")
+                    .await
+                    .ok()?;
                 let text = crl_text(h, "g1-crl", &der);
                 text.contains(&a_serial).then_some(der)
             }

@@ -63,7 +63,8 @@ async fn install_manifests(client: &Client) {
             .unwrap();
     for file in kustomization["resources"].as_array().unwrap() {
         let file = file.as_str().unwrap();
-        if file.starts_with("../crds/") {
+        // CRDs come from crds::all(); directories (deploy/) are the workload.
+        if file.starts_with("crds/") || !file.ends_with(".yaml") {
             continue;
         }
         let text = std::fs::read_to_string(dir.join(file)).unwrap();

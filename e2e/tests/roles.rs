@@ -68,7 +68,8 @@ fn manifests() -> Vec<Value> {
     let mut docs = Vec::new();
     for file in kustomization["resources"].as_array().unwrap() {
         let file = file.as_str().unwrap();
-        if file.starts_with("../crds/") {
+        // CRDs come from crds::all(); directories (deploy/) are the workload.
+        if file.starts_with("crds/") || !file.ends_with(".yaml") {
             continue;
         }
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -1150,13 +1151,14 @@ fn kustomization_lists_every_manifest() {
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
+        .filter(|f| f != "deploy")
         .collect();
     listed.sort();
     let mut present = Vec::new();
     for (dir, prefix) in [
         ("manifests/rbac", "rbac/"),
         ("manifests/policies", "policies/"),
-        ("crds/yaml", "../crds/yaml/"),
+        ("manifests/crds", "crds/"),
     ] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
