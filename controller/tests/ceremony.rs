@@ -8,10 +8,11 @@ mod common;
 
 use std::path::Path;
 
+use common::ceremony::*;
 use common::*;
 use crds::{CertificateAuthority, KeyCeremony};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The people of a ceremony, each a distinct user bound to a shipped role.
 struct People {
@@ -57,16 +58,6 @@ impl People {
     }
 }
 
-/// The ceremony's published spec hash, once the controller judged it.
-async fn spec_hash(h: &Harness, name: &str) -> String {
-    let api = h.api::<KeyCeremony>();
-    h.wait(&format!("{name}: status.specHash"), 60, || {
-        let api = api.clone();
-        async move { api.get(name).await.ok()?.status?.spec_hash }
-    })
-    .await
-}
-
 /// `user` approves `name` in `role` as the docs say: server-side apply of one
 /// entry of spec.approvals with their own field manager.
 async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, role: &str) {
@@ -85,46 +76,6 @@ async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, rol
         )
         .await
         .unwrap_or_else(|e| panic!("{user} approving {name}: {e}"));
-}
-
-async fn create_ceremony(
-    h: &Harness,
-    (client, by): (&kube::Client, &str),
-    name: &str,
-    spec: Value,
-) {
-    let body: KeyCeremony = serde_json::from_value(json!({
-        "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
-        "metadata": {"name": name, "annotations": {"chop.dev/requested-by": by}}, "spec": spec
-    }))
-    .unwrap();
-    Api::<KeyCeremony>::namespaced(client.clone(), h.ns())
-        .create(&PostParams::default(), &body)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-}
-
-/// Wait until ceremony `name` is in `phase`; return it.
-async fn wait_phase(h: &Harness, name: &str, phase: &str) -> KeyCeremony {
-    let api = h.api::<KeyCeremony>();
-    h.wait(&format!("{name}: phase {phase}"), 90, || {
-        let api = api.clone();
-        async move {
-            let kc = api.get(name).await.ok()?;
-            let now = serde_json::to_value(kc.status.as_ref()?.phase?).ok()?;
-            (now == json!(phase)).then_some(kc)
-        }
-    })
-    .await
-}
-
-/// The `Succeeded` condition's reason.
-fn outcome(kc: &KeyCeremony) -> String {
-    kc.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
-        .map(|c| format!("{}: {}", c.reason, c.message))
-        .unwrap_or_default()
 }
 
 /// A CA whose key comes from the Generate ceremony `ceremony`.
@@ -162,29 +113,6 @@ async fn ca_condition(h: &Harness, name: &str, reason: &str) -> CertificateAutho
         }
     })
     .await
-}
-
-/// SoftHSM2 keeps one file per object: the number of objects in the token
-/// directory (a key pair is two).
-fn token_objects(h: &Harness) -> usize {
-    let mut n = 0;
-    for dir in std::fs::read_dir(h.path("tokens")).unwrap() {
-        let dir = dir.unwrap().path();
-        if dir.is_dir() {
-            n += std::fs::read_dir(&dir)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .path()
-                        .extension()
-                        .is_some_and(|x| x == "object")
-                        && e.as_ref().unwrap().file_name() != "token.object"
-                })
-                .count();
-        }
-    }
-    n
 }
 
 fn verify(h: &Harness, root: &Path, cert_pem: &str) -> String {

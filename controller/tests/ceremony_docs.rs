@@ -12,6 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::ceremony::*;
 use common::*;
 use crds::{CertificateAuthority, KeyCeremony};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -87,48 +88,6 @@ impl Person {
     }
 }
 
-async fn wait_hash(h: &Harness, name: &str) {
-    let api = h.api::<KeyCeremony>();
-    h.wait(&format!("{name}: specHash"), 60, || {
-        let api = api.clone();
-        async move { api.get(name).await.ok()?.status?.spec_hash }
-    })
-    .await;
-}
-
-async fn wait_phase(h: &Harness, name: &str, phase: &str) -> KeyCeremony {
-    let api = h.api::<KeyCeremony>();
-    h.wait(&format!("{name}: phase {phase}"), 90, || {
-        let api = api.clone();
-        async move {
-            let kc = api.get(name).await.ok()?;
-            let now = serde_json::to_value(kc.status.as_ref()?.phase?).ok()?;
-            (now == json!(phase)).then_some(kc)
-        }
-    })
-    .await
-}
-
-fn outcome(kc: &KeyCeremony) -> String {
-    kc.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Succeeded"))
-        .map(|c| format!("{}: {}", c.reason, c.message))
-        .unwrap_or_default()
-}
-
-async fn create(h: &Harness, (who, by): (&kube::Client, &str), name: &str, spec: Value) {
-    let kc: KeyCeremony = serde_json::from_value(json!({
-        "apiVersion": "chop.dev/v1alpha1", "kind": "KeyCeremony",
-        "metadata": {"name": name, "annotations": {"chop.dev/requested-by": by}}, "spec": spec
-    }))
-    .unwrap();
-    Api::<KeyCeremony>::namespaced(who.clone(), h.ns())
-        .create(&PostParams::default(), &kc)
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
-}
-
 fn softhsm(h: &Harness, args: &[&str]) {
     let out = Command::new("softhsm2-util")
         .args(args)
@@ -183,14 +142,14 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
                "pinSecretRef": {"name": "hsm-pin", "key": "pin"}, "keyFrom": {"ceremony": "root-generate"}}}),
     )
     .await;
-    create(
+    create_ceremony(
         &h,
         (&creator, "admin-0"),
         "root-generate",
         json!({"operation": "Generate", "caRef": {"name": "root"}, "reason": "root key"}),
     )
     .await;
-    wait_hash(&h, "root-generate").await;
+    spec_hash(&h, "root-generate").await;
     quorum(&h, "root-generate");
     let generated = wait_phase(&h, "root-generate", "Succeeded").await;
     let fp = generated.status.unwrap().key.unwrap().fingerprint.unwrap();
@@ -202,14 +161,14 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     let officer0 = h.shipped_role_user("officer.yaml", "officer-0").await;
     let officer1 = person(&h, "officer.yaml", "officer-1").await;
     let officer2 = person(&h, "officer.yaml", "officer-2").await;
-    create(
+    create_ceremony(
         &h,
         (&officer0, "officer-0"),
         "root-activate",
         json!({"operation": "Activate", "caRef": {"name": "root"}, "reason": "start"}),
     )
     .await;
-    wait_hash(&h, "root-activate").await;
+    spec_hash(&h, "root-activate").await;
     officer1.approve(&h, "root-activate", "Officer");
     officer2.approve(&h, "root-activate", "Officer");
     witness.approve(&h, "root-activate", "Controller");
@@ -257,7 +216,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
         .iter()
         .map(|(n, _, c)| json!({"name": n, "certificate": std::fs::read_to_string(c).unwrap()}))
         .collect();
-    create(
+    create_ceremony(
         &h,
         (&creator, "admin-0"),
         "root-backup",
@@ -265,7 +224,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
                "backup": {"threshold": 3, "custodians": custodian_specs}}),
     )
     .await;
-    wait_hash(&h, "root-backup").await;
+    spec_hash(&h, "root-backup").await;
     // Killed right after wrapping and splitting, before publishing: nothing
     // half-done is shown; restarted, the backup is made once and published.
     h.child.stop();
@@ -330,7 +289,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     h.child.stop();
     h.start(false);
 
-    create(
+    create_ceremony(
         &h,
         (&creator, "admin-0"),
         "root-restore",
@@ -339,7 +298,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
                            "pinSecretRef": {"name": "hsm-pin", "key": "pin"}}}),
     )
     .await;
-    wait_hash(&h, "root-restore").await;
+    spec_hash(&h, "root-restore").await;
     quorum(&h, "root-restore");
     wait_phase(&h, "root-restore", "WaitingForShares").await;
 
@@ -463,7 +422,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     h.child.stop();
     h.start(false);
     let objects_before = token_objects(&h);
-    create(
+    create_ceremony(
         &h,
         (&creator, "admin-0"),
         "root-restore-bad",
@@ -472,7 +431,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
                            "pinSecretRef": {"name": "hsm-pin", "key": "pin"}}}),
     )
     .await;
-    wait_hash(&h, "root-restore-bad").await;
+    spec_hash(&h, "root-restore-bad").await;
     quorum(&h, "root-restore-bad");
     wait_phase(&h, "root-restore-bad", "WaitingForShares").await;
     for (i, p) in holders.iter().enumerate() {
@@ -636,28 +595,6 @@ fn combine(plaintexts: &[Vec<u8>]) -> Vec<u8> {
             })
         })
         .collect()
-}
-
-/// SoftHSM2 objects (one file each) in all tokens.
-fn token_objects(h: &Harness) -> usize {
-    let mut n = 0;
-    for dir in std::fs::read_dir(h.path("tokens")).unwrap() {
-        let dir = dir.unwrap().path();
-        if dir.is_dir() {
-            n += std::fs::read_dir(&dir)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .path()
-                        .extension()
-                        .is_some_and(|x| x == "object")
-                        && e.as_ref().unwrap().file_name() != "token.object"
-                })
-                .count();
-        }
-    }
-    n
 }
 
 fn hex_lower(b: &[u8]) -> String {

@@ -22,7 +22,7 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
-use super::hsm::{self, Opening};
+use super::hsm;
 use super::{Run, crash_point};
 use crate::context::FIELD_MANAGER;
 use crate::error::{Error, Result};
@@ -114,17 +114,17 @@ pub async fn destroy(run: &mut Run<'_>) -> Result<Action> {
     }
 
     let hsm_spec = run.ca.spec.hsm.clone();
-    let token = match hsm::open(
+    let token = match hsm::open_for(
         run,
+        "DestroyKey",
         &hsm_spec.module,
         &hsm_spec.token_label,
         &hsm_spec.pin_secret_ref,
     )
     .await?
     {
-        Opening::Token(t) => t,
-        Opening::Refused(reason, msg) => return run.fail(reason, msg).await,
-        Opening::Hsm(e) => return run.hsm_failure("DestroyKey", e).await,
+        Ok(t) => t,
+        Err(action) => return Ok(action),
     };
     let label = hsm_spec.key_label.clone();
     let started = Instant::now();

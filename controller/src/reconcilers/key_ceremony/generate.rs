@@ -22,7 +22,7 @@ use crds::common::KeyAlgorithm;
 use crds::key_ceremony::{CeremonyKey, ReservedCertificate};
 use kube::runtime::controller::Action;
 
-use super::hsm::{self, Opening};
+use super::hsm;
 use super::{Run, crash_point};
 use crate::error::Result;
 use crate::reconcilers::certificate_authority::{dn_from_spec, policy_oids};
@@ -89,17 +89,17 @@ pub async fn run(run: &mut Run<'_>) -> Result<Action> {
         return Ok(Action::await_change());
     };
 
-    let token = match hsm::open(
+    let token = match hsm::open_for(
         run,
+        "GenerateKey",
         &hsm_spec.module,
         &hsm_spec.token_label,
         &hsm_spec.pin_secret_ref,
     )
     .await?
     {
-        Opening::Token(t) => t,
-        Opening::Refused(reason, msg) => return run.fail(reason, msg).await,
-        Opening::Hsm(e) => return run.hsm_failure("GenerateKey", e).await,
+        Ok(t) => t,
+        Err(action) => return Ok(action),
     };
 
     // 2. The key: made once, or adopted when this ceremony made it before.

@@ -6,6 +6,7 @@ use ca::signer::pkcs11::{Pkcs11Module, Token};
 use crds::common::SecretKeySelector;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::runtime::controller::Action;
 
 use super::Run;
 use crate::error::{Error, Result};
@@ -68,6 +69,23 @@ pub async fn open(
     Ok(match opened {
         Ok(t) => Opening::Token(t),
         Err(e) => Opening::Hsm(e),
+    })
+}
+
+/// Open a token for `step`, or end the ceremony saying why: `Ok(Err(action))`
+/// when it could not be opened (a transient token error is returned as `Err`
+/// and retried).
+pub async fn open_for(
+    run: &mut Run<'_>,
+    step: &str,
+    module: &str,
+    token_label: &str,
+    pin_ref: &SecretKeySelector,
+) -> Result<std::result::Result<Token, Action>> {
+    Ok(match open(run, module, token_label, pin_ref).await? {
+        Opening::Token(t) => Ok(t),
+        Opening::Refused(reason, msg) => Err(run.fail(reason, msg).await?),
+        Opening::Hsm(e) => Err(run.hsm_failure(step, e).await?),
     })
 }
 

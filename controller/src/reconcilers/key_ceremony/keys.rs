@@ -23,7 +23,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::generate::spki_pem_and_fingerprint;
-use super::hsm::{self, Opening};
+use super::hsm;
 use super::{Run, crash_point};
 use crate::error::{Error, Result};
 
@@ -48,17 +48,17 @@ pub async fn backup(run: &mut Run<'_>) -> Result<Action> {
         })
         .collect();
     let hsm_spec = run.ca.spec.hsm.clone();
-    let token = match hsm::open(
+    let token = match hsm::open_for(
         run,
+        "Backup",
         &hsm_spec.module,
         &hsm_spec.token_label,
         &hsm_spec.pin_secret_ref,
     )
     .await?
     {
-        Opening::Token(t) => t,
-        Opening::Refused(reason, msg) => return run.fail(reason, msg).await,
-        Opening::Hsm(e) => return run.hsm_failure("Backup", e).await,
+        Ok(t) => t,
+        Err(action) => return Ok(action),
     };
     let uid = run.kc.uid().unwrap_or_default();
     let label = hsm_spec.key_label.clone();
@@ -165,10 +165,17 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
     };
 
     let module = run.ca.spec.hsm.module.clone();
-    let token = match hsm::open(run, &module, &spec.token_label, &spec.pin_secret_ref).await? {
-        Opening::Token(t) => t,
-        Opening::Refused(reason, msg) => return run.fail(reason, msg).await,
-        Opening::Hsm(e) => return run.hsm_failure("Restore", e).await,
+    let token = match hsm::open_for(
+        run,
+        "Restore",
+        &module,
+        &spec.token_label,
+        &spec.pin_secret_ref,
+    )
+    .await?
+    {
+        Ok(t) => t,
+        Err(action) => return Ok(action),
     };
     let uid = run.kc.uid().unwrap_or_default();
     let recipient = format!("chop-restore-{}", uid.chars().take(8).collect::<String>());
