@@ -78,25 +78,6 @@ async fn approve(h: &Harness, client: &kube::Client, user: &str, name: &str, rol
         .unwrap_or_else(|e| panic!("{user} approving {name}: {e}"));
 }
 
-/// A CA whose key comes from the Generate ceremony `ceremony`.
-async fn create_ceremony_ca(h: &Harness, name: &str, key_label: &str, ceremony: &str) {
-    h.create_ca_spec(
-        name,
-        key_label,
-        "Never",
-        json!({
-            "issuance": "Suspended",
-            "hsm": {
-                "tokenLabel": "moica",
-                "keyLabel": key_label,
-                "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
-                "keyFrom": {"ceremony": ceremony}
-            }
-        }),
-    )
-    .await;
-}
-
 async fn ca_condition(h: &Harness, name: &str, reason: &str) -> CertificateAuthority {
     let api = h.api::<CertificateAuthority>();
     h.wait(&format!("CA {name}: Ready reason {reason}"), 60, || {
@@ -534,26 +515,6 @@ async fn ceremony_root(h: &Harness, people: &People, ca: &str) -> String {
     wait_phase(h, &format!("{ca}-activate"), "Succeeded").await;
     let ca = h.wait_ca_ready(ca).await;
     ca.status.unwrap().certificate.unwrap()
-}
-
-/// An RA requests, an officer approves; the issued certificate (PEM).
-async fn issue_at(
-    h: &Harness,
-    ra: &Api<crds::CertificateRequest>,
-    ca: &str,
-    name: &str,
-    reference: &str,
-) -> (String, String) {
-    let csr = h.csr(name);
-    let mut body = request_body(name, "Signature", reference, &csr, true);
-    body.spec.ca_ref.name = ca.to_string();
-    ra.create(&PostParams::default(), &body).await.unwrap();
-    h.approve(name).await;
-    let cr = h
-        .wait_condition(name, "Issued", "True", Some("Issued"))
-        .await;
-    let st = cr.status.unwrap();
-    (st.serial_number.unwrap(), st.certificate.unwrap())
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::process::Command;
 use common::ceremony::*;
 use common::*;
 use crds::{CertificateAuthority, KeyCeremony};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// The `sh` block after `<!-- tested: NAME -->` in docs/ceremonies.md.
@@ -97,6 +97,27 @@ fn softhsm(h: &Harness, args: &[&str]) {
     assert!(out.status.success(), "softhsm2-util {args:?}: {out:?}");
 }
 
+/// A new token `label` in the harness's SoftHSM2, and the controller restarted
+/// to see it (SoftHSM2 lists tokens once per process, at C_Initialize, like
+/// many vendor modules; docs/ceremonies.md, Restore).
+fn new_token(h: &mut Harness, label: &str) {
+    softhsm(
+        h,
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "87654321",
+        ],
+    );
+    h.child.stop();
+    h.start(false);
+}
+
 /// Every file under `dir` (etcd's data: WAL and bolt db), concatenated.
 fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
@@ -134,14 +155,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
 
     // A CA with a ceremony key, activated by the dev path? No: issuance stays
     // Suspended; the test only needs its key and certificate.
-    h.create_ca_spec(
-        "root",
-        "root-key",
-        "Never",
-        json!({"issuance": "Suspended", "hsm": {"tokenLabel": "moica", "keyLabel": "root-key",
-               "pinSecretRef": {"name": "hsm-pin", "key": "pin"}, "keyFrom": {"ceremony": "root-generate"}}}),
-    )
-    .await;
+    create_ceremony_ca(&h, "root", "root-key", "root-generate").await;
     create_ceremony(
         &h,
         (&creator, "admin-0"),
@@ -174,16 +188,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     witness.approve(&h, "root-activate", "Controller");
     wait_phase(&h, "root-activate", "Succeeded").await;
     let ra: Api<crds::CertificateRequest> = Api::namespaced(h.ra_user("ra-1").await, h.ns());
-    let alice = h.csr("alice");
-    ra.create(
-        &PostParams::default(),
-        &request_body("alice", "Signature", "A100000001", &alice, true),
-    )
-    .await
-    .unwrap();
-    h.approve("alice").await;
-    h.wait_condition("alice", "Issued", "True", Some("Issued"))
-        .await;
+    let _alice = issue_at(&h, &ra, "root", "alice", "A100000001").await;
 
     // Five custodians with RSA certificates (openssl, as a custodian would).
     let custodians: Vec<(String, PathBuf, PathBuf)> = (1..=5)
@@ -270,24 +275,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
 
     // The token dies; a new one is initialised.
     softhsm(&h, &["--delete-token", "--token", "moica"]);
-    softhsm(
-        &h,
-        &[
-            "--init-token",
-            "--free",
-            "--label",
-            "moica-2",
-            "--pin",
-            PIN,
-            "--so-pin",
-            "87654321",
-        ],
-    );
-    // SoftHSM2 lists tokens once per process (at C_Initialize), like many
-    // vendor modules: the controller restarts to see the new token
-    // (docs/ceremonies.md, Restore).
-    h.child.stop();
-    h.start(false);
+    new_token(&mut h, "moica-2");
 
     create_ceremony(
         &h,
@@ -375,25 +363,8 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
         })
         .await;
     assert_eq!(ca.status.unwrap().certificate.unwrap(), root_pem);
-    let bob = h.csr("bob");
-    ra.create(
-        &PostParams::default(),
-        &request_body("bob", "Signature", "A100000002", &bob, true),
-    )
-    .await
-    .unwrap();
-    h.approve("bob").await;
-    h.wait_condition("bob", "Issued", "True", Some("Issued"))
-        .await;
-    let cr = h
-        .api::<crds::CertificateRequest>()
-        .get("bob")
-        .await
-        .unwrap();
-    let leaf = h.write(
-        "bob.pem",
-        cr.status.unwrap().certificate.as_deref().unwrap(),
-    );
+    let (_, bob_pem) = issue_at(&h, &ra, "root", "bob", "A100000002").await;
+    let leaf = h.write("bob.pem", &bob_pem);
     let out = openssl(
         &[
             "verify",
@@ -406,21 +377,7 @@ async fn backup_three_of_five_restore_into_a_new_token_as_the_docs_say() {
     assert!(out.contains(": OK"), "the restored key signs: {out}");
 
     // An altered share: the ceremony fails naming it, and the token is as it was.
-    softhsm(
-        &h,
-        &[
-            "--init-token",
-            "--free",
-            "--label",
-            "moica-3",
-            "--pin",
-            PIN,
-            "--so-pin",
-            "87654321",
-        ],
-    );
-    h.child.stop();
-    h.start(false);
+    new_token(&mut h, "moica-3");
     let objects_before = token_objects(&h);
     create_ceremony(
         &h,

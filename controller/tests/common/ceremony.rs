@@ -4,7 +4,7 @@ use crds::KeyCeremony;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-use super::Harness;
+use super::{Harness, request_body};
 
 /// The ceremony's published spec hash, once the controller judged it.
 pub async fn spec_hash(h: &Harness, name: &str) -> String {
@@ -77,4 +77,43 @@ pub fn token_objects(h: &Harness) -> usize {
         }
     }
     n
+}
+
+/// A CA whose key comes from the Generate ceremony `ceremony`.
+pub async fn create_ceremony_ca(h: &Harness, name: &str, key_label: &str, ceremony: &str) {
+    h.create_ca_spec(
+        name,
+        key_label,
+        "Never",
+        json!({
+            "issuance": "Suspended",
+            "hsm": {
+                "tokenLabel": "moica",
+                "keyLabel": key_label,
+                "pinSecretRef": {"name": "hsm-pin", "key": "pin"},
+                "keyFrom": {"ceremony": ceremony}
+            }
+        }),
+    )
+    .await;
+}
+
+/// An RA requests, an officer approves; the issued certificate (PEM).
+pub async fn issue_at(
+    h: &Harness,
+    ra: &Api<crds::CertificateRequest>,
+    ca: &str,
+    name: &str,
+    reference: &str,
+) -> (String, String) {
+    let csr = h.csr(name);
+    let mut body = request_body(name, "Signature", reference, &csr, true);
+    body.spec.ca_ref.name = ca.to_string();
+    ra.create(&PostParams::default(), &body).await.unwrap();
+    h.approve(name).await;
+    let cr = h
+        .wait_condition(name, "Issued", "True", Some("Issued"))
+        .await;
+    let st = cr.status.unwrap();
+    (st.serial_number.unwrap(), st.certificate.unwrap())
 }
