@@ -1170,3 +1170,93 @@ fn kustomization_lists_every_manifest() {
     present.sort();
     assert_eq!(listed, present);
 }
+
+/// GitOps (Flux, Argo CD) and `kubectl apply --server-side` write with PATCH:
+/// every kind a role may create, that role can also apply server-side, and
+/// applying again is a no-op; the spec's immutability still holds.
+#[tokio::test]
+async fn each_role_applies_what_it_creates_server_side() {
+    let f = Fixture::new().await;
+    let apply = |who: &str| PatchParams::apply(&format!("gitops-{who}"));
+    for (user, groups, kind, plural, name) in [
+        (
+            "officer-1",
+            &["chop:officers"][..],
+            "Revocation",
+            "revocations",
+            "rev-by-officer",
+        ),
+        (
+            "officer-1",
+            &["chop:officers"][..],
+            "Suspension",
+            "suspensions",
+            "hold-by-officer",
+        ),
+        (
+            "ra-system",
+            &["chop:registration-authorities"][..],
+            "Revocation",
+            "revocations",
+            "rev-by-ra",
+        ),
+        (
+            "ra-system",
+            &["chop:registration-authorities"][..],
+            "Suspension",
+            "suspensions",
+            "hold-by-ra",
+        ),
+        (
+            "ra-system",
+            &["chop:registration-authorities"][..],
+            "CertificateRequest",
+            "certificaterequests",
+            "req-by-ra",
+        ),
+    ] {
+        let client = f.user(user, groups).await;
+        let api: Api<DynamicObject> = Api::namespaced_with(client, f.ns(), &resource(kind, plural));
+        let spec = match kind {
+            "Revocation" => {
+                json!({"caRef": {"name": "moica"}, "certificateRequestRef": {"name": "wang"},
+                                   "reason": "keyCompromise", "requester": "Subscriber"})
+            }
+            "Suspension" => {
+                json!({"caRef": {"name": "moica"}, "certificateRequestRef": {"name": "wang"},
+                                   "requester": "Subscriber", "resumed": false})
+            }
+            _ => request(name).data["spec"].clone(),
+        };
+        let body = json!({"apiVersion": "chop.dev/v1alpha1", "kind": kind,
+                          "metadata": {"name": name}, "spec": spec});
+        let made = eventually(&format!("{user} applies a {kind}"), || {
+            let (api, body) = (api.clone(), body.clone());
+            async move {
+                api.patch(name, &apply(user), &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        // Applying the same again changes nothing.
+        let again = api
+            .patch(name, &apply(user), &Patch::Apply(&body))
+            .await
+            .unwrap_or_else(|e| panic!("{user} re-applying its {kind}: {e}"));
+        assert_eq!(
+            again.metadata.resource_version, made.metadata.resource_version,
+            "{kind}"
+        );
+        // A changed identity is refused by the CRD's immutability rules.
+        let mut changed = body.clone();
+        changed["spec"]["caRef"]["name"] = json!("another-ca");
+        let err = api_error(api.patch(name, &apply(user), &Patch::Apply(&changed)).await);
+        assert_eq!(err.code, 422, "{kind}: {}", err.message);
+        assert!(
+            err.message.contains("immutable") || err.message.contains("cannot be changed"),
+            "{kind}: {}",
+            err.message
+        );
+    }
+}
