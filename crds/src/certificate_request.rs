@@ -28,6 +28,7 @@ use crate::common::{Conditions, DistinguishedName, LocalObjectReference};
     printcolumn(name = "Approved", type_ = "string", json_path = ".status.conditions[?(@.type==\"Approved\")].status"),
     printcolumn(name = "Accepted", type_ = "boolean", json_path = ".spec.accepted"),
     printcolumn(name = "Issued", type_ = "string", json_path = ".status.conditions[?(@.type==\"Issued\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Issued\")].reason"),
     printcolumn(name = "Serial", type_ = "string", json_path = ".status.serialNumber", priority = 1),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),

@@ -47,8 +47,14 @@ pub const LABEL_STATUS: &str = "chop.dev/status";
     category = "chop",
     printcolumn(name = "CA", type_ = "string", json_path = ".spec.caRef.name"),
     printcolumn(name = "Serial", type_ = "string", json_path = ".spec.serialNumber"),
-    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.state"),
+    // The label, not status.state: it is written in the same PATCH as the
+    // state and is there from the commit on (a record never revoked or held
+    // has no status.state, and would show a blank).
+    printcolumn(name = "Status", type_ = "string", json_path = ".metadata.labels.chop\\.dev/status"),
+    // The CA-assigned subscriber id, not the subject: the register is listed by
+    // operators and auditors, and the subject's name is personal data (CPS §9.4).
+    printcolumn(name = "Subscriber", type_ = "string", json_path = ".spec.subscriberId"),
+    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject", priority = 1),
     printcolumn(name = "NotAfter", type_ = "string", json_path = ".spec.notAfter"),
     selectable = ".status.state"
 )]

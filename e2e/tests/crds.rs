@@ -263,3 +263,63 @@ async fn immutable_fields_stay_immutable() {
     );
     env.cleanup().await.unwrap();
 }
+
+/// `kubectl get` answers the usual question without describe: a record's
+/// status (Valid from the commit on, not blank), its subscriber id rather than
+/// the subject's name (which only `-o wide` shows, CPS §9.4), and why a
+/// request was not issued.
+#[tokio::test]
+async fn kubectl_get_columns_answer_without_describe() {
+    let env = TestEnv::with_crds(&crds()).await.unwrap();
+    let records = api(&env, "IssuedCertificate");
+    let record: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "IssuedCertificate",
+        "metadata": {"name": "root-0a1b", "labels": {"chop.dev/ca": "root", "chop.dev/status": "Valid"}},
+        "spec": {"caRef": {"name": "root"}, "serialNumber": "0A1B", "subject": "C=TW, CN=王小明, serialNumber=S1",
+                 "profile": "Signature", "notBefore": "2026-12-01T00:00:00Z", "notAfter": "2031-12-01T00:00:00Z",
+                 "keyFingerprint": "ab", "subscriberId": "S1", "certificate": "-----BEGIN CERTIFICATE-----"}
+    }))
+    .unwrap();
+    records
+        .create(&PostParams::default(), &record)
+        .await
+        .unwrap();
+    let requests = api(&env, "CertificateRequest");
+    let mut req = example("certificaterequest-signature.yaml");
+    req["metadata"]["name"] = json!("refused");
+    let req: DynamicObject = serde_json::from_value(req).unwrap();
+    requests.create(&PostParams::default(), &req).await.unwrap();
+    let cond = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+        "status": {"conditions": [{"type": "Issued", "status": "False", "reason": "WeakKey",
+            "message": "RSA 1024", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}});
+    requests
+        .patch_status(
+            "refused",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&cond),
+        )
+        .await
+        .unwrap();
+
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .args(args)
+            .args(["-n", env.namespace()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let plain = kubectl(&["get", "issuedcertificates"]);
+    let row = plain.lines().find(|l| l.starts_with("root-0a1b")).unwrap();
+    assert!(row.contains("Valid") && row.contains("S1"), "{plain}");
+    assert!(
+        !plain.contains("王小明"),
+        "the subject's name is not in the plain listing: {plain}"
+    );
+    let wide = kubectl(&["get", "issuedcertificates", "-o", "wide"]);
+    assert!(wide.contains("王小明"), "{wide}");
+    let reqs = kubectl(&["get", "certificaterequests"]);
+    let row = reqs.lines().find(|l| l.starts_with("refused")).unwrap();
+    assert!(row.contains("WeakKey"), "{reqs}");
+}
