@@ -13,6 +13,11 @@
 //! | `chop_crl_next_update_timestamp_seconds` | `ca` |
 //! | `chop_revocations_total` | `ca`, `reason` (certificates newly revoked) |
 //! | `chop_suspensions_total` | `ca`, `action` (`held`, `resumed`) |
+//! | `chop_key_ceremony_steps_total` | `operation`, `step`, `outcome` |
+//! | `chop_controller_leader` | (1 on the replica that leads) |
+//! | `chop_ca_issuance_enabled` | `ca` (1 Enabled, 0 Suspended) |
+//! | `chop_ca_certificate_not_after_timestamp_seconds` | `ca` |
+//! | `chop_hsm_login_failures_total` | `ca`, `reason` (wrong or locked PIN, lock-out) |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -82,6 +87,15 @@ pub struct CaLabels {
     pub ca: String,
 }
 
+/// Labels of `chop_hsm_login_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    /// The CertificateAuthority's name.
+    pub ca: String,
+    /// `HsmPinIncorrect`, `HsmPinLocked` or `ActivationDataLocked`.
+    pub reason: String,
+}
+
 /// Labels of `chop_revocations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RevocationLabels {
@@ -115,6 +129,10 @@ pub struct Metrics {
     revocations: Family<RevocationLabels, Counter>,
     suspensions: Family<SuspensionLabels, Counter>,
     ceremony_steps: Family<CeremonyLabels, Counter>,
+    leader: Gauge,
+    issuance_enabled: Family<CaLabels, Gauge>,
+    ca_not_after: Family<CaLabels, Gauge>,
+    login_failures: Family<LoginLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -181,6 +199,30 @@ impl Default for Metrics {
             "KeyCeremony steps by operation, step and outcome (step Ceremony: whole ceremonies)",
             ceremony_steps.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "controller_leader",
+            "1 on the replica that holds the leader lease and reconciles, 0 on standbys",
+            leader.clone(),
+        );
+        let issuance_enabled = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "ca_issuance_enabled",
+            "1 when the CA's spec.issuance is Enabled, 0 when Suspended",
+            issuance_enabled.clone(),
+        );
+        let ca_not_after = Family::<CaLabels, Gauge>::default();
+        registry.register(
+            "ca_certificate_not_after_timestamp_seconds",
+            "notAfter of the CA's own certificate (Unix time)",
+            ca_not_after.clone(),
+        );
+        let login_failures = Family::<LoginLabels, Counter>::default();
+        registry.register(
+            "hsm_login_failures",
+            "Refused logins to a CA's token (wrong or locked PIN) and lock-outs after 3 (CPS §6.4.2)",
+            login_failures.clone(),
+        );
         let revocations = Family::<RevocationLabels, Counter>::default();
         let suspensions = Family::<SuspensionLabels, Counter>::default();
         registry.register(
@@ -202,6 +244,10 @@ impl Default for Metrics {
             revocations,
             suspensions,
             ceremony_steps,
+            leader,
+            issuance_enabled,
+            ca_not_after,
+            login_failures,
             reconcile_duration,
             reconcile_errors,
             issued,
@@ -303,6 +349,28 @@ impl Metrics {
     /// Mark the controller ready (leading and watching) or not.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+        self.leader.set(i64::from(ready));
+    }
+
+    /// Record a CA's issuance switch and its certificate's notAfter (Unix time).
+    pub fn ca_state(&self, ca: &str, issuance_enabled: bool, not_after: Option<i64>) {
+        let l = CaLabels { ca: ca.to_string() };
+        self.issuance_enabled
+            .get_or_create(&l)
+            .set(i64::from(issuance_enabled));
+        if let Some(t) = not_after {
+            self.ca_not_after.get_or_create(&l).set(t);
+        }
+    }
+
+    /// Count a refused login to a CA's token.
+    pub fn login_failure(&self, ca: &str, reason: &str) {
+        self.login_failures
+            .get_or_create(&LoginLabels {
+                ca: ca.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

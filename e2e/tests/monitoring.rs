@@ -221,6 +221,8 @@ fn exported_metrics() -> BTreeSet<String> {
     controller.crl_published("root", 1, 0, 500, 0);
     controller.revoked("root", "keyCompromise", 1);
     controller.suspension("root", "held");
+    controller.ca_state("root", true, Some(1_900_000_000));
+    controller.login_failure("root", "HsmPinIncorrect");
     let controller = controller.encode();
     let mut responder = responder::metrics::Metrics::new();
     let state = responder::state::StateHandle::default();

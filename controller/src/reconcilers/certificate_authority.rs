@@ -287,6 +287,12 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
             if source.is_transient() {
                 return Err(Error::Ca { object, source });
             }
+            if matches!(
+                source,
+                ca::Error::PinIncorrect { .. } | ca::Error::PinLocked { .. }
+            ) {
+                ctx.metrics.login_failure(&ca.name_any(), reason);
+            }
             ctx.event(ca, true, reason, msg).await;
             // Permanent (wrong or locked PIN, token missing): retrying a PIN burns
             // attempts (CPS §6.4.2), so wait for a spec change, or recheck slowly
@@ -447,6 +453,11 @@ async fn ready(
         ca::time::from_x509(&cert.tbs_certificate.validity.not_after),
         &id,
     )?);
+    ctx.metrics.ca_state(
+        &ca.name_any(),
+        ca.spec.issuance == IssuanceState::Enabled,
+        status.not_after.as_ref().map(|t| t.0.as_second()),
+    );
     let counts = register_counts(ca, ctx).await?;
     status.issued_count = Some(counts.issued);
     status.revoked_count = Some(counts.revoked);
