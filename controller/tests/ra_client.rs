@@ -7,8 +7,9 @@
 //! - `an_ra_client_requests_follows_and_revokes`: the client creates a request
 //!   and follows it by watch; an officer (a distinct user bound to
 //!   `chop:officer`) approves; the client saves the certificate and chain, which
-//!   `openssl verify` accepts, then revokes and follows the Revocation until
-//!   Applied; the register records it Revoked. The API server recorded the
+//!   `openssl verify` accepts, then puts it on hold (Suspension until Held) and
+//!   revokes it (Revocation until Applied); the register records it Revoked and
+//!   the hold Superseded. The API server recorded the
 //!   ServiceAccount as the requester. Running the same command again succeeds
 //!   without creating anything; the same name with another spec exits 2 and
 //!   changes nothing; a request an officer denies exits 3 with the reason.
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crds::{CertificateRequest, Revocation};
+use crds::{CertificateRequest, Revocation, Suspension};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -185,6 +186,7 @@ async fn an_ra_client_requests_follows_and_revokes() {
         cert_out.to_str().unwrap(),
         "--chain-out",
         chain_out.to_str().unwrap(),
+        "--suspend",
         "--revoke",
         "keyCompromise",
     ]
@@ -219,6 +221,8 @@ async fn an_ra_client_requests_follows_and_revokes() {
         "the client printed the wait with its reason:\n{out}"
     );
     assert!(out.contains("Issued=True Issued"), "{out}");
+    assert!(out.contains("Held=True Held"), "{out}");
+    assert!(out.contains("Suspension citizen-hold: Held"), "{out}");
     assert!(out.contains("Applied=True Revoked"), "{out}");
 
     // The certificate the client saved is the CA's, and chains to the root.
@@ -251,7 +255,10 @@ async fn an_ra_client_requests_follows_and_revokes() {
         .await
         .unwrap();
     assert_eq!(rev.status.unwrap().newly_revoked, vec![serial.clone()]);
-    eprintln!("RA journey (create → approve → issue → revoke): {took:?}");
+    // The revocation superseded the client's hold.
+    let hold = h.api::<Suspension>().get("citizen-hold").await.unwrap();
+    assert_eq!(hold.status.unwrap().state.as_deref(), Some("Superseded"));
+    eprintln!("RA journey (create → approve → issue → hold → revoke): {took:?}\n{out}");
 
     // Idempotent by name: the same command again creates nothing and ends well.
     let again = spawn_client(&h, &kubeconfig, "again", &args);

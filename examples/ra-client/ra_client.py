@@ -28,8 +28,12 @@ Re-running the same command is safe: nothing is created twice.
 """
 
 import argparse
+import json
+import random
 import sys
 import time
+
+import urllib3
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -72,12 +76,39 @@ def api_error(what, e):
     """A Stop for an ApiException, with the API server's own message."""
     detail = e.reason
     try:
-        import json
-
         detail = json.loads(e.body).get("message", detail)
     except Exception:  # noqa: BLE001 - the body is not always JSON
         pass
     return Stop(EXIT_API, f"{what}: HTTP {e.status}: {detail}")
+
+
+# Answers worth retrying: throttled or a server-side hiccup. 403 (RBAC) and
+# 422 (an admission policy's refusal) are not: the message says what to fix.
+RETRIABLE = {429, 500, 502, 503, 504}
+
+
+def retrying(what, call, budget=60.0):
+    """Run `call()`, retrying network errors and RETRIABLE answers with
+    exponential backoff (1 s doubling to 30 s, jittered, Retry-After honoured)
+    for at most `budget` seconds. Safe because every create is idempotent by name."""
+    deadline = time.monotonic() + budget
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except ApiException as e:
+            if e.status not in RETRIABLE:
+                raise
+            retry_after = (e.headers or {}).get("Retry-After")
+            wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
+            error = f"HTTP {e.status}"
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            wait, error = delay, str(e)
+        if time.monotonic() + wait > deadline:
+            raise Stop(EXIT_TIMEOUT, f"{what}: still failing after {budget:.0f}s: {error}")
+        log(f"{what}: {error}; retrying in {wait:.1f}s")
+        time.sleep(wait * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 30.0)
 
 
 def conditions(obj):
@@ -105,8 +136,11 @@ class Objects:
         self.kind = kind
 
     def get(self, name):
-        return self.api.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, self.plural, name
+        return retrying(
+            f"reading {self.kind} {name}",
+            lambda: self.api.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, self.plural, name
+            ),
         )
 
     def create_idempotent(self, name, spec, same, annotations=None):
@@ -121,8 +155,11 @@ class Objects:
         if annotations:
             body["metadata"]["annotations"] = annotations
         try:
-            obj = self.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, self.plural, body
+            obj = retrying(
+                f"creating {self.kind} {name}",
+                lambda: self.api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, self.plural, body
+                ),
             )
             log(f"{self.kind} {name}: created")
             return obj
@@ -194,11 +231,16 @@ class Objects:
                         obj = event["object"]
                         w.stop()
             except ApiException as e:
-                if e.status == 410:
-                    # The resourceVersion is too old: read again, watch again.
+                if e.status == 410 or e.status in RETRIABLE:
+                    # The resourceVersion is too old, or the server hiccuped:
+                    # read again, watch again.
                     obj = self.get(name)
                     continue
                 raise api_error(f"watching {self.kind} {name}", e) from e
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                log(f"watching {self.kind} {name}: {e}; reading again")
+                time.sleep(1)
+                obj = self.get(name)
             # The watch ended (an event, or its timeout): loop decides again.
 
 
@@ -257,10 +299,10 @@ def issued_outcome(obj):
 def journey(args):
     ns = args.namespace
     requests = Objects(ns, "certificaterequests", "CertificateRequest")
+    spec = request_spec(args)  # a bad CSR path fails before any API call
     user = whoami()
     if user:
         log(f"acting as {user}")
-    spec = request_spec(args)
     # The chop-requested-by admission policy records the creator itself; a
     # cluster without it needs the client to say who it is (docs/ra-integration.md).
     annotations = {REQUESTED_BY: user} if user else None
@@ -270,9 +312,12 @@ def journey(args):
         if not (current.get("spec") or {}).get("accepted"):
             # The applicant accepted after an earlier run created it unaccepted.
             try:
-                requests.api.patch_namespaced_custom_object(
-                    GROUP, VERSION, ns, "certificaterequests", args.name,
-                    {"spec": {"accepted": True}},
+                retrying(
+                    f"accepting CertificateRequest {args.name}",
+                    lambda: requests.api.patch_namespaced_custom_object(
+                        GROUP, VERSION, ns, "certificaterequests", args.name,
+                        {"spec": {"accepted": True}},
+                    ),
                 )
                 log(f"CertificateRequest {args.name}: accepted by the applicant")
             except ApiException as e:
@@ -441,6 +486,10 @@ def main(argv=None):
     try:
         return journey(args)
     except Stop as s:
+        print(f"ra_client: {s.message}", file=sys.stderr)
+        return s.code
+    except ApiException as e:
+        s = api_error("API call", e)
         print(f"ra_client: {s.message}", file=sys.stderr)
         return s.code
     except OSError as e:
