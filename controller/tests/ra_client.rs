@@ -162,6 +162,15 @@ async fn an_ra_client_requests_follows_and_revokes() {
          pip install -r examples/ra-client/requirements.txt (scripts/test.sh does)\n{}",
         python.1
     );
+    // The suite installs the client's pinned version (scripts/lib.sh).
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pin = std::fs::read_to_string(repo.join("examples/ra-client/requirements.txt")).unwrap();
+    let lib = std::fs::read_to_string(repo.join("scripts/lib.sh")).unwrap();
+    assert!(
+        lib.contains(pin.trim()),
+        "scripts/lib.sh CHOP_PIP_PACKAGES must install {}",
+        pin.trim()
+    );
     let mut h = Harness::new().await;
     h.install_policies().await;
     let (_, root) = h.start_with_root("root.pem").await;
