@@ -21,13 +21,21 @@ ensure_packages() {
   fi
 }
 
-# Python tools the tests run as independent validators (pkilint: PKIX linter).
-CHOP_PIP_PACKAGES=(pkilint==0.13.3)
+# Python packages the tests need: pkilint (PKIX linter, an independent
+# validator) and the official Kubernetes client that the example RA client
+# (examples/ra-client/, pinned in its requirements.txt) runs on in
+# controller/tests/ra_client.rs. Each is checked at its pinned version, so a
+# missing or different one is (re)installed.
+CHOP_PIP_PACKAGES=(pkilint==0.13.3 kubernetes==37.0.2)
 
 ensure_python_tools() {
-  if ! python3 -m pip show -q pkilint >/dev/null 2>&1; then
-    echo "== installing ${CHOP_PIP_PACKAGES[*]}"
-    python3 -m pip install -q "${CHOP_PIP_PACKAGES[@]}"
+  local p missing=()
+  for p in "${CHOP_PIP_PACKAGES[@]}"; do
+    [ "$(python3 -m pip show "${p%%==*}" 2>/dev/null | sed -n 's/^Version: //p')" = "${p#*==}" ] || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    python3 -m pip install -q "${missing[@]}"
   fi
   # pyenv puts console scripts behind shims; refresh them after an install.
   command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
