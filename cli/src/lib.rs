@@ -169,8 +169,8 @@ pub struct Cli {
     /// Namespace of the CA and its objects (default: the context's namespace, else `default`).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
-    /// Path of the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true, env = "KUBECONFIG")]
+    /// Path of the kubeconfig file (default: the files in $KUBECONFIG, else ~/.kube/config).
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: the current context).
     #[arg(long, global = true)]

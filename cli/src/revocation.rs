@@ -77,6 +77,14 @@ fn parse_enum<T: DeserializeOwned>(what: &str, value: &str, valid: &str) -> Resu
         .map_err(|_| Error::Invalid(format!("{what} {value:?} is not one of: {valid}")))
 }
 
+/// A spec enum as the API spells it.
+fn api_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// The revocation reasons, as the API spells them.
 pub const REASONS: &str = "unspecified, keyCompromise, cACompromise, affiliationChanged, \
 superseded, cessationOfOperation, privilegeWithdrawn, aACompromise";
@@ -224,9 +232,10 @@ pub async fn revoke(ctx: &Ctx, args: RevokeArgs, out: &mut dyn Write) -> Result<
             Ok(())
         } else {
             Err(format!(
-                "revocation/{name} already exists with another spec ({:?} by {:?}); a revocation \
-                 is permanent and cannot change. Pass --name to record another one.",
-                existing.spec.reason, existing.spec.requester
+                "revocation/{name} already exists with another spec (reason {}, requester {}); a \
+                 revocation is permanent and cannot change. Pass --name to record another one.",
+                api_name(&existing.spec.reason),
+                api_name(&existing.spec.requester)
             ))
         }
     })
