@@ -53,7 +53,7 @@ const MAX_ENVELOPE: usize = 64 * 1024;
 const MAX_RECIPIENTS: usize = 8;
 
 /// The command a custodian runs to re-encrypt a share to the restore recipient.
-pub const OPENSSL_ENCRYPT: &str = "openssl cms -encrypt -aes-256-cbc -recip recipient.pem -keyopt rsa_padding_mode:oaep -keyopt rsa_oaep_md:sha256 -keyopt rsa_mgf1_md:sha256 -outform PEM";
+pub const OPENSSL_ENCRYPT: &str = "openssl cms -encrypt -binary -aes-256-cbc -recip recipient.pem -keyopt rsa_padding_mode:oaep -keyopt rsa_oaep_md:sha256 -keyopt rsa_mgf1_md:sha256 -outform PEM";
 
 const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
