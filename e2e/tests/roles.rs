@@ -1203,13 +1203,6 @@ async fn each_role_applies_what_it_creates_server_side() {
         (
             "ra-system",
             &["chop:registration-authorities"][..],
-            "Suspension",
-            "suspensions",
-            "hold-by-ra",
-        ),
-        (
-            "ra-system",
-            &["chop:registration-authorities"][..],
             "CertificateRequest",
             "certificaterequests",
             "req-by-ra",
