@@ -18,7 +18,7 @@ use e2e::TestEnv;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const POLICY_LABEL: &str = "chop.dev/e2e-cli-policies";
 
@@ -77,9 +77,7 @@ async fn install_policies(env: &TestEnv) {
         )
         .await
         .unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
-    let mut docs = Vec::new();
-    for file in [
+    let files: Vec<String> = [
         "rbac/registration-authority.yaml",
         "rbac/officer.yaml",
         "rbac/administrator.yaml",
@@ -89,37 +87,18 @@ async fn install_policies(env: &TestEnv) {
         "policies/request-spec.yaml",
         "policies/controller-state.yaml",
         "policies/key-ceremony.yaml",
-    ] {
-        let text = std::fs::read_to_string(root.join(file)).unwrap();
-        let parsed: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
-        docs.extend(parsed.into_iter().flatten());
-    }
-    for mut doc in docs {
-        let kind = doc["kind"].as_str().unwrap().to_owned();
-        if kind.ends_with("AdmissionPolicyBinding") {
-            let name = format!("{}-cli-tests", doc["metadata"]["name"].as_str().unwrap());
-            doc["metadata"]["name"] = json!(name);
-            doc["spec"]["matchResources"] =
-                json!({"namespaceSelector": {"matchLabels": {POLICY_LABEL: "true"}}});
-        }
-        let (group, version) = doc["apiVersion"].as_str().unwrap().split_once('/').unwrap();
-        let gvk = GroupVersionKind::gvk(group, version, &kind);
-        let lower = kind.to_ascii_lowercase();
-        let plural = match lower.strip_suffix('y') {
-            Some(stem) => format!("{stem}ies"),
-            None => format!("{lower}s"),
-        };
-        let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
-        let obj: DynamicObject = serde_json::from_value(doc).unwrap();
-        Api::<DynamicObject>::all_with(admin.clone(), &resource)
-            .patch(
-                obj.metadata.name.as_deref().unwrap(),
-                &PatchParams::apply("chop-cli-tests").force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind}: {e}"));
-    }
+    ]
+    .map(String::from)
+    .to_vec();
+    e2e::install_manifests(
+        &admin,
+        &files,
+        POLICY_LABEL,
+        Some("cli-tests"),
+        "chop-cli-tests",
+    )
+    .await
+    .unwrap();
 }
 
 /// Bind `user` to ClusterRole `role` in the namespace; its kubeconfig, once RBAC

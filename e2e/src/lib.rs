@@ -93,6 +93,14 @@ pub enum Error {
         /// What was awaited.
         what: String,
     },
+    /// A manifest of `manifests/` that cannot be installed as is.
+    #[error("manifests/{file}: {message}")]
+    Manifest {
+        /// The file under `manifests/`.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The Kubernetes API answered with an error.
     #[error(transparent)]
     Kube(#[from] kube::Error),
@@ -534,6 +542,96 @@ fn unique_suffix() -> String {
             .unwrap_or_default(),
     );
     format!("{:010x}", h.finish() & 0xff_ffff_ffff)
+}
+
+/// The repository's `manifests/` directory.
+pub fn manifests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+}
+
+/// The resource files `manifests/kustomization.yaml` lists, but the CRDs (tests
+/// install `crds::all()`) and directories (`deploy/`, the workload).
+pub fn kustomization_files() -> Result<Vec<String>, Error> {
+    let path = manifests_dir().join("kustomization.yaml");
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| Error::Manifest {
+        file: "kustomization.yaml".into(),
+        message: e.to_string(),
+    })?;
+    Ok(doc["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str())
+        .filter(|f| !f.starts_with("crds/") && f.ends_with(".yaml"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Server-side apply (as `manager`, forced) of the documents of `files` under
+/// `manifests/` (ClusterRoles and admission policies: every one must be
+/// cluster-scoped). Every admission policy binding is restricted to namespaces
+/// labelled `<label>=true` and, with `suffix`, renamed `<name>-<suffix>`, so
+/// test binaries running side by side each bind their own namespaces only.
+pub async fn install_manifests(
+    client: &Client,
+    files: &[String],
+    label: &str,
+    suffix: Option<&str>,
+    manager: &str,
+) -> Result<(), Error> {
+    for file in files {
+        let path = manifests_dir().join(file);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path, source })?;
+        let docs: Vec<Option<serde_json::Value>> =
+            serde_saphyr::from_multiple(&text).map_err(|e| Error::Manifest {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+        for mut doc in docs.into_iter().flatten() {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            if kind.ends_with("AdmissionPolicyBinding") {
+                if let Some(suffix) = suffix {
+                    let name = format!(
+                        "{}-{suffix}",
+                        doc["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    doc["metadata"]["name"] = serde_json::json!(name);
+                }
+                doc["spec"]["matchResources"] =
+                    serde_json::json!({"namespaceSelector": {"matchLabels": {label: "true"}}});
+            }
+            let api_version = doc["apiVersion"].as_str().unwrap_or_default().to_owned();
+            let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+            let gvk = GroupVersionKind::gvk(group, version, &kind);
+            let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+            if caps.scope != Scope::Cluster {
+                return Err(Error::Manifest {
+                    file: file.clone(),
+                    message: format!(
+                        "{kind} is namespaced; manifests/ holds cluster-scoped objects"
+                    ),
+                });
+            }
+            let obj: kube::api::DynamicObject =
+                serde_json::from_value(doc).map_err(|e| Error::Manifest {
+                    file: file.clone(),
+                    message: e.to_string(),
+                })?;
+            let name = obj.metadata.name.clone().unwrap_or_default();
+            Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource)
+                .patch(
+                    &name,
+                    &PatchParams::apply(manager).force(),
+                    &Patch::Apply(&obj),
+                )
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
-use kube::discovery::pinned_kind;
 use serde_json::{Value, json};
 
 const TEST_LABEL: &str = "chop.dev/e2e-ceremony-admission";
@@ -52,49 +51,6 @@ fn repo() -> PathBuf {
 
 fn gvr(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("chop.dev", "v1alpha1", kind), plural)
-}
-
-/// The manifests of the kustomization (CRDs come from `crds::all()`), bindings
-/// renamed and restricted to [`TEST_LABEL`].
-async fn install_manifests(client: &Client) {
-    let dir = repo().join("manifests");
-    let kustomization: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
-            .unwrap();
-    for file in kustomization["resources"].as_array().unwrap() {
-        let file = file.as_str().unwrap();
-        // CRDs come from crds::all(); directories (deploy/) are the workload.
-        if file.starts_with("crds/") || !file.ends_with(".yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(&text).unwrap();
-        for mut doc in docs.into_iter().flatten() {
-            let kind = doc["kind"].as_str().unwrap().to_owned();
-            if kind.ends_with("AdmissionPolicyBinding") {
-                let name = format!(
-                    "{}-ceremony-tests",
-                    doc["metadata"]["name"].as_str().unwrap()
-                );
-                doc["metadata"]["name"] = json!(name);
-                doc["spec"]["matchResources"] =
-                    json!({"namespaceSelector": {"matchLabels": {TEST_LABEL: "true"}}});
-            }
-            let (group, version) = doc["apiVersion"].as_str().unwrap().split_once('/').unwrap();
-            let gvk = GroupVersionKind::gvk(group, version, &kind);
-            let (resource, _) = pinned_kind(client, &gvk).await.unwrap();
-            let obj: DynamicObject = serde_json::from_value(doc).unwrap();
-            let name = obj.metadata.name.clone().unwrap();
-            Api::<DynamicObject>::all_with(client.clone(), &resource)
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&obj),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-        }
-    }
 }
 
 /// Asserts a rejection with HTTP `code` and `phrase` in the message.
@@ -196,7 +152,15 @@ impl Fixture {
             )
             .await
             .unwrap();
-        install_manifests(&admin).await;
+        e2e::install_manifests(
+            &admin,
+            &e2e::kustomization_files().unwrap(),
+            TEST_LABEL,
+            Some("ceremony-tests"),
+            FIELD_MANAGER,
+        )
+        .await
+        .unwrap();
         let f = Fixture { env };
         for (group, role) in BINDINGS {
             f.bind(

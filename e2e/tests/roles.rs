@@ -26,7 +26,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{GroupVersionKind, Status};
-use kube::discovery::{Scope, pinned_kind};
 use serde_json::{Value, json};
 
 /// Label put on this file's namespaces; the policy bindings select it.
@@ -56,64 +55,6 @@ fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     crds::all().into_iter().map(|(_, crd)| crd).collect()
-}
-
-/// The documents of `manifests/` (the kustomization's resources but the CRDs,
-/// which come from `crds::all()`).
-fn manifests() -> Vec<Value> {
-    let dir = repo().join("manifests");
-    let kustomization: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
-            .unwrap();
-    let mut docs = Vec::new();
-    for file in kustomization["resources"].as_array().unwrap() {
-        let file = file.as_str().unwrap();
-        // CRDs come from crds::all(); directories (deploy/) are the workload.
-        if file.starts_with("crds/") || !file.ends_with(".yaml") {
-            continue;
-        }
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        let parsed: Vec<Option<Value>> =
-            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("manifests/{file}: {e}"));
-        docs.extend(parsed.into_iter().flatten());
-    }
-    docs
-}
-
-/// Server-side-applies `manifests/`, the policy bindings restricted to [`TEST_LABEL`].
-async fn install_manifests(client: &Client) {
-    for mut doc in manifests() {
-        let kind = doc["kind"].as_str().unwrap().to_owned();
-        if kind.ends_with("AdmissionPolicyBinding") {
-            doc["spec"]["matchResources"] = json!({
-                "namespaceSelector": {"matchLabels": {TEST_LABEL: "true"}}
-            });
-        }
-        let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, v)) => (g.to_owned(), v.to_owned()),
-            None => (
-                String::new(),
-                doc["apiVersion"].as_str().unwrap().to_owned(),
-            ),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
-        assert_eq!(
-            caps.scope,
-            Scope::Cluster,
-            "{kind} in manifests/ is namespaced"
-        );
-        let obj: DynamicObject = serde_json::from_value(doc).unwrap();
-        let name = obj.metadata.name.clone().unwrap();
-        Api::<DynamicObject>::all_with(client.clone(), &resource)
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&obj),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-    }
 }
 
 /// The API error of a call that must fail.
@@ -234,7 +175,15 @@ impl Fixture {
             )
             .await
             .unwrap();
-        install_manifests(&admin).await;
+        e2e::install_manifests(
+            &admin,
+            &e2e::kustomization_files().unwrap(),
+            TEST_LABEL,
+            None,
+            FIELD_MANAGER,
+        )
+        .await
+        .unwrap();
         let fixture = Fixture { env };
         for (group, role) in BINDINGS {
             fixture.bind_group(role, group).await;
