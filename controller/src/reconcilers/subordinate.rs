@@ -9,8 +9,9 @@
 //! the CSR its HSM key signed, owned by the subordinate), which then takes the
 //! path of every request: chop-approval (verb `approve` on the parent's
 //! signer), chop-no-self-approval, no auto-approval for CA profiles, lint
-//! before sign, the register as commit point. When the KeyCeremony resource
-//! lands, the approval becomes a quorum's.
+//! before sign, the register as commit point. The subordinate's key itself is
+//! born under a quorum (a Generate KeyCeremony named in `spec.hsm.keyFrom`);
+//! the approval of its certificate is still one officer's (not yet a quorum).
 //!
 //! The certificate is then read from the parent's register (the
 //! IssuedCertificate of the request, written by the controller alone), and
