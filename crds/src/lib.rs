@@ -16,6 +16,7 @@
 // `printcolumn(type_ = ..)` repeats by design; clippy reads it as a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod audit_segment;
 pub mod certificate_authority;
 pub mod certificate_request;
 pub mod common;
@@ -25,6 +26,7 @@ pub mod key_ceremony;
 pub mod revocation;
 pub mod suspension;
 
+pub use audit_segment::{AuditRecord, AuditSegment, AuditSegmentSpec};
 pub use certificate_authority::{
     CertificateAuthority, CertificateAuthoritySpec, CertificateAuthorityStatus,
 };
@@ -50,6 +52,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("crlschedules.yaml", CRLSchedule::crd()),
         ("issuedcertificates.yaml", issued_certificate::crd()),
         ("keyceremonies.yaml", KeyCeremony::crd()),
+        ("auditsegments.yaml", AuditSegment::crd()),
     ]
 }
 

@@ -470,7 +470,7 @@ async fn roles_grant_what_the_cps_assigns() {
     chop:auditors                  list     certificaterequests              -              yes
     chop:auditors                  get      certificaterequests/status       -              yes
     chop:auditors                  watch    revocations                      -              yes
-    chop:auditors                  list     auditrecords                     -              yes
+    chop:auditors                  list     auditsegments                    -              yes
     chop:auditors                  create   certificaterequests              -              no
     chop:auditors                  list     issuedcertificates               -              yes
     chop:auditors                  delete   issuedcertificates               -              no
