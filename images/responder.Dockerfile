@@ -5,11 +5,10 @@
 #   docker build -f images/responder.Dockerfile -t ghcr.io/chop-dev/chop-responder:0.1.0 .
 #
 # Only the chop-responder binary is in the image; it never touches an HSM (it
-# signs with the delegated OCSP key from its Secret). Today the chop-responder
-# crate still depends on chop-controller for the CRL publication format
-# (controller::publish, crl_schedule::Partitioning), so the linker keeps those
-# functions; moving them to a shared crate (issue 11) removes the dependency
-# without changing this file.
+# signs with the delegated OCSP key from its Secret), and no controller code:
+# chop-responder depends on chop-register (the CRL publication format and the
+# partitioning it shares with the controller), never on chop-controller
+# (responder/tests/dependencies.rs checks it).
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src

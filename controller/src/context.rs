@@ -19,7 +19,7 @@ use crate::reconcilers::responder::Outcome;
 use crate::record_index::RecordIndex;
 
 /// The one field manager of every status write.
-pub const FIELD_MANAGER: &str = "chop-controller";
+pub const FIELD_MANAGER: &str = chop_register::CONTROLLER_FIELD_MANAGER;
 
 /// A CA ready to sign: its issuer (certificate + HSM signer + lint key) and the
 /// PEM chain handed out with every certificate it issues.

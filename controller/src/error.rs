@@ -50,6 +50,27 @@ pub enum Error {
     },
 }
 
+impl From<chop_register::Error> for Error {
+    fn from(e: chop_register::Error) -> Self {
+        match e {
+            chop_register::Error::Kube {
+                action,
+                object,
+                source,
+            } => Error::Kube {
+                action,
+                object,
+                source,
+            },
+            chop_register::Error::Invalid { object, message } => Error::Invalid { object, message },
+            other => Error::Invalid {
+                object: String::new(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl Error {
     /// A closure mapping a `kube::Error` for use with `map_err`.
     pub fn kube(action: &'static str) -> impl Fn(kube::Error) -> Error {

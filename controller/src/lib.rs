@@ -57,7 +57,8 @@ pub mod error;
 pub mod leader;
 pub mod malformed;
 pub mod metrics;
-pub mod publish;
+/// CRL publication as chunked ConfigMaps: shared with chop-responder (`chop-register`).
+pub use chop_register::publish;
 pub mod reconcilers;
 pub mod record_index;
 pub mod register;

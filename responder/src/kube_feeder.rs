@@ -6,7 +6,7 @@
 //! | CA certificate, chain | CertificateAuthority `NAME`: `status.certificate`, `status.chain` | `/ca.crt`, `/ca.pem`, `/chain.pem`, the OCSP issuer |
 //! | delegated responder certificate and key | Secret `NAME-ocsp-responder` (`tls.crt`, `tls.key` PKCS#8 PEM) | the OCSP signer |
 //! | statuses and certificates | IssuedCertificates labelled `chop.dev/ca=NAME` | the status table, `/certs/<serial>.crt` |
-//! | CRLs | each CRLSchedule with `spec.caRef.name == NAME`: its published CRL (chunked ConfigMaps, [`controller::publish`]), and with `partitions: P` each partition CRL | `/crl/<schedule>.crl`, `/crl/<schedule>-<n>.crl` (n < P) |
+//! | CRLs | each CRLSchedule with `spec.caRef.name == NAME`: its published CRL (chunked ConfigMaps, [`chop_register::publish`]), and with `partitions: P` each partition CRL | `/crl/<schedule>.crl`, `/crl/<schedule>-<n>.crl` (n < P) |
 //!
 //! Two tasks, each driving `kube::runtime::watcher` streams (no reflector: only
 //! what is served is kept, the DER of each certificate and its status):
@@ -41,8 +41,8 @@ use ca::ocsp::OcspConfig;
 use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
 use ca::signer::software::SoftwareKey;
-use controller::publish;
-use controller::reconcilers::crl_schedule::Partitioning;
+use chop_register::Partitioning;
+use chop_register::publish;
 use crds::issued_certificate::{LABEL_CA, RecordState};
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate, IssuedCertificateStatus};
 use der::Decode;
@@ -736,8 +736,7 @@ impl KubeFeeder {
                 self.offer_crl(inputs, schedule, m.sha256, Bytes::from(der))
             }
             // Not published yet: the manifest's watch event will bring it.
-            Err(controller::error::Error::Kube { source, .. }) if matches!(*source, kube::Error::Api(ref s) if s.code == 404) =>
-            {
+            Err(e) if e.is_not_found() => {
                 tracing::debug!(schedule, "no CRL published yet");
                 false
             }

@@ -40,9 +40,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use crate::context::FIELD_MANAGER;
-use crate::error::{Error, Result};
-use crate::subscribers::hex_lower;
+use crate::{CONTROLLER_FIELD_MANAGER as FIELD_MANAGER, Error, Result, hex_lower};
 
 /// Largest chunk: 900 KiB, leaving room for metadata under the API server's
 /// 1 MiB limit on a ConfigMap.
@@ -328,9 +326,8 @@ async fn collect_garbage(api: &Api<ConfigMap>, schedule: &str, current: u64) -> 
 /// of any schedule and scope) of CA `ca` in `namespace`, if any: what the CA
 /// has used even when the schedule that published them is gone. A label that
 /// is not a number cannot be one the controller wrote: it is skipped with a
-/// warning (the clock floor of [`next_number`] still holds).
+/// warning (the clock floor of the controller's `next_number` still holds).
 ///
-/// [`next_number`]: crate::reconcilers::crl_schedule::next_number
 pub async fn highest_published(client: &Client, namespace: &str, ca: &str) -> Result<Option<u64>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let lp = ListParams::default().labels(&format!(
