@@ -2,7 +2,7 @@
 
 # Debian packages the tests and the demo need. Installed only when missing, so a
 # second run costs nothing.
-CHOP_APT_PACKAGES=(softhsm2 openssl curl)
+CHOP_APT_PACKAGES=(softhsm2 openssl curl postgresql-15 postgresql-client-15)
 
 # Where cargo puts what it builds (scripts run from the repository root).
 TARGET=${CARGO_TARGET_DIR:-target}

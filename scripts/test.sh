@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (SoftHSM2, OpenSSL CLI, pkilint, the Go-built control plane), then formatting,
-# lints and every test in the workspace, against a real kube-apiserver.
+# (SoftHSM2, OpenSSL CLI, PostgreSQL 15, pkilint, the Go-built control plane),
+# then formatting, lints and every test in the workspace, against a real
+# kube-apiserver and a real PostgreSQL (the register's contract tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,5 @@ echo "== e2e control plane binaries (built once per pin, then cached)"
 bash e2e/controlplane.sh build
 echo "== promtool for the alert unit tests (built once per pin, then cached)"
 bash e2e/promtool.sh build
-echo "== cargo test (against a real etcd + kube-apiserver, stopped afterwards)"
-bash e2e/controlplane.sh run -- cargo test --workspace --locked
+echo "== cargo test (against a real etcd + kube-apiserver and PostgreSQL, stopped afterwards)"
+bash e2e/postgres.sh run -- bash e2e/controlplane.sh run -- cargo test --workspace --locked

@@ -9,15 +9,22 @@
 //!   SHA-256 checks that make a torn or tampered publication an error.
 //! - [`Partitioning`]: how a CA's certificates are spread over partition CRLs
 //!   (which partition a serial is on, and that partition's URL).
+//! - [`Register`]: the contract of a CA's store of certificates (serials reserved
+//!   before signing, one certificate per reservation, conditional status changes,
+//!   indexed CRL queries), and [`postgres::PgRegister`], its PostgreSQL
+//!   implementation for CAs of millions of certificates (issue 12).
 //!
 //! Design: the functions take a [`kube::Client`] and plain names; nothing here
 //! reconciles or holds state. Non-goals: no signing, no policy; the register of
 //! certificates itself (IssuedCertificate objects today) is read by each binary
 //! through the CRD types of `chop-crds`.
 
+pub mod api;
 pub mod partitioning;
+pub mod postgres;
 pub mod publish;
 
+pub use api::Register;
 pub use partitioning::Partitioning;
 
 /// The field manager of everything chop-controller writes (server-side apply).
@@ -40,6 +47,28 @@ pub enum Error {
         /// The client error.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// A database call failed.
+    #[error("PostgreSQL: {action}: {source}")]
+    Database {
+        /// What was being done.
+        action: &'static str,
+        /// The driver's error (never holds the connection URL's password).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A write the register's rules refuse (a second certificate under one
+    /// serial, a commit without its reservation).
+    #[error("{message}")]
+    Conflict {
+        /// What was refused and why.
+        message: String,
+    },
+    /// The register's configuration is unusable (URL, schema version).
+    #[error("{message}")]
+    Config {
+        /// What is wrong and what to do.
+        message: String,
     },
     /// A published object's content is unusable (torn, tampered, malformed).
     #[error("{object}: {message}")]

@@ -16,7 +16,9 @@ fn the_responder_does_not_depend_on_the_controller_crate() {
         "the responder reads CRL publications through chop-register: {deps:?}"
     );
     assert!(
-        !deps.iter().any(|d| *d == "chop-controller" || *d == "controller"),
+        !deps
+            .iter()
+            .any(|d| *d == "chop-controller" || *d == "controller"),
         "chop-responder must not depend on chop-controller (move shared code to register/): {deps:?}"
     );
 }

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chop_register::publish::{Manifest, Publication, manifest_name, partition_publication, publish};
+use chop_register::publish::{
+    Manifest, Publication, manifest_name, partition_publication, publish,
+};
 use crds::{CRLSchedule, CertificateAuthority, IssuedCertificate};
 use der::Decode;
 use e2e::TestEnv;
