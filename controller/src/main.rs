@@ -3,7 +3,7 @@
 //! ```text
 //! chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME]
 //!                 [--metrics-addr ADDR] [--pkcs11-module PATH]...
-//!                 [--responder-image IMAGE]...
+//!                 [--responder-image IMAGE]... [--log-format text|json]
 //! ```
 //! Each flag may also be given as an environment variable (`CHOP_NAMESPACE`,
 //! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`,
@@ -19,7 +19,8 @@
 //! delegated OCSP signing key, so a CA naming another image gets
 //! `ResponderReady=False ImageNotAllowed` and no workload. The replica's identity is `POD_NAME`
 //! or the host name. `/metrics`, `/healthz` and `/readyz` are served on
-//! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name.
+//! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name;
+//! `--log-format text|json` (`CHOP_LOG_FORMAT`), default text.
 //!
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
@@ -92,6 +93,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--lease-namespace" => lease_namespace = Some(value()?),
             "--lease-name" => lease_name = Some(value()?),
             "--metrics-addr" => metrics_addr = Some(value()?),
+            // Read before the subscriber starts (main).
+            "--log-format" => {
+                value()?;
+            }
             "--pkcs11-module" => {
                 // The flags replace the environment's list.
                 if !modules_from_flags {
@@ -109,7 +114,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]..."
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json]"
                 );
                 std::process::exit(0);
             }
@@ -155,10 +160,36 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
+    // `--log-format json` or CHOP_LOG_FORMAT=json: one JSON object a line,
+    // the reconciled object in `span` (docs/install.md, "Logs").
+    let log_format = std::env::args()
+        .skip(1)
+        .scan(false, |after_flag, a| {
+            let v = if *after_flag {
+                Some(a.clone())
+            } else {
+                a.strip_prefix("--log-format=").map(String::from)
+            };
+            *after_flag = a == "--log-format";
+            Some(v)
+        })
+        .flatten()
+        .last()
+        .or_else(|| std::env::var("CHOP_LOG_FORMAT").ok())
+        .filter(|v| !v.is_empty());
+    let fmt = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match log_format.as_deref() {
+        None | Some("text") => fmt.init(),
+        Some("json") => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        Some(other) => bail!("--log-format {other:?}: use text or json"),
+    }
     let args = parse_args()?;
     let identity = identity();
     tracing::info!(?args, %identity, "starting chop-controller");
