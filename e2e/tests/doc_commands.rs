@@ -441,6 +441,15 @@ fn documented_commands_run_as_written() {
         "kubectl -n chop-system get deployment chop-controller -o name",
         "deployment.apps/chop-controller",
     );
+    // docs/operator.md, then docs/upgrade.md: what the walkthrough created is
+    // still there after the base was applied again.
+    check(
+        "kubectl get certificateauthority moica-root moica -o name && \
+         kubectl get certificaterequest wang-xiaoming-signature -o name && \
+         kubectl get suspension wang-xiaoming-hold -o jsonpath='{.spec.resumed}'",
+        "certificateauthority.chop.dev/moica-root\ncertificateauthority.chop.dev/moica\n\
+         certificaterequest.chop.dev/wang-xiaoming-signature\ntrue",
+    );
     // docs/responder.md: the responder's ServiceAccount reads its own Secret
     // and no other.
     check(
