@@ -11,7 +11,10 @@
 //!   kubectl first on PATH. `KEY=value` words after `run` replace the
 //!   placeholder word KEY in the block (`NS=moica`), as a reader would.
 //!   `own-plane`: the block starts and stops a plane itself; it gets a state
-//!   directory of its own (`CHOP_E2E_DIR`) and no KUBECONFIG.
+//!   directory of its own (`CHOP_E2E_DIR`) and no KUBECONFIG. `as=USER:GROUP`:
+//!   run as that user (a client certificate from `controlplane.sh user`), in
+//!   `moica`, where the test bound the trusted-role groups as docs/roles.md
+//!   shows (`chop:officers` → `chop:officer`).
 //! - `<!-- tested: NAME -->`: run by controller/tests/ceremony_docs.rs as doc
 //!   block NAME (checked here: that test names it).
 //! - `<!-- test: skip REASON -->`: not run, for the reason given (the suite
@@ -33,6 +36,7 @@ enum Marker {
     Run {
         own_plane: bool,
         subst: Vec<(String, String)>,
+        user: Option<(String, String)>,
     },
     Tested(String),
     Skip(String),
@@ -101,16 +105,26 @@ fn parse_marker(comment: &str) -> Result<Marker, String> {
     }
     let mut own_plane = false;
     let mut subst = Vec::new();
+    let mut user = None;
     for w in words {
         if w == "own-plane" {
             own_plane = true;
+        } else if let Some(who) = w.strip_prefix("as=") {
+            let (name, group) = who
+                .split_once(':')
+                .ok_or_else(|| format!("`as=` wants USER:GROUP, not {who:?}"))?;
+            user = Some((name.to_owned(), group.to_owned()));
         } else if let Some((k, v)) = w.split_once('=') {
             subst.push((k.to_owned(), v.to_owned()));
         } else {
             return Err(format!("unknown word {w:?} in {body:?}"));
         }
     }
-    Ok(Marker::Run { own_plane, subst })
+    Ok(Marker::Run {
+        own_plane,
+        subst,
+        user,
+    })
 }
 
 fn is_marker(line: &str) -> bool {
@@ -373,7 +387,8 @@ fn documented_commands_run_as_written() {
     let kubeconfig = plane.dir.path().join("reader.kubeconfig");
     std::fs::copy(plane.kubeconfig(), &kubeconfig).unwrap();
     let out = bash(
-        "kubectl create namespace moica && kubectl config set-context --current --namespace=moica",
+        "kubectl create namespace moica && kubectl config set-context --current --namespace=moica && \
+         kubectl create rolebinding chop-officers --clusterrole=chop:officer --group=chop:officers",
         &[("KUBECONFIG", &kubeconfig)],
         &path,
         false,
@@ -382,8 +397,31 @@ fn documented_commands_run_as_written() {
     println!("plane up in {:.1} s", started.elapsed().as_secs_f64());
 
     for b in &blocks {
-        let Some(Marker::Run { own_plane, subst }) = &b.marker else {
+        let Some(Marker::Run {
+            own_plane,
+            subst,
+            user,
+        }) = &b.marker
+        else {
             unreachable!()
+        };
+        // Another person: a kubeconfig of their own, in namespace moica.
+        let kubeconfig = match user {
+            None => kubeconfig.clone(),
+            Some((name, group)) => {
+                let out = bash(
+                    &format!(
+                        "kc=$(bash e2e/controlplane.sh user {name} {group}) && \
+                         KUBECONFIG=$kc kubectl config set-context --current --namespace=moica >/dev/null && \
+                         echo \"$kc\""
+                    ),
+                    &[("CHOP_E2E_DIR", plane.dir.path())],
+                    &path,
+                    true,
+                );
+                assert!(out.status.success(), "{}", text(&out));
+                PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+            }
         };
         let script = substitute(&b.text, subst);
         let t = Instant::now();
@@ -449,6 +487,12 @@ fn documented_commands_run_as_written() {
          kubectl get suspension wang-xiaoming-hold -o jsonpath='{.spec.resumed}'",
         "certificateauthority.chop.dev/moica-root\ncertificateauthority.chop.dev/moica\n\
          certificaterequest.chop.dev/wang-xiaoming-signature\ntrue",
+    );
+    // docs/operator.md: the officer's approval was admitted and recorded.
+    check(
+        "kubectl get certificaterequest wang-xiaoming-signature \
+         -o jsonpath='{.status.conditions[?(@.type==\"Approved\")].status}'",
+        "True",
     );
     // docs/responder.md: the responder's ServiceAccount reads its own Secret
     // and no other.
