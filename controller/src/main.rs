@@ -3,7 +3,7 @@
 //! ```text
 //! chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME]
 //!                 [--metrics-addr ADDR] [--pkcs11-module PATH]...
-//!                 [--responder-image IMAGE]...
+//!                 [--responder-image IMAGE]... [--log-format text|json]
 //! ```
 //! Each flag may also be given as an environment variable (`CHOP_NAMESPACE`,
 //! `CHOP_LEASE_NAMESPACE`, `CHOP_LEASE_NAME`, `CHOP_METRICS_ADDR`,
@@ -19,7 +19,8 @@
 //! delegated OCSP signing key, so a CA naming another image gets
 //! `ResponderReady=False ImageNotAllowed` and no workload. The replica's identity is `POD_NAME`
 //! or the host name. `/metrics`, `/healthz` and `/readyz` are served on
-//! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name.
+//! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name;
+//! `--log-format text|json` (`CHOP_LOG_FORMAT`), default text.
 //!
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
@@ -92,6 +93,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--lease-namespace" => lease_namespace = Some(value()?),
             "--lease-name" => lease_name = Some(value()?),
             "--metrics-addr" => metrics_addr = Some(value()?),
+            // Read before the subscriber starts (main).
+            "--log-format" => {
+                value()?;
+            }
             "--pkcs11-module" => {
                 // The flags replace the environment's list.
                 if !modules_from_flags {
@@ -109,7 +114,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]..."
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json]"
                 );
                 std::process::exit(0);
             }
@@ -149,16 +154,111 @@ fn identity() -> String {
         .unwrap_or_else(|| format!("chop-controller-{}", std::process::id()))
 }
 
+/// The fields of a span as one JSON object, for `--log-format json`, with the
+/// span field `name` (the reconciled object's) written as `object`: the JSON
+/// formatter adds the span's own name under `name`, and two `name` keys would
+/// hide the object from every JSON parser.
+struct SpanFieldsJson;
+
+impl SpanFieldsJson {
+    fn record(
+        map: &mut serde_json::Map<String, serde_json::Value>,
+        fields: impl tracing_subscriber::field::RecordFields,
+    ) {
+        struct Visitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+        impl Visitor<'_> {
+            fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+                let key = match field.name() {
+                    "name" => "object",
+                    other => other,
+                };
+                self.0.insert(key.to_owned(), value);
+            }
+        }
+        impl tracing::field::Visit for Visitor<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.put(field, format!("{value:?}").into());
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.put(field, value.into());
+            }
+            fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+                self.put(field, value.into());
+            }
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                self.put(field, value.into());
+            }
+            fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+                self.put(field, value.into());
+            }
+        }
+        fields.record(&mut Visitor(map));
+    }
+}
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for SpanFieldsJson {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut map = serde_json::Map::new();
+        Self::record(&mut map, fields);
+        write!(writer, "{}", serde_json::Value::Object(map))
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut tracing_subscriber::fmt::FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        let mut map = match serde_json::from_str(&current.fields) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        Self::record(&mut map, fields);
+        current.fields = serde_json::Value::Object(map).to_string();
+        Ok(())
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|l| l.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
+    // `--log-format json` or CHOP_LOG_FORMAT=json: one JSON object a line,
+    // the reconciled object in `span` (docs/install.md, "Logs").
+    let log_format = std::env::args()
+        .skip(1)
+        .scan(false, |after_flag, a| {
+            let v = if *after_flag {
+                Some(a.clone())
+            } else {
+                a.strip_prefix("--log-format=").map(String::from)
+            };
+            *after_flag = a == "--log-format";
+            Some(v)
+        })
+        .flatten()
+        .last()
+        .or_else(|| std::env::var("CHOP_LOG_FORMAT").ok())
+        .filter(|v| !v.is_empty());
+    let fmt = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match log_format.as_deref() {
+        None | Some("text") => fmt.init(),
+        Some("json") => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .fmt_fields(SpanFieldsJson)
+            .init(),
+        Some(other) => bail!("--log-format {other:?}: use text or json"),
+    }
     let args = parse_args()?;
     let identity = identity();
     tracing::info!(?args, %identity, "starting chop-controller");
@@ -212,5 +312,64 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("interrupted: exiting");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::SpanFieldsJson;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A decision logged inside a reconcile span, as `--log-format json` writes
+    /// it: one JSON line, the object in `span` (`kind`, `namespace`, `object`),
+    /// the decision's fields at the top level.
+    #[test]
+    fn json_lines_carry_the_reconciled_object() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .fmt_fields(SpanFieldsJson)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("reconcile", kind = "CRLSchedule", namespace = %"moica", name = %"moica");
+            let _e = span.enter();
+            tracing::info!(reason = "interval elapsed", "a new CRL is due");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "a new CRL is due", "{text}");
+        assert_eq!(line["reason"], "interval elapsed", "{text}");
+        assert_eq!(line["level"], "INFO", "{text}");
+        assert_eq!(line["span"]["kind"], "CRLSchedule", "{text}");
+        assert_eq!(line["span"]["namespace"], "moica", "{text}");
+        assert_eq!(line["span"]["object"], "moica", "{text}");
+        assert_eq!(line["span"]["name"], "reconcile", "{text}");
+        assert_eq!(
+            text.matches("\"name\"").count(),
+            1,
+            "no duplicate key: {text}"
+        );
     }
 }

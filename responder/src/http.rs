@@ -20,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -99,7 +100,15 @@ pub struct App {
     pub budget: SignBudget,
     /// Settings.
     pub config: ServerConfig,
+    /// Unix second of the last "signing budget exhausted" warning (one every
+    /// [`BUDGET_WARN_EVERY`] seconds at most, so a flood does not flood the log).
+    budget_warned_at: AtomicU64,
+    /// Budget refusals since that warning.
+    budget_refusals: AtomicU64,
 }
+
+/// Seconds between two "signing budget exhausted" warnings.
+pub const BUDGET_WARN_EVERY: u64 = 10;
 
 impl App {
     /// An application over `state`.
@@ -112,6 +121,8 @@ impl App {
             metrics,
             budget: SignBudget::new(config.sign_budget, config.sign_burst),
             config,
+            budget_warned_at: AtomicU64::new(0),
+            budget_refusals: AtomicU64::new(0),
         })
     }
 }
@@ -194,10 +205,69 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         })
         .inc();
     if app.config.log_requests {
-        // The path of an OCSP GET holds a serial: log only the endpoint.
-        tracing::info!(%method, endpoint, code = resp.status().as_u16(), "request");
+        // The path of an OCSP GET holds a serial: log only the endpoint and,
+        // for OCSP, the answer and why.
+        let code = resp.status().as_u16();
+        match resp.extensions().get::<Decision>() {
+            Some(d) => tracing::info!(
+                %method,
+                endpoint,
+                code,
+                ocsp_status = d.status,
+                cert_status = d.cert_status,
+                reason = d.reason,
+                "request"
+            ),
+            None => tracing::info!(%method, endpoint, code, "request"),
+        }
     }
     resp
+}
+
+/// What an OCSP request was answered and why, attached to the response for the
+/// request log line (only with [`ServerConfig::log_requests`]).
+#[derive(Clone, Copy, Debug)]
+struct Decision {
+    status: &'static str,
+    cert_status: &'static str,
+    reason: &'static str,
+}
+
+/// Why an OCSP answer has `status`, in a few words.
+fn reason_of(status: &str) -> &'static str {
+    match status {
+        "successful" => "answered from the statuses served",
+        "tryLater" => "no CA material or statuses loaded yet",
+        "unauthorized" => "signing budget exhausted and no pre-signed answer applies",
+        "malformedRequest" => "not a DER OCSPRequest",
+        _ => "refused by the OCSP core",
+    }
+}
+
+impl App {
+    /// A request needed a signature and the budget had none: count it, and warn
+    /// at most every [`BUDGET_WARN_EVERY`] seconds with the count.
+    fn budget_refused(&self, now_secs: u64, answer: &'static str) {
+        let refused = self.budget_refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        let last = self.budget_warned_at.load(Ordering::Relaxed);
+        if now_secs >= last.saturating_add(BUDGET_WARN_EVERY)
+            && self
+                .budget_warned_at
+                .compare_exchange(last, now_secs, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.budget_refusals.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                decision = answer,
+                reason = "signing budget exhausted",
+                refused,
+                budget_per_sec = self.config.sign_budget,
+                burst = self.config.sign_burst,
+                "OCSP requests that need a fresh signature are answered without one \
+                 (pre-signed without nonce, or unsigned unauthorized) until the budget refills"
+            );
+        }
+    }
 }
 
 async fn route(
@@ -469,6 +539,14 @@ fn ocsp(
                 req.nonce = None;
                 classify(&material.ocsp, &req, table) == Class::Presignable
             };
+            app.budget_refused(
+                now_secs,
+                if presignable {
+                    "pre-signed answer without nonce"
+                } else {
+                    "unauthorized"
+                },
+            );
             if !presignable {
                 // RFC 6960 §2.3, RFC 5019 §2.2.3: "unauthorized" when the
                 // responder "is not capable of responding authoritatively";
@@ -594,6 +672,14 @@ fn finish(
     app.metrics
         .ocsp_duration
         .observe(started.elapsed().as_secs_f64());
+    let mut resp = resp;
+    if app.config.log_requests {
+        resp.extensions_mut().insert(Decision {
+            status,
+            cert_status,
+            reason: reason_of(status),
+        });
+    }
     resp
 }
 

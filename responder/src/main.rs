@@ -20,9 +20,10 @@ const USAGE: &str = "usage:
                  [--cache-entries N (65536)] [--max-age SECS (300)] [--validity SECS (3600)]
                  [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
                  [--sign-budget PER_SEC (100)] [--sign-burst N (200)]
+                 [--log-format text|json (text; env CHOP_LOG_FORMAT)]
   chop-responder gen-fixture DIR [--leaves N (3)]
 --kube: the Kubernetes client comes from KUBECONFIG / ~/.kube/config / in-cluster.
-Logging: RUST_LOG (default info).";
+Logging: to stderr; RUST_LOG (default info); --log-format json: one JSON object a line.";
 
 /// Where the state comes from.
 enum Source {
@@ -103,16 +104,65 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
     Ok(a)
 }
 
+/// The log line format: `text` (default) or `json` (one JSON object a line,
+/// for log shippers).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `--log-format FORMAT` (or `--log-format=FORMAT`, anywhere on the command
+/// line; taken out of `args`), else `CHOP_LOG_FORMAT`, else `text`.
+fn take_log_format(args: &mut Vec<String>) -> Result<LogFormat> {
+    let mut value = std::env::var("CHOP_LOG_FORMAT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--log-format" {
+            args.remove(i);
+            if i >= args.len() {
+                bail!("--log-format needs a value: text or json\n{USAGE}");
+            }
+            value = Some(args.remove(i));
+        } else if let Some(v) = args[i].strip_prefix("--log-format=") {
+            value = Some(v.to_string());
+            args.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    match value.as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => bail!("--log-format {other:?}: use text or json\n{USAGE}"),
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let mut args = std::env::args().skip(1).peekable();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    init_logs(take_log_format(&mut args)?);
+    let mut args = args.into_iter().peekable();
     match args.peek().map(String::as_str) {
         Some("gen-fixture") => {
             args.next();
