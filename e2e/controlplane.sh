@@ -7,7 +7,7 @@
 #   e2e/controlplane.sh up                 start the plane (idempotent), print env
 #   e2e/controlplane.sh down               stop it and remove its state (idempotent)
 #   e2e/controlplane.sh status             exit 0 if the plane answers /readyz
-#   e2e/controlplane.sh env                print `export KUBECONFIG=... CHOP_E2E_DIR=...`
+#   e2e/controlplane.sh env                print `export KUBECONFIG=... CHOP_E2E_DIR=... CHOP_E2E_AUDIT_LOG=...`
 #   e2e/controlplane.sh user NAME [GROUP...]  mint a client certificate, print a kubeconfig path
 #   e2e/controlplane.sh run -- CMD...      start a plane, run CMD with CHOP_E2E_DIR/KUBECONFIG
 #                                          set, stop the plane (unless it was already running)
@@ -196,6 +196,8 @@ start_apiserver() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
     --cert-dir "$STATE_DIR/apiserver-certs" --profiling=false \
+    --audit-policy-file "$E2E_DIR/audit-policy.yaml" --audit-log-path "$STATE_DIR/audit.log" \
+    --audit-log-format json --audit-log-maxsize 100 --audit-log-maxbackup 1 \
     </dev/null >"$STATE_DIR/kube-apiserver.log" 2>&1 8>&- 9>&- &
   echo $! > "$STATE_DIR/kube-apiserver.pid"
 }
@@ -291,7 +293,8 @@ cmd_down() {
 
 cmd_env() {
   [[ -f $STATE_DIR/admin.kubeconfig ]] || die "not running (no $STATE_DIR/admin.kubeconfig)"
-  printf 'export CHOP_E2E_DIR=%q\nexport KUBECONFIG=%q\n' "$STATE_DIR" "$STATE_DIR/admin.kubeconfig"
+  printf 'export CHOP_E2E_DIR=%q\nexport KUBECONFIG=%q\nexport CHOP_E2E_AUDIT_LOG=%q\n' \
+    "$STATE_DIR" "$STATE_DIR/admin.kubeconfig" "$STATE_DIR/audit.log"
 }
 
 # Mint a client certificate (CN=NAME, O=GROUP...) signed by the plane's CA.
@@ -334,7 +337,8 @@ cmd_run() {
     CHOP_E2E_WATCH_PID=$$ cmd_up >/dev/null
   fi
   # kubectl of the same build on PATH: tests run documented commands as written.
-  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig PATH="$(bin_dir):$PATH"
+  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig CHOP_E2E_AUDIT_LOG=$STATE_DIR/audit.log \
+    PATH="$(bin_dir):$PATH"
   "$@"
 }
 
