@@ -151,9 +151,12 @@ enum Op {
     ApproveRequest,
     DenyRequest,
     AcceptRequest,
+    DeleteRequest,
+    ResumeSuspension,
     SwitchIssuance,
     ConfigureCa,
     CeremonyApproval(&'static str),
+    DeleteCeremony,
     ListAuditSegments,
     CreateAuditSegment,
     LabelAuditSegment,
@@ -195,6 +198,10 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
         [R, Y, R, R, R, R, R, Y]),
     (Op::AcceptRequest, "set `spec.accepted` of a CertificateRequest",
         [R, R, R, R, R, Y, R, R]),
+    (Op::DeleteRequest, "delete a CertificateRequest",
+        [R, R, R, R, R, R, R, R]),
+    (Op::ResumeSuspension, "lift a Suspension (`spec.resumed`)",
+        [R, Y, R, R, R, R, R, Y]),
     (Op::SwitchIssuance, "change a CA's `spec.issuance` (start/stop issuance)",
         [P(IF, "(officers only"), Y, R, R, R, R, R, P(IF, "(officers only")]),
     (Op::ConfigureCa, "change a CA's configuration (`spec.validity`)",
@@ -207,6 +214,8 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
         [P(KC, NOT_HELD), P(KC, NOT_HELD), Y, R, P(KC, NOT_HELD), R, R, R]),
     (Op::CeremonyApproval("Controller"), "approve a KeyCeremony as Controller (witness)",
         [P(KC, NOT_HELD), P(KC, NOT_HELD), P(KC, NOT_HELD), R, Y, R, R, R]),
+    (Op::DeleteCeremony, "withdraw (delete) a KeyCeremony waiting for its quorum",
+        [Y, R, R, R, R, R, R, R]),
     (Op::ListAuditSegments, "read AuditSegments (the audit trail)",
         [R, R, Y, R, R, R, R, Y]),
     (Op::CreateAuditSegment, "create an AuditSegment",
@@ -287,6 +296,7 @@ const CEREMONY: &str = "gen-root";
 const KEPT_SEGMENT: &str = "audit-000000000000";
 const EXPIRED_SEGMENT: &str = "audit-000000000001";
 const SECRET: &str = "moica-hsm-pin";
+const SUSPENSION: &str = "wang-hold";
 
 struct Fixture {
     env: TestEnv,
@@ -468,7 +478,7 @@ impl Fixture {
     }
 
     /// What every operation acts on, written as its real author: the CA and the
-    /// HSM PIN Secret by the cluster admin, the request by the RA, the ceremony
+    /// HSM PIN Secret by the cluster admin, the request and a Suspension by the RA, the ceremony
     /// by another administrator (so nobody in the matrix approves their own) with
     /// its spec hash published, and two audit segments by the chop-controller
     /// service account, one marked past retention.
@@ -530,8 +540,15 @@ impl Fixture {
         let ra = self.env.token_user("ra-system").await.unwrap();
         let mut request = example("certificaterequest-signature.yaml");
         request["metadata"]["name"] = json!(REQUEST);
-        self.api(ra, "CertificateRequest", "certificaterequests")
+        self.api(ra.clone(), "CertificateRequest", "certificaterequests")
             .create(&pp, &object(request))
+            .await
+            .unwrap();
+        let mut hold = example("suspension.yaml");
+        hold["metadata"]["name"] = json!(SUSPENSION);
+        hold["spec"]["certificateRequestRef"]["name"] = json!(REQUEST);
+        self.api(ra, "Suspension", "suspensions")
+            .create(&pp, &object(hold))
             .await
             .unwrap();
         let sa = self.client(&ACTORS[7]).await;
@@ -634,6 +651,21 @@ impl Fixture {
                 )
                 .await
                 .map(drop),
+            Op::DeleteRequest => requests.delete(REQUEST, &dry_delete).await.map(drop),
+            Op::ResumeSuspension => self
+                .api(client.clone(), "Suspension", "suspensions")
+                .patch(
+                    SUSPENSION,
+                    &dry_patch(),
+                    &Patch::Merge(json!({"spec": {"resumed": true}})),
+                )
+                .await
+                .map(drop),
+            Op::DeleteCeremony => self
+                .api(client.clone(), "KeyCeremony", "keyceremonies")
+                .delete(CEREMONY, &dry_delete)
+                .await
+                .map(drop),
             Op::SwitchIssuance => cas
                 .patch(
                     CA,
@@ -710,6 +742,9 @@ fn rbac_words(op: Op) -> (&'static str, &'static str) {
         Op::CreateGenerateCeremony | Op::CreateActivateCeremony => ("create", "keyceremonies"),
         Op::ApproveRequest | Op::DenyRequest => ("patch", "certificaterequests/status"),
         Op::AcceptRequest => ("patch", "certificaterequests"),
+        Op::DeleteRequest => ("delete", "certificaterequests"),
+        Op::ResumeSuspension => ("patch", "suspensions"),
+        Op::DeleteCeremony => ("delete", "keyceremonies"),
         Op::SwitchIssuance | Op::ConfigureCa => ("patch", "certificateauthorities"),
         Op::CeremonyApproval(_) => ("patch", "keyceremonies"),
         Op::ListAuditSegments => ("list", "auditsegments"),
