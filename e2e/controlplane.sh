@@ -16,6 +16,8 @@
 #   CHOP_E2E_DIR        state directory (default: <repo>/.e2e; for `run`, a new one under /tmp)
 #   CHOP_CACHE          binary cache root (default: ${XDG_CACHE_HOME:-~/.cache}/chop)
 #   CHOP_E2E_WATCH_PID  `up` also starts a watchdog that runs `down` when this pid exits
+#   CHOP_E2E_API_AUDIT  0: start kube-apiserver without its audit log (default 1: on,
+#                       policy e2e/audit-policy.yaml, log $CHOP_E2E_DIR/audit.log)
 #   GO_BUILD_P          go build -p (default 2)
 set -euo pipefail
 
@@ -181,7 +183,12 @@ start_etcd() {
 }
 
 start_apiserver() {
-  local port pki=$STATE_DIR/pki
+  local port pki=$STATE_DIR/pki audit=()
+  # The API server's own audit log (who sent which request): docs/controlplane.md.
+  if [[ ${CHOP_E2E_API_AUDIT:-1} != 0 ]]; then
+    audit=(--audit-policy-file "$E2E_DIR/audit-policy.yaml" --audit-log-path "$STATE_DIR/audit.log"
+      --audit-log-format json --audit-log-maxsize 100 --audit-log-maxbackup 1)
+  fi
   port=$(free_port)
   echo "$port" > "$STATE_DIR/apiserver.port"
   setsid "$(bin_dir)/kube-apiserver" \
@@ -196,8 +203,7 @@ start_apiserver() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
     --cert-dir "$STATE_DIR/apiserver-certs" --profiling=false \
-    --audit-policy-file "$E2E_DIR/audit-policy.yaml" --audit-log-path "$STATE_DIR/audit.log" \
-    --audit-log-format json --audit-log-maxsize 100 --audit-log-maxbackup 1 \
+    "${audit[@]}" \
     </dev/null >"$STATE_DIR/kube-apiserver.log" 2>&1 8>&- 9>&- &
   echo $! > "$STATE_DIR/kube-apiserver.pid"
 }

@@ -1049,6 +1049,11 @@ async fn api_audit_log_names_who_approved() {
     .await;
 
     let log = env.plane().dir().join("audit.log");
+    assert!(
+        log.is_file(),
+        "{} missing: the plane runs without its API audit log (started with CHOP_E2E_API_AUDIT=0?)",
+        log.display()
+    );
     let events = |user: &'static str, code: u16| {
         let (log, ns) = (log.clone(), ns.clone());
         move || {
