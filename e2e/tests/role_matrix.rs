@@ -277,16 +277,21 @@ fn segment(index: u64) -> DynamicObject {
     object(json!({
         "apiVersion": "chop.dev/v1alpha1", "kind": "AuditSegment",
         "metadata": {"name": format!("audit-{index:012}")},
-        "spec": {
-            "index": index, "firstSequence": index, "treeSize": index + 1,
-            "records": [{"sequence": index, "time": "2026-12-03T00:00:00.000000Z",
-                         "event": "controller.start", "outcome": "observed",
-                         "previousHash": "0".repeat(64)}],
-            "frontier": [], "rootHash": "0".repeat(64), "previousSegmentHash": "0".repeat(64),
-            "signedAt": "2026-12-03T00:00:00Z", "writer": "role-matrix", "keyId": "0".repeat(64),
-            "signatureAlgorithm": "ecdsa-p256-sha256", "signature": "AA=="
-        }
+        "spec": segment_spec(index)
     }))
+}
+
+/// The spec of [`segment`].
+fn segment_spec(index: u64) -> Value {
+    json!({
+        "index": index, "firstSequence": index, "treeSize": index + 1,
+        "records": [{"sequence": index, "time": "2026-12-03T00:00:00.000000Z",
+                     "event": "controller.start", "outcome": "observed",
+                     "previousHash": "0".repeat(64)}],
+        "frontier": [], "rootHash": "0".repeat(64), "previousSegmentHash": "0".repeat(64),
+        "signedAt": "2026-12-03T00:00:00Z", "writer": "role-matrix", "keyId": "0".repeat(64),
+        "signatureAlgorithm": "ecdsa-p256-sha256", "signature": "AA=="
+    })
 }
 
 /// Names of the objects the operations act on.
@@ -902,8 +907,51 @@ async fn every_role_tries_every_operation() {
         })
         .await;
     }
-    // Nothing was changed by the dry runs: the request is undecided, the
-    // ceremony unapproved, both segments there.
+    // Nothing was changed by the dry runs: no object created or deleted, the
+    // request undecided and as accepted as it was, the hold in force, the CA as
+    // configured, the ceremony unapproved, both segments there, unlabelled but
+    // for the retention mark.
+    for (kind, plural, count) in [
+        ("CertificateAuthority", "certificateauthorities", 1),
+        ("CertificateRequest", "certificaterequests", 1),
+        ("Revocation", "revocations", 0),
+        ("Suspension", "suspensions", 1),
+        ("CRLSchedule", "crlschedules", 0),
+        ("KeyCeremony", "keyceremonies", 1),
+        ("AuditSegment", "auditsegments", 2),
+    ] {
+        let list = f
+            .api(admin.clone(), kind, plural)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), count, "{kind}");
+    }
+    let ca = f
+        .api(
+            admin.clone(),
+            "CertificateAuthority",
+            "certificateauthorities",
+        )
+        .get(CA)
+        .await
+        .unwrap();
+    let shipped = example("certificateauthority-subordinate.yaml");
+    assert_eq!(ca.data["spec"]["issuance"], shipped["spec"]["issuance"]);
+    assert_eq!(ca.data["spec"]["validity"], shipped["spec"]["validity"]);
+    let hold = f
+        .api(admin.clone(), "Suspension", "suspensions")
+        .get(SUSPENSION)
+        .await
+        .unwrap();
+    assert_eq!(hold.data["spec"]["resumed"], json!(false), "{hold:?}");
+    let segment = f
+        .api(admin.clone(), "AuditSegment", "auditsegments")
+        .get(KEPT_SEGMENT)
+        .await
+        .unwrap();
+    assert_eq!(segment.data["spec"], segment_spec(0));
+    assert!(segment.metadata.labels.unwrap_or_default().is_empty());
     let request = f
         .api(admin.clone(), "CertificateRequest", "certificaterequests")
         .get(REQUEST)
@@ -913,18 +961,17 @@ async fn every_role_tries_every_operation() {
         request.data["status"]["conditions"].is_null(),
         "{request:?}"
     );
+    assert_eq!(
+        request.data["spec"].get("accepted"),
+        example("certificaterequest-signature.yaml")["spec"].get("accepted"),
+        "{request:?}"
+    );
     let ceremony = f
         .api(admin.clone(), "KeyCeremony", "keyceremonies")
         .get(CEREMONY)
         .await
         .unwrap();
     assert!(ceremony.data["spec"]["approvals"].is_null(), "{ceremony:?}");
-    let segments = f
-        .api(admin, "AuditSegment", "auditsegments")
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    assert_eq!(segments.items.len(), 2);
     f.cleanup().await;
 }
 
