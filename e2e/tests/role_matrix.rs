@@ -846,13 +846,14 @@ async fn every_role_tries_every_operation() {
         pending = wrong.into_iter().map(|(cell, _)| cell).collect();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // Beyond RBAC: an administrator who is also granted `delete` on
-    // auditsegments (a custom Role), and a cluster-admin (wildcard rules), are
-    // still refused by chop-audit-segment, even for a segment past retention.
+    // Beyond RBAC: an administrator and an officer who are also granted
+    // `delete` and `patch` on auditsegments (a custom Role), and a cluster-admin
+    // (wildcard rules), are still refused by chop-audit-segment: no deletion,
+    // even of a segment past retention; no relabelling; no edit (the CRD).
     let admin = f.env.admin();
     let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
         "metadata": {"name": "delete-auditsegments", "namespace": f.ns()},
-        "rules": [{"apiGroups": ["chop.dev"], "resources": ["auditsegments"], "verbs": ["delete"]}]
+        "rules": [{"apiGroups": ["chop.dev"], "resources": ["auditsegments"], "verbs": ["delete", "patch"]}]
     }))
     .unwrap();
     Api::<k8s_openapi::api::rbac::v1::Role>::namespaced(admin.clone(), f.ns())
@@ -862,7 +863,8 @@ async fn every_role_tries_every_operation() {
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "delete-auditsegments", "namespace": f.ns()},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "delete-auditsegments"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "chop-admin-1"}]
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "chop-admin-1"},
+                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "officer-1"}]
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(admin.clone(), f.ns())
@@ -877,6 +879,7 @@ async fn every_role_tries_every_operation() {
     let dry_delete = DeleteParams::default().dry_run();
     for (who, client) in [
         ("chop-admin-1", clients[0].1.clone()),
+        ("officer-1", clients[1].1.clone()),
         ("root-1", f.env.user("root-1", &[]).await.unwrap()),
     ] {
         let segments = f.api(client, "AuditSegment", "auditsegments");
@@ -906,6 +909,41 @@ async fn every_role_tries_every_operation() {
             }
         })
         .await;
+        if who == "root-1" {
+            continue;
+        }
+        let relabel = segments
+            .patch(
+                EXPIRED_SEGMENT,
+                &dry_patch(),
+                &Patch::Merge(
+                    json!({"metadata": {"labels": {"chop.dev/retention-expired": null}}}),
+                ),
+            )
+            .await;
+        let phrase = format!(
+            "ValidatingAdmissionPolicy 'chop-audit-segment' with binding \
+             'chop-audit-segment-{BINDING_SUFFIX}' denied request: AuditSegment {}/{EXPIRED_SEGMENT} \
+             is part of the audit trail (CPS 5.4): user {who} may not change its labels, annotations \
+             or finalizers",
+            f.ns()
+        );
+        assert!(
+            matches!(&relabel, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(&phrase)),
+            "{who} relabelling: {relabel:?}"
+        );
+        let edit = segments
+            .patch(
+                KEPT_SEGMENT,
+                &dry_patch(),
+                &Patch::Merge(json!({"spec": {"records": []}})),
+            )
+            .await;
+        assert!(
+            matches!(&edit, Err(kube::Error::Api(s)) if s.code == 422
+                && s.message.contains("an audit segment is immutable")),
+            "{who} editing records: {edit:?}"
+        );
     }
     // Nothing was changed by the dry runs: no object created or deleted, the
     // request undecided and as accepted as it was, the hold in force, the CA as
