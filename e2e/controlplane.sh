@@ -7,7 +7,7 @@
 #   e2e/controlplane.sh up                 start the plane (idempotent), print env
 #   e2e/controlplane.sh down               stop it and remove its state (idempotent)
 #   e2e/controlplane.sh status             exit 0 if the plane answers /readyz
-#   e2e/controlplane.sh env                print `export KUBECONFIG=... CHOP_E2E_DIR=...`
+#   e2e/controlplane.sh env                print `export KUBECONFIG=... CHOP_E2E_DIR=... CHOP_E2E_AUDIT_LOG=...`
 #   e2e/controlplane.sh user NAME [GROUP...]  mint a client certificate, print a kubeconfig path
 #   e2e/controlplane.sh run -- CMD...      start a plane, run CMD with CHOP_E2E_DIR/KUBECONFIG
 #                                          set, stop the plane (unless it was already running)
@@ -16,6 +16,8 @@
 #   CHOP_E2E_DIR        state directory (default: <repo>/.e2e; for `run`, a new one under /tmp)
 #   CHOP_CACHE          binary cache root (default: ${XDG_CACHE_HOME:-~/.cache}/chop)
 #   CHOP_E2E_WATCH_PID  `up` also starts a watchdog that runs `down` when this pid exits
+#   CHOP_E2E_API_AUDIT  0: start kube-apiserver without its audit log (default 1: on,
+#                       policy e2e/audit-policy.yaml, log $CHOP_E2E_DIR/audit.log)
 #   GO_BUILD_P          go build -p (default 2)
 set -euo pipefail
 
@@ -181,7 +183,12 @@ start_etcd() {
 }
 
 start_apiserver() {
-  local port pki=$STATE_DIR/pki
+  local port pki=$STATE_DIR/pki audit=()
+  # The API server's own audit log (who sent which request): docs/controlplane.md.
+  if [[ ${CHOP_E2E_API_AUDIT:-1} != 0 ]]; then
+    audit=(--audit-policy-file "$E2E_DIR/audit-policy.yaml" --audit-log-path "$STATE_DIR/audit.log"
+      --audit-log-format json --audit-log-maxsize 100 --audit-log-maxbackup 1)
+  fi
   port=$(free_port)
   echo "$port" > "$STATE_DIR/apiserver.port"
   setsid "$(bin_dir)/kube-apiserver" \
@@ -196,6 +203,7 @@ start_apiserver() {
     --api-audiences https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
     --cert-dir "$STATE_DIR/apiserver-certs" --profiling=false \
+    "${audit[@]}" \
     </dev/null >"$STATE_DIR/kube-apiserver.log" 2>&1 8>&- 9>&- &
   echo $! > "$STATE_DIR/kube-apiserver.pid"
 }
@@ -291,7 +299,8 @@ cmd_down() {
 
 cmd_env() {
   [[ -f $STATE_DIR/admin.kubeconfig ]] || die "not running (no $STATE_DIR/admin.kubeconfig)"
-  printf 'export CHOP_E2E_DIR=%q\nexport KUBECONFIG=%q\n' "$STATE_DIR" "$STATE_DIR/admin.kubeconfig"
+  printf 'export CHOP_E2E_DIR=%q\nexport KUBECONFIG=%q\nexport CHOP_E2E_AUDIT_LOG=%q\n' \
+    "$STATE_DIR" "$STATE_DIR/admin.kubeconfig" "$STATE_DIR/audit.log"
 }
 
 # Mint a client certificate (CN=NAME, O=GROUP...) signed by the plane's CA.
@@ -334,7 +343,8 @@ cmd_run() {
     CHOP_E2E_WATCH_PID=$$ cmd_up >/dev/null
   fi
   # kubectl of the same build on PATH: tests run documented commands as written.
-  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig PATH="$(bin_dir):$PATH"
+  export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig CHOP_E2E_AUDIT_LOG=$STATE_DIR/audit.log \
+    PATH="$(bin_dir):$PATH"
   "$@"
 }
 
