@@ -170,6 +170,7 @@ enum Op {
 const KC: &str = "chop-key-ceremony";
 const IF: &str = "chop-issuance-field";
 const AS: &str = "chop-audit-segment";
+const SR: &str = "chop-suspension-resume";
 const NOT_HELD: &str = "does not hold the trusted role";
 
 /// The matrix. Columns: Administrator, Officer, Auditor, Operator, Controller,
@@ -201,7 +202,7 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
     (Op::DeleteRequest, "delete a CertificateRequest",
         [R, R, R, R, R, R, R, R]),
     (Op::ResumeSuspension, "lift a Suspension (`spec.resumed`)",
-        [R, Y, R, R, R, R, R, Y]),
+        [R, Y, R, R, R, P(SR, "officer's decision"), R, P(SR, "officer's decision")]),
     (Op::SwitchIssuance, "change a CA's `spec.issuance` (start/stop issuance)",
         [P(IF, "(officers only"), Y, R, R, R, R, R, P(IF, "(officers only")]),
     (Op::ConfigureCa, "change a CA's configuration (`spec.validity`)",

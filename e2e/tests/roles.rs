@@ -1152,6 +1152,13 @@ async fn each_role_applies_what_it_creates_server_side() {
         (
             "ra-system",
             &["chop:registration-authorities"][..],
+            "Suspension",
+            "suspensions",
+            "hold-by-ra",
+        ),
+        (
+            "ra-system",
+            &["chop:registration-authorities"][..],
             "CertificateRequest",
             "certificaterequests",
             "req-by-ra",
@@ -1201,4 +1208,49 @@ async fn each_role_applies_what_it_creates_server_side() {
             err.message
         );
     }
+    // The RA applies its Suspension server-side, but lifting the hold through the
+    // same apply is an officer's decision (chop-suspension-resume, CPS 4.9.17).
+    let resume = |name: &str| {
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension", "metadata": {"name": name},
+               "spec": {"caRef": {"name": "moica"}, "certificateRequestRef": {"name": "wang"},
+                        "requester": "Subscriber", "resumed": true}})
+    };
+    let ra = f
+        .user("ra-system", &["chop:registration-authorities"])
+        .await;
+    let holds: Api<DynamicObject> =
+        Api::namespaced_with(ra, f.ns(), &resource("Suspension", "suspensions"));
+    let err = api_error(
+        holds
+            .patch(
+                "hold-by-ra",
+                &apply("ra-system"),
+                &Patch::Apply(&resume("hold-by-ra")),
+            )
+            .await,
+    );
+    assert_eq!(err.code, 403, "{}", err.message);
+    assert!(
+        err.message.contains("chop-suspension-resume"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("officer's decision"),
+        "{}",
+        err.message
+    );
+    let officer = f.user("officer-1", &["chop:officers"]).await;
+    let holds: Api<DynamicObject> =
+        Api::namespaced_with(officer, f.ns(), &resource("Suspension", "suspensions"));
+    // (`kubectl chop resume`: a merge patch; the RA's apply owns the other fields.)
+    let resumed = holds
+        .patch(
+            "hold-by-ra",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the officer resumes the RA's hold: {e}"));
+    assert_eq!(resumed.data["spec"]["resumed"], json!(true));
 }
