@@ -89,7 +89,8 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$STATE_DIR'
 max_connections = 100
-shared_buffers = 256MB
+# A register's indexes (random serials, key fingerprints) should stay in memory.
+shared_buffers = 1GB
 max_wal_size = 4GB
 # Random serials and key fingerprints put each insert on another index page, so
 # most inserts write full-page images to the WAL; compressing them is the

@@ -382,32 +382,36 @@ impl Register for PgRegister {
     ) -> Result<Vec<RevokedEntry>> {
         let p = partition_sql(partition)?;
         // Served by the partial index status_crl (state <> 0): the cost follows
-        // the CRL's size, not the register's.
+        // the CRL's size, not the register's. Unordered (the CRL builder sorts)
+        // and streamed: rows are turned into entries as they arrive, never all
+        // held as rows at once.
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ca, &p, &now];
         let rows = self
             .client()
-            .query(
+            .query_raw(
                 "SELECT serial, reason, revoked_at, invalidity, not_after, partition FROM status
                   WHERE ca = $1 AND state <> 0 AND ($2::integer IS NULL OR partition = $2)
-                    AND not_after > $3
-                  ORDER BY serial",
-                &[&ca, &p, &now],
+                    AND not_after > $3",
+                params,
             )
             .await
             .map_err(db("read CRL entries"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(RevokedEntry {
-                    serial: serial_of(r.get::<_, &[u8]>(0))?,
-                    reason: reason_of(r.get(1))?,
-                    revoked_at: r.get(2),
-                    invalidity_date: r.get(3),
-                    not_after: r.get(4),
-                    partition: r
-                        .get::<_, Option<i32>>(5)
-                        .and_then(|p| u32::try_from(p).ok()),
-                })
-            })
-            .collect()
+        futures::pin_mut!(rows);
+        let mut entries = Vec::new();
+        while let Some(r) = rows.next().await {
+            let r = r.map_err(db("read CRL entries"))?;
+            entries.push(RevokedEntry {
+                serial: serial_of(r.get::<_, &[u8]>(0))?,
+                reason: reason_of(r.get(1))?,
+                revoked_at: r.get(2),
+                invalidity_date: r.get(3),
+                not_after: r.get(4),
+                partition: r
+                    .get::<_, Option<i32>>(5)
+                    .and_then(|p| u32::try_from(p).ok()),
+            });
+        }
+        Ok(entries)
     }
 
     async fn by_key(&self, fingerprint: &[u8; 32]) -> Result<Vec<Summary>> {
