@@ -27,14 +27,19 @@
 //! passes a [`seal::TreeHeadSigner`]; a software one exists only for tests, feature
 //! `test-signer`), no Kubernetes types beyond chop-crds' plain structs.
 
+pub mod export;
 pub mod head;
 pub mod key;
 pub mod merkle;
+pub mod sample;
 pub mod seal;
+pub mod search;
 #[cfg(any(test, feature = "test-signer"))]
 pub mod testing;
+pub mod verify;
 
 pub use seal::{TrailState, TreeHeadSigner, seal};
+pub use verify::{Problem, Summary, verify, verify_since};
 
 /// Everything that can go wrong outside verification (a verification finding is a
 /// [`verify::Problem`], not an error).
