@@ -62,7 +62,7 @@ impl TrailState {
         };
         let mut last = first.previous_hash.clone();
         for (i, r) in spec.records.iter().enumerate() {
-            let want = spec.first_sequence + i as u64;
+            let want = spec.first_sequence.saturating_add(i as u64);
             if r.sequence != want {
                 return Err(bad(format!(
                     "record {i} has sequence {}, expected {want}",
@@ -93,7 +93,7 @@ impl TrailState {
         }
         Ok(TrailState {
             next_sequence: spec.tree_size,
-            next_index: spec.index + 1,
+            next_index: spec.index.saturating_add(1),
             frontier,
             previous_segment_hash: head::segment_hash(spec)?,
             last_leaf_hash: last,

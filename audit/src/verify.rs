@@ -470,7 +470,7 @@ fn check_records(
 ) -> Result<(), Problem> {
     let records = &s.records;
     for (i, r) in records.iter().enumerate() {
-        let expected = s.first_sequence + i as u64;
+        let expected = s.first_sequence.saturating_add(i as u64);
         if r.sequence != expected {
             let segment = s.index;
             if records[..i].iter().any(|p| p.sequence == r.sequence) {
