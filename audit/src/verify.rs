@@ -493,12 +493,15 @@ fn check_records(
         if let Some(prev) = last_leaf {
             if r.previous_hash != merkle::to_hex(prev) {
                 // The record before no longer hashes to what this one recorded:
-                // it was altered (or this record's previousHash was). The first
-                // record's predecessor is covered by the previous segment's root,
-                // already checked: then this record was altered.
+                // either it was altered, or this record's previousHash was. The
+                // signed root tells which: with this record's previousHash put
+                // back, does the segment give its signed root? The first record's
+                // predecessor is covered by the previous segment's root, already
+                // checked: then this record was altered.
+                let this_one = i == 0 || previous_hash_was_edited(s, i, running, prev);
                 return Err(Problem::AlteredRecord {
                     segment: s.index,
-                    sequence: if i == 0 { expected } else { expected - 1 },
+                    sequence: if this_one { expected } else { expected - 1 },
                 });
             }
         } else if merkle::from_hex(&r.previous_hash).is_err() {
@@ -510,6 +513,28 @@ fn check_records(
         *last_leaf = Some(h);
     }
     Ok(())
+}
+
+/// Whether segment `s` gives its signed root once record `i`'s previousHash is
+/// set back to `prev` (`running`: the frontier before record `i`).
+fn previous_hash_was_edited(
+    s: &AuditSegmentSpec,
+    i: usize,
+    running: &Frontier,
+    prev: &Hash,
+) -> bool {
+    let mut f = running.clone();
+    for (j, r) in s.records.iter().enumerate().skip(i) {
+        let mut r = r.clone();
+        if j == i {
+            r.previous_hash = merkle::to_hex(prev);
+        }
+        match head::record_hash(&r) {
+            Ok(h) => f.push(h),
+            Err(_) => return false,
+        }
+    }
+    f.size() == s.tree_size && merkle::to_hex(&f.root()) == s.root_hash
 }
 
 /// [`verify`], also returning the tree of the leaves held (from the first
@@ -791,6 +816,24 @@ mod tests {
                     role: "approvedBy".into(),
                     user: "mallory".into(),
                 });
+            assert_eq!(
+                verify(&t, key.spki_der()),
+                Err(Problem::AlteredRecord {
+                    segment: seg as u64,
+                    sequence: seq
+                }),
+                "seg {seg} rec {rec}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_edited_previous_hash_names_its_own_record() {
+        let key = SoftwareSigner::generate();
+        let segs = trail(&key, "request.created");
+        for (seg, rec, seq) in [(1, 1, 4), (1, 2, 5), (2, 0, 6)] {
+            let mut t = segs.clone();
+            t[seg].records[rec].previous_hash = ZERO_HASH.into();
             assert_eq!(
                 verify(&t, key.spki_der()),
                 Err(Problem::AlteredRecord {
