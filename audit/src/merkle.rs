@@ -268,7 +268,9 @@ impl CompactTree {
     }
 
     /// Audit path of leaf `index` in the tree of the first `size` leaves
-    /// (RFC 9162 §2.1.3.1), if computable.
+    /// (RFC 9162 §2.1.3.1: "`PATH(m, D[n]) = PATH(m, D[0:k]) : MTH(D[k:n])` for
+    /// m < k; and `PATH(m, D[n]) = PATH(m - k, D[k:n]) : MTH(D[0:k])` for m >= k"),
+    /// if computable.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
         if index >= size || size > self.size() {
             return None;
@@ -295,8 +297,11 @@ impl CompactTree {
     }
 
     /// Consistency proof between the tree of the first `old_size` leaves and the tree
-    /// of the first `new_size` (RFC 9162 §2.1.4.1), if computable (`old_size` at least
-    /// the frontier's size). Empty when `old_size` is 0 or equals `new_size`.
+    /// of the first `new_size` (RFC 9162 §2.1.4.1: "`PROOF(m, D[n]) = SUBPROOF(m,
+    /// D[n], true)`"; SUBPROOF recurses left with `MTH(D[k:n])` appended when
+    /// m <= k, right with `MTH(D[0:k])` appended otherwise), if computable (`old_size` at
+    /// least the frontier's size: every node it needs is then a frontier subtree, or
+    /// made of held leaves). Empty when `old_size` is 0 or equals `new_size`.
     pub fn consistency_proof(&self, old_size: u64, new_size: u64) -> Option<Vec<Hash>> {
         if old_size > new_size || new_size > self.size() {
             return None;
@@ -330,7 +335,15 @@ impl CompactTree {
 }
 
 /// Verify an inclusion proof (RFC 9162 §2.1.3.2): leaf `index` with hash `leaf` is
-/// in the tree of `size` leaves whose root is `root`.
+/// in the tree of `size` leaves whose root is `root`. The steps are the RFC's:
+/// "Set fn to leaf_index and sn to tree_size - 1. Set r to hash. For each value p
+/// in the inclusion_path array: If sn is 0, then stop the iteration and fail the
+/// proof verification. If LSB(fn) is set, or if fn is equal to sn, then: Set r to
+/// HASH(0x01 || p || r). If LSB(fn) is not set, then right-shift both fn and sn
+/// equally until either LSB(fn) is set or fn is 0. Otherwise: Set r to
+/// HASH(0x01 || r || p). Finally, right-shift both fn and sn one time. [...]
+/// Compare r against the root_hash. If they are equal and sn is 0, the proof
+/// verification succeeds."
 pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
@@ -360,6 +373,13 @@ pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root
 
 /// Verify a consistency proof (RFC 9162 §2.1.4.2): the tree of `new_size` leaves
 /// with root `new_root` extends the tree of `old_size` leaves with root `old_root`.
+/// As the RFC: "If first is an exact power of 2, then prepend first_hash to the
+/// consistency_path array. Set fn to first - 1 and sn to second - 1. If LSB(fn) is
+/// set, then right-shift both fn and sn equally until LSB(fn) is not set. Set both
+/// fr and sr to the first value in the consistency_path array. [...] verify that
+/// the fr calculated is equal to the first_hash supplied, that the sr calculated
+/// is equal to the second_hash supplied, and that sn is 0." Equal sizes need an
+/// empty proof and equal roots; every tree extends the empty one.
 pub fn verify_consistency(
     old_size: u64,
     new_size: u64,
