@@ -1,0 +1,298 @@
+//! End to end: the controller's audit trail (CPS §5.4) on a real kube-apiserver
+//! with the real `chop-controller` binary, its audit key in SoftHSM2.
+//!
+//! - `fails_closed_while_the_trail_is_unwritable`: the controller loses the
+//!   right to create AuditSegments → an approved request waits with
+//!   `Issued=False AuditUnavailable` (condition, Event, `chop_audit_writable 0`)
+//!   and nothing is signed; the right comes back → it is issued, the trail
+//!   verifies without a gap, with exactly one `certificate.issue` record for it
+//!   and an `audit.resumed` record.
+//! - `a_crash_after_a_commit_continues_the_chain`: the controller aborts right
+//!   after committing a certificate; the restarted controller continues the
+//!   same trail (one `audit.key`, contiguous segments, it verifies).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use crds::AuditSegment;
+use crds::audit_segment::AuditRecord;
+use crds::{CertificateRequest, IssuedCertificate};
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+mod common;
+use common::*;
+
+/// The trail's segments in index order, read from the API server.
+async fn segments(h: &Harness) -> Vec<AuditSegment> {
+    let mut s = h
+        .api::<AuditSegment>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    s.sort_by_key(|s| s.spec.index);
+    s
+}
+
+/// Verify the trail with the audit key the controller published, and check
+/// that sequences and segment indexes have no gap; its records.
+async fn verified_records(h: &Harness) -> Vec<AuditRecord> {
+    let segs = segments(h).await;
+    assert!(!segs.is_empty(), "no audit segment");
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(s.spec.index, i as u64, "segment indexes have a gap");
+    }
+    let records: Vec<AuditRecord> = segs
+        .iter()
+        .flat_map(|s| s.spec.records.iter().cloned())
+        .collect();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.sequence, i as u64, "record sequences have a gap");
+    }
+    assert_eq!(records[0].event, "audit.key");
+    verify_trail(h, &segs).await;
+    records
+}
+
+async fn wait_records(
+    h: &Harness,
+    what: &str,
+    f: impl Fn(&[AuditRecord]) -> bool,
+) -> Vec<AuditRecord> {
+    h.wait(what, 30, || async {
+        let recs: Vec<AuditRecord> = segments(h)
+            .await
+            .iter()
+            .flat_map(|s| s.spec.records.iter().cloned())
+            .collect();
+        f(&recs).then_some(recs)
+    })
+    .await
+}
+
+/// Verify the trail with `chop_audit::verify_named` against the audit key the
+/// controller published (ConfigMap chop-audit-key).
+async fn verify_trail(h: &Harness, segs: &[AuditSegment]) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cm = h.api::<ConfigMap>().get("chop-audit-key").await.unwrap();
+    let data = cm.data.unwrap();
+    let spki = chop_audit::key::spki_from_pem(&data["audit-key.pem"]).unwrap();
+    assert_eq!(chop_audit::key::key_id(&spki), data["key-id"]);
+    let named: Vec<(String, crds::AuditSegmentSpec)> = segs
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap(), s.spec.clone()))
+        .collect();
+    if let Err(p) = chop_audit::verify::verify_named(&named, &spki) {
+        panic!("the trail does not verify: {p}");
+    }
+}
+
+fn about<'a>(records: &'a [AuditRecord], event: &str, name: &str) -> Vec<&'a AuditRecord> {
+    records
+        .iter()
+        .filter(|r| r.event == event && r.object.as_ref().is_some_and(|o| o.name == name))
+        .collect()
+}
+
+fn metric(h: &Harness, name: &str) -> Option<f64> {
+    http_get(h.metrics_port, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn fails_closed_while_the_trail_is_unwritable() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let csr = h.csr("a");
+    issue(&h, "before", "ref-before", &csr).await;
+    wait_records(&h, "the first certificate's record", |r| {
+        !about(r, "certificate.issue", "before").is_empty()
+    })
+    .await;
+
+    // The controller loses `create` on auditsegments (and keeps the rest).
+    let ns = h.ns().to_string();
+    let admin = h.env.admin();
+    let shipped: ClusterRole = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests/rbac/chop-controller.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut crippled = shipped.clone();
+    let crippled_name = format!("chop-controller-no-audit-{ns}");
+    crippled.metadata = kube::api::ObjectMeta {
+        name: Some(crippled_name.clone()),
+        ..Default::default()
+    };
+    for rule in crippled.rules.as_mut().unwrap() {
+        if rule
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.iter().any(|r| r == "auditsegments"))
+        {
+            rule.verbs.retain(|v| v != "create");
+        }
+    }
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &crippled)
+        .await
+        .unwrap();
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), &ns);
+    let binding = |name: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "chop-controller"}]
+        }))
+        .unwrap()
+    };
+    bindings
+        .create(&PostParams::default(), &binding("no-audit", &crippled_name))
+        .await
+        .unwrap();
+    bindings
+        .delete("chop-controller", &DeleteParams::default())
+        .await
+        .unwrap();
+    let sar: Api<SubjectAccessReview> = Api::all(admin.clone());
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {"user": "chop-controller", "resourceAttributes": {
+            "namespace": ns, "verb": "create", "group": "chop.dev", "resource": "auditsegments"}}
+    }))
+    .unwrap();
+    h.wait("the controller may no longer create segments", 30, || {
+        let (sar, review) = (sar.clone(), review.clone());
+        async move {
+            let r = sar.create(&PostParams::default(), &review).await.ok()?;
+            (!r.status?.allowed).then_some(())
+        }
+    })
+    .await;
+    let before = segments(&h).await.len();
+
+    // An approved, accepted request waits, and nothing is signed.
+    h.create_request("blocked", "Signature", "ref-blocked", &csr, true)
+        .await;
+    h.approve("blocked").await;
+    let cr = h
+        .wait_condition("blocked", "Issued", "False", Some("AuditUnavailable"))
+        .await;
+    let msg = &cr
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Issued")
+        .unwrap()
+        .message;
+    assert!(msg.contains("nothing was signed"), "{msg}");
+    warning_event(&h, "blocked", "AuditUnavailable").await;
+    assert_eq!(metric(&h, "chop_audit_writable"), Some(0.0));
+    // Long enough for the request to be retried (dedup of its record).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let cr = h.api::<CertificateRequest>().get("blocked").await.unwrap();
+    let st = cr.status.unwrap();
+    assert!(
+        st.certificate.is_none(),
+        "signed while the trail was unwritable"
+    );
+    assert!(records_of(&h, "blocked").await.is_empty());
+    let n_issued = h
+        .api::<IssuedCertificate>()
+        .list(&ListParams::default().labels(SUBSCRIBER_RECORDS))
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(n_issued, 1, "a certificate was signed without its record");
+    assert_eq!(segments(&h).await.len(), before);
+
+    // The right comes back: the request is issued, and recorded once.
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding("chop-controller", "chop-controller"),
+        )
+        .await
+        .unwrap();
+    bindings
+        .delete("no-audit", &DeleteParams::default())
+        .await
+        .unwrap();
+    let cr = h
+        .wait_condition("blocked", "Issued", "True", Some("Issued"))
+        .await;
+    let serial = cr.status.unwrap().serial_number.unwrap();
+    wait_records(&h, "audit.resumed", |r| {
+        r.iter().any(|r| r.event == "audit.resumed")
+    })
+    .await;
+    let records = verified_records(&h).await;
+    let intents = about(&records, "certificate.issue", "blocked");
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(intents[0].serial.as_deref(), Some(serial.as_str()));
+    let resumed = records.iter().find(|r| r.event == "audit.resumed").unwrap();
+    let paused: f64 = resumed.details["pausedSeconds"].parse().unwrap();
+    assert!(paused >= 10.0, "{resumed:?}");
+    assert_eq!(metric(&h, "chop_audit_writable"), Some(1.0));
+    Api::<ClusterRole>::all(admin)
+        .delete(&crippled_name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_after_a_commit_continues_the_chain() {
+    let mut h = Harness::new().await;
+    h.start_with(Some("CHOP_TEST_CRASH_AFTER_COMMIT"));
+    h.create_ca().await;
+    let csr = h.csr("a");
+    h.create_request("first", "Signature", "ref-1", &csr, true)
+        .await;
+    h.approve("first").await;
+    h.wait_for_abort("after committing the certificate", 60)
+        .await;
+    let before = segments(&h).await;
+    assert!(!before.is_empty());
+    h.start(false);
+    let cr = h
+        .wait_condition("first", "Issued", "True", Some("Issued"))
+        .await;
+    let serial = cr.status.unwrap().serial_number.unwrap();
+    let serial2 = issue(&h, "second", "ref-2", &csr).await;
+    let records = wait_records(&h, "the second certificate's record", |r| {
+        !about(r, "certificate.issue", "second").is_empty()
+    })
+    .await;
+    drop(records);
+    let records = verified_records(&h).await;
+    assert_eq!(
+        records.iter().filter(|r| r.event == "audit.key").count(),
+        1,
+        "the restarted controller started a new trail"
+    );
+    let first = about(&records, "certificate.issue", "first");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(
+        about(&records, "certificate.issue", "second")[0]
+            .serial
+            .as_deref(),
+        Some(serial2.as_str())
+    );
+    // The segments the first process wrote are unchanged.
+    let after = segments(&h).await;
+    for s in &before {
+        assert_eq!(after[s.spec.index as usize].spec, s.spec);
+    }
+}
