@@ -1,6 +1,11 @@
 //! End to end: the controller's audit trail (CPS §5.4) on a real kube-apiserver
 //! with the real `chop-controller` binary, its audit key in SoftHSM2.
 //!
+//! - `journey`: a CA, a request by an RA user, an officer's approval, the
+//!   applicant's acceptance, issuance, a hold and its resumption, revocation, a
+//!   CRL → the trail (read from the API server) verifies with `chop_audit`,
+//!   holds each event with the right users, and each intent record precedes its
+//!   effect.
 //! - `fails_closed_while_the_trail_is_unwritable`: the controller loses the
 //!   right to create AuditSegments → an approved request waits with
 //!   `Issued=False AuditUnavailable` (condition, Event, `chop_audit_writable 0`)
@@ -20,7 +25,7 @@ use crds::audit_segment::AuditRecord;
 use crds::{CertificateRequest, IssuedCertificate};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 mod common;
@@ -98,10 +103,182 @@ fn about<'a>(records: &'a [AuditRecord], event: &str, name: &str) -> Vec<&'a Aud
         .collect()
 }
 
+fn user_of<'a>(r: &'a AuditRecord, role: &str) -> Option<&'a str> {
+    r.users
+        .iter()
+        .find(|u| u.role == role)
+        .map(|u| u.user.as_str())
+}
+
+fn one<'a>(records: &'a [AuditRecord], event: &str, name: &str) -> &'a AuditRecord {
+    let found = about(records, event, name);
+    assert_eq!(found.len(), 1, "{event} of {name}: {found:#?}");
+    found[0]
+}
+
 fn metric(h: &Harness, name: &str) -> Option<f64> {
     http_get(h.metrics_port, "/metrics")
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn journey() {
+    use crds::{CRLSchedule, Revocation, Suspension};
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    h.start(false);
+    h.create_ca().await;
+    let ns = h.ns().to_string();
+    let ra = h.ra_user("ra-alice").await;
+    let officer = h.user_with_role("officer-bob", "chop:officer").await;
+    let as_ra = |m: &str| PostParams {
+        field_manager: Some(m.to_string()),
+        ..PostParams::default()
+    };
+
+    // Request (RA), approval (officer), acceptance (applicant via the RA).
+    let csr = h.csr("j");
+    Api::<CertificateRequest>::namespaced(ra.clone(), &ns)
+        .create(
+            &as_ra("ra-alice"),
+            &request_body("journey", "Signature", "ref-journey", &csr, false),
+        )
+        .await
+        .unwrap();
+    let approval = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+        "status": {"conditions": [{"type": "Approved", "status": "True", "reason": "OfficerApproved",
+            "message": "identity checked in person", "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
+    Api::<CertificateRequest>::namespaced(officer.clone(), &ns)
+        .patch_status(
+            "journey",
+            &PatchParams::apply("officer-bob").force(),
+            &Patch::Apply(&approval),
+        )
+        .await
+        .unwrap();
+    Api::<CertificateRequest>::namespaced(ra.clone(), &ns)
+        .patch(
+            "journey",
+            &PatchParams {
+                field_manager: Some("ra-alice".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"spec": {"accepted": true}})),
+        )
+        .await
+        .unwrap();
+    let cr = h
+        .wait_condition("journey", "Issued", "True", Some("Issued"))
+        .await;
+    let serial = cr.status.unwrap().serial_number.unwrap();
+    let issued = record(&h, &serial).await;
+
+    // Hold and resume, then revoke (all asked by the RA, lifted by the officer).
+    let hold: Suspension = serde_json::from_value(json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
+        "metadata": {"name": "hold-1"},
+        "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": "journey"}, "requester": "Subscriber"}}))
+    .unwrap();
+    Api::<Suspension>::namespaced(ra.clone(), &ns)
+        .create(&as_ra("ra-alice"), &hold)
+        .await
+        .unwrap();
+    wait_record(&h, &serial, "Held").await;
+    h.api::<Suspension>()
+        .patch(
+            "hold-1",
+            &PatchParams {
+                field_manager: Some("officer-bob".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    wait_record(&h, &serial, "Valid").await;
+    let rev: Revocation = serde_json::from_value(
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
+        "metadata": {"name": "rev-1"},
+        "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": "journey"},
+                 "reason": "keyCompromise", "requester": "Subscriber"}}),
+    )
+    .unwrap();
+    Api::<Revocation>::namespaced(ra.clone(), &ns)
+        .create(&as_ra("ra-alice"), &rev)
+        .await
+        .unwrap();
+    wait_record(&h, &serial, "Revoked").await;
+
+    // A CRL.
+    let sched: CRLSchedule = serde_json::from_value(json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CRLSchedule",
+        "metadata": {"name": "root-crl"},
+        "spec": {"caRef": {"name": "root"}, "interval": "1h", "validity": "36h", "overlap": "12h"}}))
+    .unwrap();
+    h.api::<CRLSchedule>()
+        .create(&PostParams::default(), &sched)
+        .await
+        .unwrap();
+    let records = wait_records(&h, "crl.published", |r| {
+        r.iter().any(|r| r.event == "crl.published")
+    })
+    .await;
+    drop(records);
+    let records = verified_records(&h).await;
+
+    // The root's self-signature, recorded before it was made.
+    let root = one(&records, "ca.certificate", "root");
+    assert_eq!(root.details["purpose"], "root-self-sign");
+    assert!(root.key.is_some());
+    // The request's story, with the users the API server knows.
+    let created = one(&records, "request.created", "journey");
+    assert_eq!(user_of(created, "requestedBy"), Some("ra-alice"));
+    assert_eq!(created.details["subscriberReference"], "ref-journey");
+    let approved = one(&records, "request.approved", "journey");
+    assert_eq!(user_of(approved, "approvedBy"), Some("officer-bob"));
+    let accepted = one(&records, "request.accepted", "journey");
+    assert_eq!(user_of(accepted, "acceptedBy"), Some("ra-alice"));
+    let intent = one(&records, "certificate.issue", "journey");
+    assert_eq!(intent.outcome, "intent");
+    assert_eq!(intent.serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(intent.ca.as_deref(), Some(format!("{ns}/root").as_str()));
+    assert_eq!(intent.details["purpose"], "certificate");
+    assert_eq!(user_of(intent, "requestedBy"), Some("ra-alice"));
+    assert_eq!(user_of(intent, "approvedBy"), Some("officer-bob"));
+    assert_eq!(user_of(intent, "acceptedBy"), Some("ra-alice"));
+    assert!(created.sequence < intent.sequence && approved.sequence < intent.sequence);
+    let done = one(&records, "certificate.issued", "journey");
+    assert!(intent.sequence < done.sequence);
+    // The intent's segment was signed before the certificate's record existed.
+    let segs = segments(&h).await;
+    let seg = segs
+        .iter()
+        .find(|s| s.spec.records.iter().any(|r| r.sequence == intent.sequence))
+        .unwrap();
+    let signed_at: jiff::Timestamp = seg.spec.signed_at.parse().unwrap();
+    let created_at = issued.metadata.creation_timestamp.unwrap().0;
+    assert!(
+        signed_at.as_second() <= created_at.as_second(),
+        "{signed_at} > {created_at}"
+    );
+    let hold = one(&records, "suspension.hold", "hold-1");
+    assert_eq!(hold.serial.as_deref(), Some(serial.as_str()));
+    assert_eq!(user_of(hold, "heldBy"), Some("ra-alice"));
+    let resume = one(&records, "suspension.resume", "hold-1");
+    assert_eq!(user_of(resume, "resumedBy"), Some("officer-bob"));
+    let revoke = one(&records, "revocation.apply", "rev-1");
+    assert_eq!(revoke.reason.as_deref(), Some("keyCompromise"));
+    assert_eq!(user_of(revoke, "revokedBy"), Some("ra-alice"));
+    assert!(done.sequence < hold.sequence && hold.sequence < resume.sequence);
+    assert!(resume.sequence < revoke.sequence);
+    let crl = one(&records, "crl.sign", "root-crl");
+    assert_eq!(crl.details["purpose"], "crl");
+    assert_eq!(crl.details["entries"], "1");
+    let published = one(&records, "crl.published", "root-crl");
+    assert_eq!(published.crl_number, crl.crl_number);
+    assert!(revoke.sequence < crl.sequence && crl.sequence < published.sequence);
+    // No PIN anywhere in the trail.
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains(PIN));
 }
 
 #[tokio::test]

@@ -272,8 +272,37 @@ impl Audit {
 
     /// [`Audit::record`] with another timeout.
     pub async fn record_within(&self, event: AuditEvent, timeout: Duration) -> Result<u64> {
+        let rx = match self.submit(event)? {
+            Submitted::Done(seq) => return Ok(seq),
+            Submitted::Waiting(rx) => rx,
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(_)) => Err(Error::AuditUnavailable {
+                message: "the audit writer stopped".into(),
+            }),
+            Err(_) => Err(Error::AuditUnavailable {
+                message: format!(
+                    "the record was not committed within {}s: {}",
+                    timeout.as_secs(),
+                    self.why()
+                ),
+            }),
+        }
+    }
+
+    fn why(&self) -> String {
+        match &self.mode {
+            Mode::Writer(_, s) => lock(&s.why).clone(),
+            Mode::Unconfigured(why) => why.clone(),
+            Mode::Off => String::new(),
+        }
+    }
+
+    /// Queue `event` now (so it precedes anything queued after this call).
+    fn submit(&self, event: AuditEvent) -> Result<Submitted> {
         let (tx, shared) = match &self.mode {
-            Mode::Off => return Ok(0),
+            Mode::Off => return Ok(Submitted::Done(0)),
             Mode::Unconfigured(why) => {
                 return Err(Error::AuditUnavailable {
                     message: why.clone(),
@@ -286,7 +315,7 @@ impl Audit {
             Some(key) => {
                 let mut map = lock(&shared.dedup);
                 match map.get_mut(key) {
-                    Some(Dedup::Committed(seq, _)) => return Ok(*seq),
+                    Some(Dedup::Committed(seq, _)) => return Ok(Submitted::Done(*seq)),
                     Some(Dedup::Pending(waiters)) => {
                         waiters.push(reply);
                         None
@@ -314,32 +343,31 @@ impl Audit {
                 message: "the audit writer stopped".into(),
             });
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(_)) => Err(Error::AuditUnavailable {
-                message: "the audit writer stopped".into(),
-            }),
-            Err(_) => Err(Error::AuditUnavailable {
-                message: format!(
-                    "the record was not committed within {}s: {}",
-                    timeout.as_secs(),
-                    lock(&shared.why)
-                ),
-            }),
-        }
+        Ok(Submitted::Waiting(rx))
     }
 
-    /// Record `event` without waiting (observed events whose effect already
-    /// happened elsewhere); failures are logged.
+    /// Record `event` without waiting for the commit (observed events and
+    /// outcomes, whose effect is not the controller's to hold back): it is
+    /// queued now, so it precedes what is recorded after; failures are logged.
     pub fn note(&self, event: AuditEvent) {
-        let audit = self.clone();
-        tokio::spawn(async move {
-            let what = event.record.event.clone();
-            if let Err(e) = audit.record_within(event, Duration::from_secs(3600)).await {
-                tracing::warn!(event = %what, error = %e, "audit record not committed");
+        let what = event.record.event.clone();
+        match self.submit(event) {
+            Ok(Submitted::Done(_)) => {}
+            Ok(Submitted::Waiting(rx)) => {
+                tokio::spawn(async move {
+                    if rx.await.is_err() {
+                        tracing::warn!(event = %what, "audit record not committed: the writer stopped");
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!(event = %what, error = %e, "audit record not queued"),
+        }
     }
+}
+
+enum Submitted {
+    Done(u64),
+    Waiting(oneshot::Receiver<u64>),
 }
 
 /// Details as a sorted map (for tests and call sites).

@@ -595,6 +595,18 @@ async fn subordinate(
     let cerr = Error::ca(&id);
     let subject = dn_from_spec(&ca.spec.subject).map_err(cerr)?;
     if status.csr.is_none() {
+        let key = ca::signer::spki_der(signer.public_key())
+            .map(|d| crate::audit::key::sha256_hex(&d))
+            .map_err(cerr)?;
+        ctx.audit
+            .record(
+                crate::audit::AuditEvent::new("ca.certificate", "intent")
+                    .object(ca)
+                    .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                    .key_use(key, "subordinate-csr")
+                    .dedup(format!("ca.csr/{}", ca.uid().unwrap_or_default())),
+            )
+            .await?;
         let (s2, subj) = (Arc::clone(&signer), subject.clone());
         let started = Instant::now();
         let der =
@@ -760,6 +772,24 @@ async fn self_sign(
             super::parse_period(v).map_err(|m| cerr(ca::Error::InvalidValidity(m)))?;
     }
     request.policy_oids = policy_oids(ca, &id)?;
+    // The record of the signature is committed before the HSM signs.
+    let key = ca::signer::spki_der(signer.public_key())
+        .map(|d| crate::audit::key::sha256_hex(&d))
+        .map_err(cerr)?;
+    ctx.audit
+        .record(
+            crate::audit::AuditEvent::new("ca.certificate", "intent")
+                .object(ca)
+                .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                .serial(request.serial.to_hex())
+                .key_use(key, "root-self-sign")
+                .dedup(format!(
+                    "ca.certificate/{}/{}",
+                    ca.uid().unwrap_or_default(),
+                    request.serial.to_hex()
+                )),
+        )
+        .await?;
     let started = Instant::now();
     let root = tokio::task::spawn_blocking(move || self_sign_root(signer.as_ref(), &request))
         .await
