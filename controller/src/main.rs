@@ -302,6 +302,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let ctx = Arc::new(ctx);
+    tokio::spawn(controller::audit::tamper::run(
+        Arc::clone(&ctx),
+        args.audit.namespace.clone(),
+        args.audit.retention,
+    ));
 
     tokio::select! {
         () = controller::run(ctx, args.namespace.as_deref()) => Ok(()),

@@ -12,6 +12,10 @@
 //!   and nothing is signed; the right comes back → it is issued, the trail
 //!   verifies without a gap, with exactly one `certificate.issue` record for it
 //!   and an `audit.resumed` record.
+//! - `deleting_a_segment_is_recorded_as_tampering`: the cluster admin (no
+//!   policy in the way) deletes a committed segment → the controller records
+//!   `audit.tamper` naming it, counts `chop_audit_tamper_detected_total` and
+//!   publishes a Warning Event `AuditTamperDetected` on the segment.
 //! - `a_crash_after_a_commit_continues_the_chain`: the controller aborts right
 //!   after committing a certificate; the restarted controller continues the
 //!   same trail (one `audit.key`, contiguous segments, it verifies).
@@ -472,4 +476,29 @@ async fn a_crash_after_a_commit_continues_the_chain() {
     for s in &before {
         assert_eq!(after[s.spec.index as usize].spec, s.spec);
     }
+}
+
+#[tokio::test]
+async fn deleting_a_segment_is_recorded_as_tampering() {
+    let mut h = Harness::new().await;
+    h.start(false);
+    h.create_ca().await;
+    let segs = wait_records(&h, "the root's record", |r| {
+        r.iter().any(|r| r.event == "ca.certificate")
+    })
+    .await;
+    drop(segs);
+    h.api::<AuditSegment>()
+        .delete("audit-000000000000", &DeleteParams::default())
+        .await
+        .unwrap();
+    let records = wait_records(&h, "audit.tamper", |r| {
+        r.iter().any(|r| r.event == "audit.tamper")
+    })
+    .await;
+    let t = records.iter().find(|r| r.event == "audit.tamper").unwrap();
+    assert_eq!(t.details["segment"], "audit-000000000000");
+    assert!(t.details["what"].contains("deleted"), "{t:?}");
+    warning_event(&h, "audit-000000000000", "AuditTamperDetected").await;
+    assert_eq!(metric(&h, "chop_audit_tamper_detected_total"), Some(1.0));
 }

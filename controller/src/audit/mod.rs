@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod key;
+pub mod tamper;
 pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -187,6 +188,9 @@ pub(crate) struct Shared {
     why: Mutex<String>,
     /// Deduplication: key → pending waiters or the committed sequence.
     dedup: Mutex<HashMap<String, Dedup>>,
+    /// Segment hash of each segment this writer committed or read at start,
+    /// by index (the tamper watch compares with it).
+    pub(crate) committed: Mutex<HashMap<u64, String>>,
 }
 
 #[derive(Debug)]
@@ -260,6 +264,14 @@ impl Audit {
             Mode::Off => true,
             Mode::Unconfigured(_) => false,
             Mode::Writer(_, s) => s.writable.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The segment hash of segment `index` as this writer committed or read it.
+    pub fn committed_hash(&self, index: u64) -> Option<String> {
+        match &self.mode {
+            Mode::Writer(_, s) => lock(&s.committed).get(&index).cloned(),
+            _ => None,
         }
     }
 

@@ -131,6 +131,14 @@ impl Writer {
             .list(&ListParams::default())
             .await
             .map_err(Error::kube("list AuditSegments"))?;
+        {
+            let mut known = lock(&self.shared.committed);
+            for s in &list.items {
+                if let Ok(h) = chop_audit::head::segment_hash(&s.spec) {
+                    known.insert(s.spec.index, h);
+                }
+            }
+        }
         let Some(last) = list.items.into_iter().max_by_key(|s| s.spec.index) else {
             return Ok(chop_audit::TrailState::genesis());
         };
@@ -279,6 +287,9 @@ impl Writer {
             }
         }
         trail.state = next;
+        if let Ok(h) = chop_audit::head::segment_hash(&spec) {
+            lock(&self.shared.committed).insert(spec.index, h);
+        }
         self.metrics.audit_committed(&spec, started);
         for r in &spec.records {
             tracing::info!(target: "chop_audit", record = %serde_json::to_string(r).unwrap_or_default(), "audit");
