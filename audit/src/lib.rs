@@ -17,8 +17,8 @@
 //!
 //! Modules, one concern each: [`merkle`] (RFC 9162 hashes, frontier, proofs),
 //! [`head`] (the signed text, the segment hash, the leaf bytes), [`key`] (the audit
-//! public key, key id, signature check), [`seal`] (what the controller calls to
-//! make the next segment), [`verify`] (the auditor's check of a list of segments,
+//! public key, key id, signature check), [`seal`](mod@seal) (what the controller calls to
+//! make the next segment), [`verify`](mod@verify) (the auditor's check of a list of segments,
 //! and of a newer trail against an older export), [`export`] (the archive file),
 //! [`search`] (record filters), [`sample`] (the quarterly sample of issued
 //! certificates, CPS §8.4).

@@ -2,11 +2,11 @@
 //! inclusion and consistency proofs.
 //!
 //! RFC 9162 §2.1.1: "The hash of an empty list is the hash of an empty string:
-//! MTH({}) = HASH(). The hash of a list with one entry (also known as a leaf hash)
-//! is: MTH({d(0)}) = HASH(0x00 || d(0)). For n > 1, let k be the largest power of
+//! `MTH({}) = HASH()`. The hash of a list with one entry (also known as a leaf hash)
+//! is: `MTH({d(0)}) = HASH(0x00 || d(0))`. For n > 1, let k be the largest power of
 //! two smaller than n (i.e., k < n <= 2k). The Merkle Tree Hash of an n-element
-//! list D_n is then defined recursively as MTH(D_n) = HASH(0x01 || MTH(D[0:k]) ||
-//! MTH(D[k:n]))".
+//! list D_n is then defined recursively as
+//! `MTH(D_n) = HASH(0x01 || MTH(D[0:k]) || MTH(D[k:n]))`".
 //!
 //! Everything here works on leaf hashes (`HASH(0x00 || leaf)`), never on leaf
 //! bytes, so that a verifier holds 32 bytes per record. [`CompactTree`] is a tree
@@ -236,7 +236,7 @@ impl CompactTree {
         Some(f)
     }
 
-    /// MTH(D[start:end]), for the ranges that appear in RFC 9162's tree (aligned
+    /// `MTH(D[start:end])`, for the ranges that appear in RFC 9162's tree (aligned
     /// perfect subtrees and right edges). `None` when the range lies strictly inside a
     /// frontier subtree (those leaves are not held) or is empty or out of bounds.
     pub fn subtree(&self, start: u64, end: u64) -> Option<Hash> {

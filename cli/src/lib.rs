@@ -10,9 +10,11 @@
 //!
 //! One file per command group: [`request`] (approve, deny, accept),
 //! [`revocation`] (revoke, suspend, resume), [`status`], [`conformance`],
-//! [`ceremony`]. Non-goals: no caching, no retries beyond what makes a command
+//! [`ceremony`], [`audit`] (the auditor's commands over the signed audit trail,
+//! which read an export file offline or the cluster). Non-goals: no caching, no retries beyond what makes a command
 //! idempotent, no client-side policy (the server's refusal is the answer).
 
+pub mod audit;
 pub mod ceremony;
 pub mod conformance;
 pub mod duration;
@@ -72,13 +74,18 @@ pub enum Error {
     /// `conformance` found requirements not met (exit status 1).
     #[error("{0} CPS requirement(s) not met")]
     NotConforming(usize),
+    /// `audit` found the trail invalid: tampered, truncated, or signed by another
+    /// key (exit status 1). The message names the problem.
+    #[error("{0}\n  hint: docs/audit.md says what each problem means and what to do")]
+    AuditProblem(String),
 }
 
 impl Error {
-    /// Exit status: 1 when `conformance` found something not met, 2 for any error.
+    /// Exit status: 1 when `conformance` found something not met or `audit` a
+    /// problem in the trail, 2 for any error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::NotConforming(_) => 1,
+            Error::NotConforming(_) | Error::AuditProblem(_) => 1,
             _ => 2,
         }
     }
@@ -153,7 +160,13 @@ const EXAMPLES: &str = "Examples:
   # approve a key ceremony in your trusted role
   kubectl chop ceremony approve gen-root --role Auditor -n moica
 
-Exit status: 0 success; 1 conformance found a requirement not met; 2 error.";
+  # an auditor verifies the signed audit trail, archives it, samples a quarter
+  kubectl chop audit verify --from-cluster --since audit-2026Q3.json
+  kubectl chop audit export -o audit-2026Q4.json
+  kubectl chop audit sample --quarter 2026Q4 audit-2026Q4.json
+
+Exit status: 0 success; 1 conformance found a requirement not met, or audit found
+the trail tampered or invalid; 2 error.";
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -284,6 +297,9 @@ Example:
     /// Key ceremonies: approve in your trusted role, show status.
     #[command(subcommand)]
     Ceremony(ceremony::CeremonyCommand),
+    /// The signed audit trail: verify, export, search, sample, prove (auditor).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print a shell completion script.
     #[command(after_help = "Examples:
   kubectl chop completion bash > /etc/bash_completion.d/kubectl-chop
@@ -343,6 +359,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         clap_complete::generate(*shell, &mut cmd, "kubectl-chop", out);
         return Ok(());
     }
+    if let Command::Audit(command) = &cli.command {
+        // Connects only for --from-cluster: an export FILE is verified offline.
+        return audit::run(&cli, command, out).await;
+    }
     let ctx = Ctx::connect(&cli).await?;
     match cli.command {
         Command::Approve { request, reason } => {
@@ -358,7 +378,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         Command::Status { ca } => status::status(&ctx, &ca, out).await,
         Command::Conformance { ca } => conformance::conformance(&ctx, &ca, out).await,
         Command::Ceremony(c) => ceremony::run(&ctx, c, out).await,
-        Command::Completion { .. } => Ok(()),
+        Command::Completion { .. } | Command::Audit(_) => Ok(()),
     }
 }
 
