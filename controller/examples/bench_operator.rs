@@ -845,7 +845,10 @@ async fn main() -> Result<()> {
             println!("     {k:<40} {d:>7.0}  {:>5.2}/cert", d / n as f64);
         }
     }
-    println!("BENCH_RATE audit={} {rate:.3}", if audit { "on" } else { "off" });
+    println!(
+        "BENCH_RATE audit={} {rate:.3}",
+        if audit { "on" } else { "off" }
+    );
     if audit {
         // What the trail costs: records and stored bytes (the segment JSON as
         // the API server stores it, about its size in etcd) per certificate.

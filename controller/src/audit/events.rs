@@ -53,6 +53,22 @@ pub fn spec_manager<'a>(meta: &'a ObjectMeta, field: &str) -> Option<&'a str> {
     })
 }
 
+/// The field manager of the object's last spec write (by time of the
+/// managedFields entry).
+pub fn last_spec_manager(meta: &ObjectMeta) -> Option<&str> {
+    meta.managed_fields
+        .as_ref()?
+        .iter()
+        .filter(|m| m.subresource.as_deref().unwrap_or_default().is_empty())
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").is_some())
+        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.as_deref())
+}
+
 fn manager_of<'a>(
     meta: &'a ObjectMeta,
     subresource: Option<&str>,

@@ -133,6 +133,20 @@ fn cache_key(ca: &CertificateAuthority, serial: &str) -> SigningKey {
 async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     let id = object_id(ca);
     let mut status = ca.status.clone().unwrap_or_default();
+    // A spec the controller has not acted on yet: recorded with its
+    // generation, its hash and its issuance switch (once per generation).
+    if status.observed_generation != ca.meta().generation {
+        let spec = serde_json::to_vec(&ca.spec).unwrap_or_default();
+        let g = ca.meta().generation.unwrap_or_default().to_string();
+        ctx.audit.note(
+            crate::audit::observed("ca.changed", ca, &g)
+                .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                .detail("generation", g.clone())
+                .detail("specHash", crate::audit::key::sha256_hex(&spec))
+                .detail("issuance", format!("{:?}", ca.spec.issuance))
+                .user("changedBy", crate::audit::last_spec_manager(ca.meta())),
+        );
+    }
 
     // Fast path: this CA (uid, generation, certificate) already has a signing
     // context, so the token, key and certificate were checked: only refresh the
@@ -292,6 +306,13 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
                 ca::Error::PinIncorrect { .. } | ca::Error::PinLocked { .. }
             ) {
                 ctx.metrics.login_failure(&ca.name_any(), reason);
+                ctx.audit.note(
+                    crate::audit::AuditEvent::new("ca.pin-failure", "failed")
+                        .object(ca)
+                        .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                        .reason(reason)
+                        .detail("token", ca.spec.hsm.token_label.clone()),
+                );
             }
             ctx.event(ca, true, reason, msg).await;
             // Permanent (wrong or locked PIN, token missing): retrying a PIN burns

@@ -543,6 +543,17 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
     let ns = s.namespace().unwrap_or_default();
     let ca_name = s.spec.ca_ref.name.clone();
     let status = s.status.clone().unwrap_or_default();
+    if status.observed_generation != s.meta().generation {
+        let spec = serde_json::to_vec(&s.spec).unwrap_or_default();
+        let g = s.meta().generation.unwrap_or_default().to_string();
+        ctx.audit.note(
+            crate::audit::observed("crlschedule.changed", s, &g)
+                .ca(&ns, &ca_name)
+                .detail("generation", g.clone())
+                .detail("specHash", crate::audit::key::sha256_hex(&spec))
+                .user("changedBy", crate::audit::last_spec_manager(s.meta())),
+        );
+    }
     let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(ca) = cas
         .get_opt(&ca_name)
