@@ -229,10 +229,16 @@ async fn journey() {
     drop(records);
     let records = verified_records(&h).await;
 
+    // The controller's term and the CA's spec as it acted on it.
+    assert!(records.iter().any(|r| r.event == "controller.leading"));
+    let changed = one(&records, "ca.changed", "root");
+    assert_eq!(changed.details["generation"], "1");
+    assert_eq!(changed.details["issuance"], "Enabled");
     // The root's self-signature, recorded before it was made.
     let root = one(&records, "ca.certificate", "root");
     assert_eq!(root.details["purpose"], "root-self-sign");
     assert!(root.key.is_some());
+    assert!(changed.sequence < root.sequence);
     // The request's story, with the users the API server knows.
     let created = one(&records, "request.created", "journey");
     assert_eq!(user_of(created, "requestedBy"), Some("ra-alice"));
