@@ -386,3 +386,53 @@ enum Submitted {
 pub fn details<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_resubmitted_action_is_queued_once_and_answered_with_one_sequence() {
+        let shared = Arc::new(Shared::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let audit = Audit::writer(tx, Arc::clone(&shared));
+        let ev = || AuditEvent::new("certificate.issue", "intent").dedup("certificate.issue/u/0A");
+        // The first caller gives up (the trail is unwritable); the action is
+        // retried: still one queued record.
+        let first = audit
+            .record_within(ev(), Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(first.metric_label(), REASON);
+        let again = tokio::spawn({
+            let audit = audit.clone();
+            async move { audit.record_within(ev(), Duration::from_secs(5)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued = rx.recv().await.unwrap();
+        assert!(rx.try_recv().is_err(), "queued twice");
+        writer::answer(&shared, vec![queued], 41);
+        assert_eq!(again.await.unwrap().unwrap(), 41);
+        // Committed: a third submission is answered at once, nothing queued.
+        assert_eq!(audit.record(ev()).await.unwrap(), 41);
+        assert!(rx.try_recv().is_err());
+        // Other actions are queued.
+        audit.note(AuditEvent::new("request.created", "observed"));
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[test]
+    fn the_pin_is_not_in_debug() {
+        let c = AuditConfig {
+            enabled: true,
+            namespace: "ns".into(),
+            module: "/m.so".into(),
+            token_label: Some("chop-audit".into()),
+            pin: Some(Pin::new("sesame-Kq2vXw")),
+            retention: DEFAULT_RETENTION,
+            commit_delay: Duration::ZERO,
+        };
+        assert!(!format!("{c:?}").contains("sesame"));
+    }
+}

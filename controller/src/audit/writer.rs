@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crds::AuditSegment;
-use crds::audit_segment::{AuditRecord, segment_name};
+use crds::audit_segment::{AuditRecord, AuditSegmentSpec, segment_name};
 use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
 use tokio::sync::mpsc;
@@ -203,7 +203,7 @@ impl Writer {
             self.metrics.audit_pending(batch.len() + rx.len());
             match self.commit(&mut trail, &batch).await {
                 Ok(first) => {
-                    self.answer(std::mem::take(&mut batch), first);
+                    answer(&self.shared, std::mem::take(&mut batch), first);
                     failures = 0;
                     self.shared.set_writable(true, "");
                     self.metrics.audit_writable(true);
@@ -266,17 +266,26 @@ impl Writer {
         match self.api().create(&PostParams::default(), &seg).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                // Ours already (a retried create that had gone through)?
-                if let Ok(existing) = self.api().get(&name).await
-                    && existing.spec == spec
-                {
-                } else {
-                    tracing::warn!(segment = %name, "another writer committed this segment: reading the trail again");
-                    trail.state = self
-                        .read_state(&trail.key)
-                        .await
-                        .map_err(|e| Retry::Later(e.to_string()))?;
-                    return Err(Retry::Now);
+                // Ours already? A create whose answer was lost (timeout) and
+                // was sealed again: same writer, same records but for their
+                // time. Then it is adopted as it is, not written twice.
+                let existing = self.api().get(&name).await.ok();
+                match existing {
+                    Some(e) if is_our_batch(&e.spec, &spec) => {
+                        let next =
+                            chop_audit::TrailState::after_signed(&e.spec, &trail.key.spki_der)
+                                .map_err(|err| Retry::Later(format!("segment {name}: {err}")))?;
+                        tracing::info!(segment = %name, "an earlier attempt committed this segment");
+                        return Ok(self.committed(trail, &e.spec, next, started));
+                    }
+                    _ => {
+                        tracing::warn!(segment = %name, "another writer committed this segment: reading the trail again");
+                        trail.state = self
+                            .read_state(&trail.key)
+                            .await
+                            .map_err(|e| Retry::Later(e.to_string()))?;
+                        return Err(Retry::Now);
+                    }
                 }
             }
             Err(e) => {
@@ -286,40 +295,52 @@ impl Writer {
                 )));
             }
         }
+        Ok(self.committed(trail, &spec, next, started))
+    }
+
+    /// Segment `spec` is stored: advance to `next`; its first sequence.
+    fn committed(
+        &self,
+        trail: &mut Trail,
+        spec: &AuditSegmentSpec,
+        next: chop_audit::TrailState,
+        started: Instant,
+    ) -> u64 {
         trail.state = next;
-        if let Ok(h) = chop_audit::head::segment_hash(&spec) {
+        if let Ok(h) = chop_audit::head::segment_hash(spec) {
             lock(&self.shared.committed).insert(spec.index, h);
         }
-        self.metrics.audit_committed(&spec, started);
+        self.metrics.audit_committed(spec, started);
+        // Mirrored as JSON log lines for log shippers.
         for r in &spec.records {
             tracing::info!(target: "chop_audit", record = %serde_json::to_string(r).unwrap_or_default(), "audit");
         }
-        Ok(spec.first_sequence)
+        spec.first_sequence
     }
+}
 
-    /// Tell the callers of a committed batch their sequence numbers.
-    fn answer(&self, batch: Vec<Queued>, first: u64) {
-        let mut map = lock(&self.shared.dedup);
-        let now = Instant::now();
-        if map.len() > 10_000 {
-            map.retain(
-                |_, d| !matches!(d, Dedup::Committed(_, at) if now.duration_since(*at) > DEDUP_TTL),
-            );
+/// Tell the callers of a committed batch (first sequence `first`) their
+/// sequence numbers, and remember its deduplication keys.
+pub(crate) fn answer(shared: &Shared, batch: Vec<Queued>, first: u64) {
+    let mut map = lock(&shared.dedup);
+    let now = Instant::now();
+    if map.len() > 10_000 {
+        map.retain(
+            |_, d| !matches!(d, Dedup::Committed(_, at) if now.duration_since(*at) > DEDUP_TTL),
+        );
+    }
+    for (i, q) in batch.into_iter().enumerate() {
+        let seq = first + i as u64;
+        if let Some(reply) = q.reply {
+            let _ = reply.send(seq);
         }
-        for (i, q) in batch.into_iter().enumerate() {
-            let seq = first + i as u64;
-            if let Some(reply) = q.reply {
-                let _ = reply.send(seq);
-            }
-            if let Some(k) = q.dedup
-                && let Some(Dedup::Pending(waiters)) = map.insert(k, Dedup::Committed(seq, now))
-            {
-                for w in waiters {
-                    let _ = w.send(seq);
-                }
+        if let Some(k) = q.dedup
+            && let Some(Dedup::Pending(waiters)) = map.insert(k, Dedup::Committed(seq, now))
+        {
+            for w in waiters {
+                let _ = w.send(seq);
             }
         }
-        drop(map);
     }
 }
 
@@ -329,6 +350,24 @@ enum Retry {
     Now,
     /// The API server or the HSM refused: retry after a backoff.
     Later(String),
+}
+
+/// Whether `stored` holds the batch sealed as `ours` (by this writer, the same
+/// records but for their time and hence chain hashes).
+fn is_our_batch(stored: &AuditSegmentSpec, ours: &AuditSegmentSpec) -> bool {
+    let strip = |r: &AuditRecord| AuditRecord {
+        time: String::new(),
+        previous_hash: String::new(),
+        ..r.clone()
+    };
+    stored.writer == ours.writer
+        && stored.first_sequence == ours.first_sequence
+        && stored.records.len() == ours.records.len()
+        && stored
+            .records
+            .iter()
+            .zip(&ours.records)
+            .all(|(a, b)| strip(a) == strip(b))
 }
 
 /// The audit key in the HSM as the sealer's signer.
@@ -344,5 +383,59 @@ impl chop_audit::TreeHeadSigner for HsmSigner {
     }
     fn sign(&self, text: &[u8]) -> Result<Vec<u8>, ca::Error> {
         self.0.signer.sign(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(writer: &str, events: &[&str], time: &str) -> AuditSegmentSpec {
+        AuditSegmentSpec {
+            index: 3,
+            first_sequence: 10,
+            records: events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| AuditRecord {
+                    sequence: 10 + i as u64,
+                    time: time.into(),
+                    event: (*e).into(),
+                    outcome: "intent".into(),
+                    previous_hash: format!("{time}{i}"),
+                    ..AuditRecord::default()
+                })
+                .collect(),
+            frontier: vec![],
+            tree_size: 10 + events.len() as u64,
+            root_hash: time.into(),
+            previous_segment_hash: String::new(),
+            signed_at: time.into(),
+            writer: writer.into(),
+            key_id: String::new(),
+            signature_algorithm: String::new(),
+            signature: time.into(),
+        }
+    }
+
+    #[test]
+    fn a_resealed_batch_is_recognised_and_another_writers_is_not() {
+        let ours = spec("a", &["certificate.issue", "crl.sign"], "t2");
+        assert!(is_our_batch(
+            &spec("a", &["certificate.issue", "crl.sign"], "t1"),
+            &ours
+        ));
+        assert!(!is_our_batch(
+            &spec("b", &["certificate.issue", "crl.sign"], "t1"),
+            &ours
+        ));
+        assert!(!is_our_batch(
+            &spec("a", &["certificate.issue"], "t1"),
+            &ours
+        ));
+        assert!(!is_our_batch(
+            &spec("a", &["certificate.issue", "crl.published"], "t1"),
+            &ours
+        ));
     }
 }

@@ -178,6 +178,14 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
             status.conditions.retain(|c| c.type_ != "Approved");
             status.conditions.push(built);
             approved.status = Some(status);
+            ctx.audit.note(
+                crate::audit::request_users(
+                    crate::audit::observed("request.approved", cr, "1"),
+                    &approved,
+                )
+                .ca(&cr.namespace().unwrap_or_default(), &cr.spec.ca_ref.name)
+                .reason(AUTO_APPROVED),
+            );
             if let (Gate::Issue, Some(ca)) = (gate(&approved, ca.as_ref(), SystemTime::now()), &ca)
             {
                 let action = reservation::issue(&approved, ca, ctx).await?;
