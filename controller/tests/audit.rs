@@ -9,7 +9,9 @@
 //! - `fails_closed_while_the_trail_is_unwritable`: the controller loses the
 //!   right to create AuditSegments → an approved request waits with
 //!   `Issued=False AuditUnavailable` (condition, Event, `chop_audit_writable 0`)
-//!   and nothing is signed; the right comes back → it is issued, the trail
+//!   and nothing is signed, and a Revocation waits (`Applied=False
+//!   AuditUnavailable`) with the certificate still Valid; the right comes back
+//!   → it is issued and the other revoked, the trail
 //!   verifies without a gap, with exactly one `certificate.issue` record for it
 //!   and an `audit.resumed` record.
 //! - `deleting_a_segment_is_recorded_as_tampering`: the cluster admin (no
@@ -367,7 +369,8 @@ async fn fails_closed_while_the_trail_is_unwritable() {
     let before = segments(&h).await.len();
 
     // An approved, accepted request waits, and nothing is signed.
-    h.create_request("blocked", "Signature", "ref-blocked", &csr, true)
+    let csr_b = h.csr("b");
+    h.create_request("blocked", "Signature", "ref-blocked", &csr_b, true)
         .await;
     h.approve("blocked").await;
     let cr = h
@@ -402,6 +405,36 @@ async fn fails_closed_while_the_trail_is_unwritable() {
         .items
         .len();
     assert_eq!(n_issued, 1, "a certificate was signed without its record");
+    // A revocation of the first certificate waits too: its state is unchanged.
+    revoke(
+        &h,
+        "rev-blocked",
+        json!({"certificateRequestRef": {"name": "before"}}),
+        "keyCompromise",
+    )
+    .await;
+    let revocations = h.api::<crds::Revocation>();
+    h.wait("Revocation Applied=False AuditUnavailable", 30, || {
+        let api = revocations.clone();
+        async move {
+            let r = api.get("rev-blocked").await.ok()?;
+            r.status?
+                .conditions
+                .iter()
+                .any(|c| {
+                    c.type_ == "Applied" && c.status == "False" && c.reason == "AuditUnavailable"
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let first = h.api::<CertificateRequest>().get("before").await.unwrap();
+    let first_serial = first.status.unwrap().serial_number.unwrap();
+    assert_eq!(
+        state(&record(&h, &first_serial).await),
+        (None, "Valid".to_string()),
+        "revoked while the trail was unwritable"
+    );
     assert_eq!(segments(&h).await.len(), before);
 
     // The right comes back: the request is issued, and recorded once.
@@ -424,7 +457,19 @@ async fn fails_closed_while_the_trail_is_unwritable() {
         r.iter().any(|r| r.event == "audit.resumed")
     })
     .await;
+    wait_record(&h, &first_serial, "Revoked").await;
+    let records = wait_records(&h, "revocation.apply", |r| {
+        !about(r, "revocation.apply", "rev-blocked").is_empty()
+    })
+    .await;
+    drop(records);
     let records = verified_records(&h).await;
+    // Once, though the Revocation was retried while it waited.
+    let revoked: Vec<&str> = about(&records, "revocation.apply", "rev-blocked")
+        .iter()
+        .map(|r| r.serial.as_deref().unwrap())
+        .collect();
+    assert_eq!(revoked, [first_serial.as_str()]);
     let intents = about(&records, "certificate.issue", "blocked");
     assert_eq!(intents.len(), 1, "{intents:?}");
     assert_eq!(intents[0].serial.as_deref(), Some(serial.as_str()));

@@ -85,8 +85,10 @@ struct Writer {
     shared: Arc<Shared>,
 }
 
+/// Retry delay after `failures` failed commits: 0.5 s doubling up to 5 s (a
+/// create is cheap, and every recorded action waits for it).
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30))
+    Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
 }
 
 fn now_rfc3339(t: jiff::Timestamp) -> String {
