@@ -10,7 +10,11 @@
 #   4. BENCH_RECORDS IssuedCertificates: VmRSS/VmHWM of controller, responder,
 #      kube-apiserver and etcd, and one revocation latency at that size.
 #
-# Usage: scripts/bench-operator.sh [N]   (N certificates, default 500)
+#   5. with --audit-compare: only step 2, twice with the same N, the audit trail
+#      off (`--audit off`) then on, printing the ratio (target >= 0.90) and the
+#      trail's records and bytes per certificate.
+#
+# Usage: scripts/bench-operator.sh [--audit-compare] [N]   (N certificates, default 500)
 # Environment (defaults): BENCH_RECORDS=100000, BENCH_REVOCATIONS=50,
 #   BENCH_INFLIGHT=32 (requests not yet issued at a time),
 #   BENCH_APPROVAL=auto (autoApproveUsers; `officer`: an officer's SSA approval),
@@ -22,6 +26,11 @@ cd "$ROOT"
 source scripts/lib.sh
 ensure_packages
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+COMPARE=0
+if [[ ${1:-} == --audit-compare ]]; then
+  COMPARE=1
+  shift
+fi
 export BENCH_N=${1:-${BENCH_N:-500}}
 KEEP=${KEEP:-0}
 
@@ -48,6 +57,27 @@ printf '%s\n' "directories.tokendir = $BENCH_DIR/tokens" "objectstore.backend = 
   "log.level = ERROR" "slots.removable = false" >"$SOFTHSM2_CONF"
 export BENCH_PIN=bench-$RANDOM$RANDOM
 softhsm2-util --init-token --free --label moica --pin "$BENCH_PIN" --so-pin "so-$RANDOM$RANDOM" >/dev/null
+# The audit token (the controller's audit key, label chop-audit).
+softhsm2-util --init-token --free --label chop-audit --pin "$BENCH_PIN" --so-pin "so-$RANDOM$RANDOM" >/dev/null
+
+if [[ $COMPARE == 1 ]]; then
+  echo "== audit trail off vs on, N=$BENCH_N each, $(nproc) cores"
+  declare -A RATE
+  for mode in off on; do
+    out=$(BENCH_AUDIT=$mode BENCH_ISSUANCE_ONLY=1 env -u CHOP_E2E_DIR \
+      bash e2e/controlplane.sh run -- "$CARGO_TARGET_DIR/release/examples/bench_operator" 2>&1) || {
+      echo "$out"
+      exit 1
+    }
+    echo "$out" | grep -E '^== (2|audit)|audit trail:|BENCH_RATE'
+    RATE[$mode]=$(echo "$out" | sed -n 's/^BENCH_RATE audit=[a-z]* //p')
+  done
+  awk -v on="${RATE[on]}" -v off="${RATE[off]}" 'BEGIN {
+    r = on / off
+    printf "== audit on/off: %.1f / %.1f certs/s = %.3f; target >= 0.90 %s\n", on, off, r, (r >= 0.9 ? "MET" : "NOT MET")
+  }'
+  exit 0
+fi
 
 echo "== N=$BENCH_N, records=${BENCH_RECORDS:-100000}, approval=${BENCH_APPROVAL:-auto}; $(nproc) cores"
 # `run` starts a private plane, runs the benchmark with KUBECONFIG and

@@ -21,6 +21,7 @@ if [[ ${1:-} != --inside ]]; then
   echo "== building chop (release) and the control plane binaries (cached after the first run)"
   cargo build --release --locked -p ca --examples
   cargo build --release --locked -p chop-controller --bin chop-controller
+  cargo build --release --locked -p kubectl-chop --bin kubectl-chop
   cargo build --release --locked -p chop-responder --bin chop-responder
   bash e2e/controlplane.sh build
   KUBECTL="$(bash e2e/controlplane.sh bin-dir)/kubectl"
@@ -78,7 +79,12 @@ printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR
 export SOFTHSM2_CONF="$OUT.run/softhsm2.conf"
 # The PIN is the one in examples/hsm-pin-secret.yaml.
 softhsm2-util --init-token --free --label moica --pin change-me-1234 --so-pin "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" | sed 's/^/  /'
+# The audit token: the controller generates its audit key (chop-audit) there and
+# records every action in AuditSegments of namespace moica before it acts.
+AUDIT_PIN=$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
+softhsm2-util --init-token --free --label chop-audit --pin "$AUDIT_PIN" --so-pin "$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" | sed 's/^/  /'
 KUBECONFIG=$CONTROLLER_KUBECONFIG POD_NAME=chop-controller-demo RUST_LOG=info \
+  CHOP_AUDIT_TOKEN_LABEL=chop-audit CHOP_AUDIT_PIN=$AUDIT_PIN \
   "$TARGET"/release/chop-controller --namespace moica --lease-namespace moica --metrics-addr 127.0.0.1:0 \
   >"$OUT.run/controller.log" 2>&1 &
 CONTROLLER_PID=$!
@@ -234,6 +240,11 @@ curl -fsS "http://127.0.0.1:18080/certs/$serial.pem" -o "$OUT.run/issued/served-
 cmp -s "$OUT.run/issued/served-signature.pem" "$OUT.run/issued/signature.pem" \
   && check "the repository serves the issued certificate by serial (/certs/$serial.pem)" \
   || fail "/certs/$serial.pem differs from the issued certificate"
+
+step "The audit trail: every action above, signed by the HSM audit key, verified"
+k get auditsegments -n moica | sed 's/^/  /'
+expect "kubectl chop audit verify --from-cluster: the trail verifies" "audit trail verified" \
+  "$TARGET"/release/kubectl-chop audit verify --from-cluster -n moica
 
 step "A sample PKI from chop's core, CA keys in a fresh SoftHSM2 token"
 rm -rf "$OUT"

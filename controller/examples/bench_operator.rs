@@ -20,7 +20,9 @@
 //! `moica`, user PIN BENCH_PIN), BENCH_DIR (work directory), CHOP_E2E_DIR and
 //! KUBECONFIG (from `e2e/controlplane.sh run`), BENCH_N (500), BENCH_INFLIGHT
 //! (32), BENCH_REVOCATIONS (50), BENCH_RECORDS (100000), BENCH_APPROVAL
-//! (`auto` or `officer`).
+//! (`auto` or `officer`), BENCH_AUDIT (`on`: the controller writes its audit
+//! trail with the key in token `chop-audit`, same PIN; `off`: `--audit off`),
+//! BENCH_ISSUANCE_ONLY (1: stop after step 2; the audit on/off comparison).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -675,6 +677,8 @@ async fn main() -> Result<()> {
     let revocations: usize = env_or("BENCH_REVOCATIONS", 50).min(n.saturating_sub(1));
     let records: usize = env_or("BENCH_RECORDS", 100_000);
     let officer = std::env::var("BENCH_APPROVAL").is_ok_and(|v| v == "officer");
+    let audit = std::env::var("BENCH_AUDIT").map_or(true, |v| v != "off");
+    let issuance_only = std::env::var("BENCH_ISSUANCE_ONLY").is_ok_and(|v| v == "1");
 
     let crds: Vec<_> = crds::all().into_iter().map(|(_, c)| c).collect();
     let env = e2e::TestEnv::with_crds(&crds).await?;
@@ -702,20 +706,25 @@ async fn main() -> Result<()> {
         .local_addr()?
         .port();
     let log = std::fs::File::create(b.dir.join("controller.log"))?;
-    let controller = Proc(
-        Command::new(&controller_bin)
-            .args(["--namespace", &b.ns, "--lease-namespace", &b.ns])
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{metrics_port}"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("SOFTHSM2_CONF", &softhsm_conf)
-            .env("POD_NAME", "chop-controller-bench")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
+    let mut cmd = Command::new(&controller_bin);
+    cmd.args(["--namespace", &b.ns, "--lease-namespace", &b.ns])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("SOFTHSM2_CONF", &softhsm_conf)
+        .env("POD_NAME", "chop-controller-bench")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if audit {
+        cmd.env("CHOP_AUDIT_TOKEN_LABEL", "chop-audit")
+            .env("CHOP_AUDIT_PIN", &pin);
+    } else {
+        cmd.env("CHOP_AUDIT", "off");
+    }
+    let controller = Proc(cmd.spawn()?);
+    println!("== audit trail {}", if audit { "on" } else { "off" });
 
     // The CA (key generated in the token), Ready with its responder certificate.
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -835,6 +844,38 @@ async fn main() -> Result<()> {
         for (k, d) in calls {
             println!("     {k:<40} {d:>7.0}  {:>5.2}/cert", d / n as f64);
         }
+    }
+    println!(
+        "BENCH_RATE audit={} {rate:.3}",
+        if audit { "on" } else { "off" }
+    );
+    if audit {
+        // What the trail costs: records and stored bytes (the segment JSON as
+        // the API server stores it, about its size in etcd) per certificate.
+        let segs = b
+            .api::<crds::AuditSegment>()
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items;
+        let recs: usize = segs.iter().map(|s| s.spec.records.len()).sum();
+        let bytes: usize = segs
+            .iter()
+            .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len()))
+            .sum();
+        let issues = segs
+            .iter()
+            .flat_map(|s| &s.spec.records)
+            .filter(|r| r.event == "certificate.issue")
+            .count();
+        println!(
+            "   audit trail: {recs} records in {} segments, {bytes} bytes; per certificate {:.2} records, {:.0} bytes ({issues} certificate.issue records)",
+            segs.len(),
+            recs as f64 / n as f64,
+            bytes as f64 / n as f64
+        );
+    }
+    if issuance_only {
+        return Ok(());
     }
     println!("   controller metrics after issuance:");
     controller_breakdown(metrics_port).await;

@@ -67,6 +67,8 @@ pub struct Context {
     /// The chop-responder images a CA's `spec.responder.image` may name
     /// (`--responder-image`); the first is the default.
     pub responder_images: Vec<String>,
+    /// The audit trail ([`crate::audit`]); off unless `main` starts a writer.
+    pub audit: crate::audit::Audit,
 }
 
 impl std::fmt::Debug for Context {
@@ -109,6 +111,7 @@ impl Context {
             invalid: Mutex::new(HashMap::new()),
             modules: ModuleAllowList::default(),
             responder_images: vec![crate::reconcilers::responder::DEFAULT_IMAGE.to_string()],
+            audit: crate::audit::Audit::off(),
         }
     }
 

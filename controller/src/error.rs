@@ -48,6 +48,13 @@ pub enum Error {
         /// What is refused and what is allowed.
         message: String,
     },
+    /// The audit trail cannot be written: the action that must be recorded
+    /// first waits (CPS §5.4.6).
+    #[error("audit trail unavailable: {message}; the action waits until its record is committed")]
+    AuditUnavailable {
+        /// Why.
+        message: String,
+    },
 }
 
 impl From<chop_register::Error> for Error {
@@ -112,6 +119,7 @@ impl Error {
             Error::Ca { source, .. } => source.reason(),
             Error::Invalid { .. } => "Invalid",
             Error::Refused { reason, .. } => reason,
+            Error::AuditUnavailable { .. } => crate::audit::REASON,
         }
     }
 }

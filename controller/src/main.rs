@@ -22,6 +22,23 @@
 //! `--metrics-addr` (default `0.0.0.0:8080`). Logs: `RUST_LOG` = a level name;
 //! `--log-format text|json` (`CHOP_LOG_FORMAT`), default text.
 //!
+//! The audit trail (CPS §5.4, [`controller::audit`]): `--audit-namespace NS`
+//! (`CHOP_AUDIT_NAMESPACE`; default the lease namespace) holds the
+//! AuditSegments and the ConfigMap `chop-audit-key`; `--audit-token-label
+//! LABEL` (`CHOP_AUDIT_TOKEN_LABEL`) names the token of the audit key
+//! (`chop-audit`, EC P-256, generated there if absent), in the module
+//! `--audit-module PATH` (`CHOP_AUDIT_MODULE`; default the first
+//! `--pkcs11-module`), opened with the PIN in `CHOP_AUDIT_PIN` or the file
+//! `--audit-pin-file PATH` (`CHOP_AUDIT_PIN_FILE`; never logged).
+//! `--audit-retention 62d` (`CHOP_AUDIT_RETENTION`, days `d` or hours `h`, at
+//! least 60 days) marks older segments `chop.dev/retention-expired=true`.
+//! `--audit-commit-delay MS` (`CHOP_AUDIT_COMMIT_DELAY_MS`, default 0) waits
+//! that long for more records before sealing a segment. With auditing on and no
+//! token configured the controller starts, logs why, and every action that
+//! must be recorded first waits (`AuditUnavailable`). `--audit off`
+//! (`CHOP_AUDIT=off`) records nothing: benchmarks only (a loud warning,
+//! `chop_audit_enabled 0`).
+//!
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
 //!
@@ -33,8 +50,11 @@
 //! crash-recovery e2e tests). Never set them in a deployment.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use ca::signer::Pin;
+use controller::audit::AuditConfig;
 use controller::context::{Context, ModuleAllowList};
 use controller::leader::{LeaderElector, LeaseConfig};
 use controller::metrics::Metrics;
@@ -49,6 +69,25 @@ struct Args {
     metrics_addr: String,
     pkcs11_modules: Vec<String>,
     responder_images: Vec<String>,
+    audit: AuditConfig,
+}
+
+/// `62d` or `1488h` as a duration.
+fn parse_retention(v: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: u64 = n.parse().with_context(|| {
+        format!("--audit-retention {v:?}: a number of days (62d) or hours (1488h)")
+    })?;
+    let secs = match unit {
+        "d" => n.saturating_mul(86_400),
+        "h" => n.saturating_mul(3_600),
+        _ => bail!("--audit-retention {v:?}: a number of days (62d) or hours (1488h)"),
+    };
+    let d = Duration::from_secs(secs);
+    if d < controller::audit::MIN_RETENTION {
+        bail!("--audit-retention {v:?} is shorter than two months (60d, CPS 5.4.3)");
+    }
+    Ok(d)
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -76,6 +115,13 @@ fn parse_args() -> anyhow::Result<Args> {
         })
         .unwrap_or_default();
     let mut images_from_flags = false;
+    let mut audit_namespace = env("CHOP_AUDIT_NAMESPACE");
+    let mut audit_token = env("CHOP_AUDIT_TOKEN_LABEL");
+    let mut audit_module = env("CHOP_AUDIT_MODULE");
+    let mut audit_pin_file = env("CHOP_AUDIT_PIN_FILE");
+    let mut audit_retention = env("CHOP_AUDIT_RETENTION");
+    let mut audit_mode = env("CHOP_AUDIT");
+    let mut audit_delay = env("CHOP_AUDIT_COMMIT_DELAY_MS");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -112,27 +158,71 @@ fn parse_args() -> anyhow::Result<Args> {
                 }
                 images.push(value()?);
             }
+            "--audit-namespace" => audit_namespace = Some(value()?),
+            "--audit-token-label" => audit_token = Some(value()?),
+            "--audit-module" => audit_module = Some(value()?),
+            "--audit-pin-file" => audit_pin_file = Some(value()?),
+            "--audit-retention" => audit_retention = Some(value()?),
+            "--audit-commit-delay" => audit_delay = Some(value()?),
+            "--audit" => audit_mode = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json]"
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json] [--audit on|off] [--audit-namespace NS] [--audit-token-label LABEL] [--audit-module PATH] [--audit-pin-file PATH] [--audit-retention 62d] [--audit-commit-delay MS]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?}"),
         }
     }
+    let lease_namespace = lease_namespace
+        .or_else(|| namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let pkcs11_modules = if modules.is_empty() {
+        vec![ca::signer::pkcs11::SOFTHSM2_MODULE.to_string()]
+    } else {
+        modules
+    };
+    let enabled = match audit_mode.as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => bail!("--audit {other:?}: on or off"),
+    };
+    let pin = match (env("CHOP_AUDIT_PIN"), audit_pin_file) {
+        (Some(p), _) => Some(Pin::new(p)),
+        (None, Some(f)) => {
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("--audit-pin-file {f:?}"))?;
+            Some(Pin::new(text.trim_end_matches(['\n', '\r']).to_string()))
+        }
+        (None, None) => None,
+    };
+    let audit = AuditConfig {
+        enabled,
+        namespace: audit_namespace.unwrap_or_else(|| lease_namespace.clone()),
+        module: audit_module
+            .or_else(|| pkcs11_modules.first().cloned())
+            .unwrap_or_default()
+            .into(),
+        token_label: audit_token,
+        pin,
+        retention: match audit_retention {
+            Some(v) => parse_retention(&v)?,
+            None => controller::audit::DEFAULT_RETENTION,
+        },
+        commit_delay: Duration::from_millis(match audit_delay {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("--audit-commit-delay {v:?}: milliseconds"))?,
+            None => 0,
+        }),
+    };
     Ok(Args {
-        lease_namespace: lease_namespace
-            .or_else(|| namespace.clone())
-            .unwrap_or_else(|| "default".into()),
+        lease_namespace,
+        audit,
         namespace,
         lease_name: lease_name.unwrap_or_else(|| "chop-controller".into()),
         metrics_addr: metrics_addr.unwrap_or_else(|| "0.0.0.0:8080".into()),
-        pkcs11_modules: if modules.is_empty() {
-            vec![ca::signer::pkcs11::SOFTHSM2_MODULE.to_string()]
-        } else {
-            modules
-        },
+        pkcs11_modules,
         responder_images: if images.is_empty() {
             vec![controller::reconcilers::responder::DEFAULT_IMAGE.to_string()]
         } else {
@@ -287,7 +377,19 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("leading: starting controllers");
     metrics.set_ready(true);
 
-    let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity));
+    let audit = controller::audit::writer::start(
+        client.clone(),
+        args.audit.clone(),
+        identity.clone(),
+        Arc::clone(&metrics),
+    );
+    let mut ctx = Context::new(client, Arc::clone(&metrics), Some(identity.clone()));
+    ctx.audit = audit;
+    ctx.audit.note(
+        controller::audit::AuditEvent::new("controller.leading", "observed")
+            .detail("replica", identity.clone())
+            .detail("version", env!("CARGO_PKG_VERSION")),
+    );
     ctx.modules = ModuleAllowList::new(&args.pkcs11_modules);
     ctx.responder_images = args.responder_images.clone();
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
@@ -300,6 +402,11 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let ctx = Arc::new(ctx);
+    tokio::spawn(controller::audit::tamper::run(
+        Arc::clone(&ctx),
+        args.audit.namespace.clone(),
+        args.audit.retention,
+    ));
 
     tokio::select! {
         () = controller::run(ctx, args.namespace.as_deref()) => Ok(()),

@@ -18,6 +18,14 @@
 //! | `chop_ca_issuance_enabled` | `ca` (1 Enabled, 0 Suspended) |
 //! | `chop_ca_certificate_not_after_timestamp_seconds` | `ca` |
 //! | `chop_hsm_login_failures_total` | `ca`, `reason` (wrong or locked PIN, lock-out) |
+//! | `chop_audit_enabled` | (1 auditing on, 0 with `--audit off`) |
+//! | `chop_audit_writable` | (1 while audit segments commit, 0 while actions wait) |
+//! | `chop_audit_records_total` | `event` |
+//! | `chop_audit_segments_total` | |
+//! | `chop_audit_commit_seconds` | (seal, sign and create one segment) |
+//! | `chop_audit_pending_records` | |
+//! | `chop_audit_tamper_detected_total` | |
+//! | `chop_audit_tree_size` | |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -114,6 +122,13 @@ pub struct SuspensionLabels {
     pub action: String,
 }
 
+/// Labels of `chop_audit_records_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    /// The record's event class (`certificate.issue`, ...).
+    pub event: String,
+}
+
 /// All metrics of the controller.
 #[derive(Debug)]
 pub struct Metrics {
@@ -133,6 +148,14 @@ pub struct Metrics {
     issuance_enabled: Family<CaLabels, Gauge>,
     ca_not_after: Family<CaLabels, Gauge>,
     login_failures: Family<LoginLabels, Counter>,
+    audit_enabled: Gauge,
+    audit_writable: Gauge,
+    audit_records: Family<AuditLabels, Counter>,
+    audit_segments: Counter,
+    audit_commit: Histogram,
+    audit_pending: Gauge,
+    audit_tamper: Counter,
+    audit_tree_size: Gauge,
     ready: AtomicBool,
 }
 
@@ -235,8 +258,64 @@ impl Default for Metrics {
             "Certificates put on hold or resumed",
             suspensions.clone(),
         );
+        let audit_enabled = Gauge::default();
+        registry.register(
+            "audit_enabled",
+            "1 when the controller records the audit trail, 0 with --audit off (benchmarks only)",
+            audit_enabled.clone(),
+        );
+        let audit_writable = Gauge::default();
+        registry.register(
+            "audit_writable",
+            "1 while audit segments commit; 0 while they cannot and recorded actions wait (CPS 5.4.6)",
+            audit_writable.clone(),
+        );
+        let audit_records = Family::<AuditLabels, Counter>::default();
+        registry.register(
+            "audit_records",
+            "Audit records committed, by event class",
+            audit_records.clone(),
+        );
+        let audit_segments = Counter::default();
+        registry.register(
+            "audit_segments",
+            "Audit segments committed",
+            audit_segments.clone(),
+        );
+        let audit_commit = seconds_histogram();
+        registry.register(
+            "audit_commit_seconds",
+            "Time to seal, sign and store one audit segment",
+            audit_commit.clone(),
+        );
+        let audit_pending = Gauge::default();
+        registry.register(
+            "audit_pending_records",
+            "Audit records queued, not yet committed",
+            audit_pending.clone(),
+        );
+        let audit_tamper = Counter::default();
+        registry.register(
+            "audit_tamper_detected",
+            "Changes or deletions of committed audit segments the controller did not make",
+            audit_tamper.clone(),
+        );
+        let audit_tree_size = Gauge::default();
+        registry.register(
+            "audit_tree_size",
+            "Records in the audit trail (its Merkle tree size)",
+            audit_tree_size.clone(),
+        );
         Metrics {
             registry,
+            audit_enabled,
+            audit_writable,
+            audit_records,
+            audit_segments,
+            audit_commit,
+            audit_pending,
+            audit_tamper,
+            audit_tree_size,
             crl_number,
             crl_entries,
             crl_size,
@@ -371,6 +450,46 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Whether auditing is on.
+    pub fn audit_enabled(&self, on: bool) {
+        self.audit_enabled.set(i64::from(on));
+    }
+
+    /// Whether audit segments commit.
+    pub fn audit_writable(&self, writable: bool) {
+        self.audit_writable.set(i64::from(writable));
+    }
+
+    /// Records queued.
+    pub fn audit_pending(&self, n: usize) {
+        self.audit_pending.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The trail's size.
+    pub fn audit_tree_size(&self, n: u64) {
+        self.audit_tree_size
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A segment committed (started sealing at `start`).
+    pub fn audit_committed(&self, spec: &crds::audit_segment::AuditSegmentSpec, start: Instant) {
+        self.audit_commit.observe(start.elapsed().as_secs_f64());
+        self.audit_segments.inc();
+        for r in &spec.records {
+            self.audit_records
+                .get_or_create(&AuditLabels {
+                    event: r.event.clone(),
+                })
+                .inc();
+        }
+        self.audit_tree_size(spec.tree_size);
+    }
+
+    /// A change to the trail the controller did not make.
+    pub fn audit_tamper(&self) {
+        self.audit_tamper.inc();
     }
 
     /// The OpenMetrics text exposition.

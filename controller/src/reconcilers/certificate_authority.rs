@@ -133,6 +133,20 @@ fn cache_key(ca: &CertificateAuthority, serial: &str) -> SigningKey {
 async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     let id = object_id(ca);
     let mut status = ca.status.clone().unwrap_or_default();
+    // A spec the controller has not acted on yet: recorded with its
+    // generation, its hash and its issuance switch (once per generation).
+    if status.observed_generation != ca.meta().generation {
+        let spec = serde_json::to_vec(&ca.spec).unwrap_or_default();
+        let g = ca.meta().generation.unwrap_or_default().to_string();
+        ctx.audit.note(
+            crate::audit::observed("ca.changed", ca, &g)
+                .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                .detail("generation", g.clone())
+                .detail("specHash", crate::audit::key::sha256_hex(&spec))
+                .detail("issuance", format!("{:?}", ca.spec.issuance))
+                .user("changedBy", crate::audit::last_spec_manager(ca.meta())),
+        );
+    }
 
     // Fast path: this CA (uid, generation, certificate) already has a signing
     // context, so the token, key and certificate were checked: only refresh the
@@ -292,6 +306,13 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
                 ca::Error::PinIncorrect { .. } | ca::Error::PinLocked { .. }
             ) {
                 ctx.metrics.login_failure(&ca.name_any(), reason);
+                ctx.audit.note(
+                    crate::audit::AuditEvent::new("ca.pin-failure", "failed")
+                        .object(ca)
+                        .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                        .reason(reason)
+                        .detail("token", ca.spec.hsm.token_label.clone()),
+                );
             }
             ctx.event(ca, true, reason, msg).await;
             // Permanent (wrong or locked PIN, token missing): retrying a PIN burns
@@ -595,6 +616,18 @@ async fn subordinate(
     let cerr = Error::ca(&id);
     let subject = dn_from_spec(&ca.spec.subject).map_err(cerr)?;
     if status.csr.is_none() {
+        let key = ca::signer::spki_der(signer.public_key())
+            .map(|d| crate::audit::key::sha256_hex(&d))
+            .map_err(cerr)?;
+        ctx.audit
+            .record(
+                crate::audit::AuditEvent::new("ca.certificate", "intent")
+                    .object(ca)
+                    .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                    .key_use(key, "subordinate-csr")
+                    .dedup(format!("ca.csr/{}", ca.uid().unwrap_or_default())),
+            )
+            .await?;
         let (s2, subj) = (Arc::clone(&signer), subject.clone());
         let started = Instant::now();
         let der =
@@ -760,6 +793,24 @@ async fn self_sign(
             super::parse_period(v).map_err(|m| cerr(ca::Error::InvalidValidity(m)))?;
     }
     request.policy_oids = policy_oids(ca, &id)?;
+    // The record of the signature is committed before the HSM signs.
+    let key = ca::signer::spki_der(signer.public_key())
+        .map(|d| crate::audit::key::sha256_hex(&d))
+        .map_err(cerr)?;
+    ctx.audit
+        .record(
+            crate::audit::AuditEvent::new("ca.certificate", "intent")
+                .object(ca)
+                .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+                .serial(request.serial.to_hex())
+                .key_use(key, "root-self-sign")
+                .dedup(format!(
+                    "ca.certificate/{}/{}",
+                    ca.uid().unwrap_or_default(),
+                    request.serial.to_hex()
+                )),
+        )
+        .await?;
     let started = Instant::now();
     let root = tokio::task::spawn_blocking(move || self_sign_root(signer.as_ref(), &request))
         .await

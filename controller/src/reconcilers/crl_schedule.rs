@@ -482,6 +482,17 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
     let ns = s.namespace().unwrap_or_default();
     let ca_name = s.spec.ca_ref.name.clone();
     let status = s.status.clone().unwrap_or_default();
+    if status.observed_generation != s.meta().generation {
+        let spec = serde_json::to_vec(&s.spec).unwrap_or_default();
+        let g = s.meta().generation.unwrap_or_default().to_string();
+        ctx.audit.note(
+            crate::audit::observed("crlschedule.changed", s, &g)
+                .ca(&ns, &ca_name)
+                .detail("generation", g.clone())
+                .detail("specHash", crate::audit::key::sha256_hex(&spec))
+                .user("changedBy", crate::audit::last_spec_manager(s.meta())),
+        );
+    }
     let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(ca) = cas
         .get_opt(&ca_name)
@@ -630,6 +641,27 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
             scope,
         })
         .collect();
+    // The record of the signature is committed before the HSM signs.
+    let intent = crate::audit::AuditEvent::new("crl.sign", "intent")
+        .object(s)
+        .ca(&ns, &ca_name)
+        .crl_number(u64::try_from(number).unwrap_or(0))
+        .key_use(
+            crate::audit::key_fingerprint(sc.issuer.certificate()),
+            "crl",
+        )
+        .reason(why)
+        .detail("entries", index.len().to_string())
+        .detail("entriesDigest", digest.clone())
+        .detail("partitions", count.to_string())
+        .dedup(format!("crl.sign/{}/{number}", s.uid().unwrap_or_default()));
+    if let Err(e) = ctx.audit.record(intent).await {
+        let msg = format!("{e}; CRL {number} was not signed (CPS 5.4.6)");
+        let cond = Cond::no("Published", crate::audit::REASON, msg.clone());
+        write_status(s, ctx, reserved, &[cond], None).await?;
+        ctx.event(s, true, crate::audit::REASON, msg).await;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let started = std::time::Instant::now();
     let signed = tokio::task::spawn_blocking(move || {
         let issuer = CrlIssuer::new(
@@ -728,6 +760,19 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
         crl.entries,
         crl.der.len(),
         next_t.0.as_second(),
+    );
+    ctx.audit.note(
+        crate::audit::AuditEvent::new("crl.published", "succeeded")
+            .object(s)
+            .ca(&ns, &ca_name)
+            .crl_number(crl.number)
+            .detail("entries", crl.entries.to_string())
+            .detail("sizeBytes", crl.der.len().to_string())
+            .detail("nextUpdate", next_t.0.to_string())
+            .dedup(format!(
+                "crl.published/{}/{number}",
+                s.uid().unwrap_or_default()
+            )),
     );
     tracing::info!(number, entries = crl.entries, "CRL published");
     set_next_crl_time(ctx, &ca, &done, &timing).await?;

@@ -376,12 +376,27 @@ async fn issue(
     ));
     let dn = super::certificate_authority::dn_from_spec(&subject).map_err(cerr)?;
     let sc2 = Arc::clone(sc);
+    // The record of the signature is committed before the HSM signs.
+    let serial = Serial::random().map_err(cerr)?;
+    ctx.audit
+        .record(
+            crate::audit::AuditEvent::new("responder.certificate", "intent")
+                .object(ca)
+                .ca(&ns, &name)
+                .serial(serial.to_hex())
+                .key_use(
+                    crate::audit::key_fingerprint(sc.issuer.certificate()),
+                    "ocsp-responder-certificate",
+                )
+                .detail("validityDays", validity_days.to_string()),
+        )
+        .await?;
     let started = std::time::Instant::now();
     let (signed, pkcs8) = tokio::task::spawn_blocking(move || {
         let key = SoftwareKey::generate(KeySpec::Rsa { bits: 2048 })?;
         let spki = ca::signer::spki_der(key.public_key())?;
         let subject_key = SubjectKey::from_attested_spki(&spki)?;
-        let request = IssuanceRequest::new(profile, &dn, subject_key, Serial::random()?)?;
+        let request = IssuanceRequest::new(profile, &dn, subject_key, serial)?;
         let signed = sc2.issuer.prepare(&request)?.sign(&sc2.issuer)?;
         Ok::<_, ca::Error>((signed, key.to_pkcs8()?))
     })

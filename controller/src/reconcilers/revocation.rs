@@ -178,6 +178,46 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
     let me = rev.name_any();
     let api: Api<IssuedCertificate> = Api::namespaced(ctx.client.clone(), &ns);
     let records = register::same_key(&api, &ca, &record).await?;
+    // The record of the revocation of each certificate is committed before
+    // any record's state changes (CPS §5.4.6): one per certificate of the key,
+    // so a retry (or a certificate of the key issued meanwhile) adds only what
+    // is not recorded yet.
+    let serials: Vec<&str> = records
+        .iter()
+        .map(|r| r.spec.serial_number.as_str())
+        .collect();
+    let intents = records.iter().map(|r| {
+        let ev = crate::audit::AuditEvent::new("revocation.apply", "intent")
+            .object(rev)
+            .ca(&ns, &ca)
+            .serial(r.spec.serial_number.clone())
+            .reason(reason)
+            .detail("serials", serials.join(","))
+            .detail("revokedAt", revoked_at.0.to_string())
+            .detail("requester", format!("{:?}", rev.spec.requester))
+            .user(
+                "revokedBy",
+                crate::audit::requested_by(rev.meta())
+                    .or_else(|| crate::audit::spec_manager(rev.meta(), "reason")),
+            )
+            .dedup(format!(
+                "revocation.apply/{}/{}",
+                rev.uid().unwrap_or_default(),
+                r.spec.serial_number
+            ));
+        ctx.audit.record(ev)
+    });
+    if let Some(e) = futures::future::join_all(intents)
+        .await
+        .into_iter()
+        .find_map(std::result::Result::err)
+    {
+        let msg = format!("{e}; no certificate's state was changed (CPS 5.4.6)");
+        let cond = Cond::no("Applied", crate::audit::REASON, msg.clone());
+        write_status(rev, ctx, status, &cond).await?;
+        ctx.event(rev, true, crate::audit::REASON, msg).await;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let now = SystemTime::now();
     let (mut newly, mut already, mut expired) = (Vec::new(), Vec::new(), 0usize);
     let mut renewals = Vec::new();

@@ -213,6 +213,15 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
         Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
     let now = SystemTime::now();
     let recorded_held_at = status.held_at.clone();
+    // The hold's record is committed before the certificate's state changes.
+    if record_state_is(&record, State::Valid)
+        && let Err(e) = ctx
+            .audit
+            .record(hold_event(s, &record, "suspension.hold"))
+            .await
+    {
+        return audit_wait(s, ctx, status, "Held", &e).await;
+    }
     // Decided on the record as read, claimed (state Held + held-by) in one
     // PATCH at that version; a concurrent revocation, hold or resume makes it
     // a conflict and the decision is taken again on what is there now.
@@ -359,6 +368,14 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
         None => (ResumeOutcome::NotHeld, None),
         Some(record) => {
             if register::annotation(&record, ANNOTATION_HELD_BY) == Some(me.as_str()) {
+                // The resumption's record is committed before the state changes.
+                if let Err(e) = ctx
+                    .audit
+                    .record(hold_event(s, &record, "suspension.resume"))
+                    .await
+                {
+                    return audit_wait(s, ctx, status, "Resumed", &e).await;
+                }
                 register::pause_in_resume().await;
             }
             let api: Api<IssuedCertificate> =
@@ -455,6 +472,58 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
         .await?;
     }
     Ok(Action::await_change())
+}
+
+fn record_state_is(record: &IssuedCertificate, want: State) -> bool {
+    register::state(record).is_ok_and(|s| s == want)
+}
+
+/// The intent record of a hold or resumption (`event`) of `record`.
+fn hold_event(s: &Suspension, record: &IssuedCertificate, event: &str) -> crate::audit::AuditEvent {
+    let ns = s.namespace().unwrap_or_default();
+    let role = if event == "suspension.hold" {
+        "heldBy"
+    } else {
+        "resumedBy"
+    };
+    let who = if event == "suspension.hold" {
+        crate::audit::requested_by(s.meta())
+            .or_else(|| crate::audit::spec_manager(s.meta(), "caRef"))
+    } else {
+        crate::audit::spec_manager(s.meta(), "resumed")
+    };
+    crate::audit::AuditEvent::new(event, "intent")
+        .object(s)
+        .ca(&ns, &s.spec.ca_ref.name)
+        .serial(record.spec.serial_number.clone())
+        .user(role, who)
+        .detail("requester", format!("{:?}", s.spec.requester))
+        .dedup(format!(
+            "{event}/{}/{}",
+            s.uid().unwrap_or_default(),
+            record.spec.serial_number
+        ))
+}
+
+/// The trail could not record the change: condition `type_` False
+/// `AuditUnavailable`, a Warning Event, retried soon; nothing changed.
+async fn audit_wait(
+    s: &Suspension,
+    ctx: &Context,
+    status: SuspensionStatus,
+    type_: &'static str,
+    e: &Error,
+) -> Result<Action> {
+    let msg = format!("{e}; the certificate's state was not changed (CPS 5.4.6)");
+    write_status(
+        s,
+        ctx,
+        status,
+        &[Cond::no(type_, crate::audit::REASON, msg.clone())],
+    )
+    .await?;
+    ctx.event(s, true, crate::audit::REASON, msg).await;
+    Ok(Action::requeue(Duration::from_secs(5)))
 }
 
 async fn write_status(

@@ -20,6 +20,9 @@ use serde_json::{Value, json};
 // Distinctive, so a leak into logs or metrics cannot be a coincidence.
 pub const PIN: &str = "sesame-Kq2vXw";
 
+/// Label of the audit token every test controller writes its trail with.
+pub const AUDIT_TOKEN: &str = "chop-audit";
+
 /// The register of CA `root` without its delegated OCSP responder certificates.
 pub const SUBSCRIBER_RECORDS: &str = "chop.dev/ca=root,chop.dev/profile!=OCSPResponder";
 
@@ -109,6 +112,23 @@ impl Harness {
             .output()
             .unwrap();
         assert!(out.status.success(), "softhsm2-util: {out:?}");
+        // The audit token: every controller of the tests records its audit
+        // trail (in the test namespace), so every test runs with auditing on.
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                AUDIT_TOKEN,
+                "--pin",
+                PIN,
+                "--so-pin",
+                "87654321",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "softhsm2-util: {out:?}");
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -188,6 +208,8 @@ impl Harness {
             .env("KUBECONFIG", &self.controller_kubeconfig)
             .env("SOFTHSM2_CONF", &self.conf)
             .env("POD_NAME", pod)
+            .env("CHOP_AUDIT_TOKEN_LABEL", AUDIT_TOKEN)
+            .env("CHOP_AUDIT_PIN", PIN)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

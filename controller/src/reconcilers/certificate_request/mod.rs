@@ -122,7 +122,11 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                 .map_err(Error::kube("get CertificateAuthority"))?
         }
     };
-    match gate(cr, ca.as_ref(), SystemTime::now()) {
+    let decided = gate(cr, ca.as_ref(), SystemTime::now());
+    if decided != Gate::Done {
+        observe(cr, ctx);
+    }
+    match decided {
         Gate::Done => Ok(Action::await_change()),
         Gate::Lapse => {
             let msg =
@@ -132,6 +136,13 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
                 Cond::no("Issued", "Lapsed", msg),
             ];
             set_conditions(cr, ctx, &conds).await?;
+            ctx.audit.note(
+                crate::audit::request_users(
+                    crate::audit::observed("request.lapsed", cr, "lapsed"),
+                    cr,
+                )
+                .reason("AcceptanceLapsed"),
+            );
             ctx.event(cr, true, "Lapsed", msg.into()).await;
             Ok(Action::await_change())
         }
@@ -167,6 +178,14 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
             status.conditions.retain(|c| c.type_ != "Approved");
             status.conditions.push(built);
             approved.status = Some(status);
+            ctx.audit.note(
+                crate::audit::request_users(
+                    crate::audit::observed("request.approved", cr, "1"),
+                    &approved,
+                )
+                .ca(&cr.namespace().unwrap_or_default(), &cr.spec.ca_ref.name)
+                .reason(AUTO_APPROVED),
+            );
             if let (Gate::Issue, Some(ca)) = (gate(&approved, ca.as_ref(), SystemTime::now()), &ca)
             {
                 let action = reservation::issue(&approved, ca, ctx).await?;
@@ -213,6 +232,39 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// Record what the controller observes on a request it acts on: its creation,
+/// the officer's decision and the applicant's acceptance (each once).
+fn observe(cr: &CertificateRequest, ctx: &Context) {
+    let conds = cr
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let ns = cr.namespace().unwrap_or_default();
+    let with = |event: &str| {
+        crate::audit::request_users(crate::audit::observed(event, cr, "1"), cr)
+            .ca(&ns, &cr.spec.ca_ref.name)
+            .detail("profile", profile_label(cr.spec.profile))
+    };
+    let created = with("request.created");
+    let created = match &cr.spec.subscriber {
+        Some(s) => created.detail("subscriberReference", s.reference.clone()),
+        None => created,
+    };
+    ctx.audit.note(created);
+    if let Some(c) = conditions::find(conds, "Approved").filter(|c| c.status == conditions::TRUE) {
+        ctx.audit
+            .note(with("request.approved").reason(c.reason.clone()));
+    }
+    if let Some(c) = conditions::find(conds, "Denied").filter(|c| c.status == conditions::TRUE) {
+        ctx.audit
+            .note(with("request.denied").reason(c.reason.clone()));
+    }
+    if cr.spec.accepted {
+        ctx.audit.note(with("request.accepted"));
+    }
+}
+
 /// Record a permanent input error: `Failed=True`, `Issued=False`, Warning Event.
 async fn fail(
     cr: &CertificateRequest,
@@ -236,6 +288,17 @@ async fn fail_with(
         Cond::no("Issued", reason, message.clone()),
     ];
     set_conditions(cr, ctx, &conds).await?;
+    ctx.audit.note(
+        crate::audit::request_users(
+            crate::audit::observed(
+                "request.failed",
+                cr,
+                &cr.meta().generation.unwrap_or_default().to_string(),
+            ),
+            cr,
+        )
+        .reason(reason),
+    );
     ctx.event(cr, true, reason, message).await;
     ctx.metrics
         .issued(&ca.name_any(), profile_label(cr.spec.profile), reason);

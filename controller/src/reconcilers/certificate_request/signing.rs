@@ -261,6 +261,15 @@ pub(super) async fn sign_and_record(
         .as_ref()
         .and(reserved.partition(ca))
         .map(|(n, _)| n);
+    // The record of the signature is committed before the HSM signs (CPS
+    // §5.4.6): without it, nothing is signed and the request waits.
+    let ca_key = crate::audit::key_fingerprint(sc.issuer.certificate());
+    let serial = reserved.serial.to_hex();
+    let intent =
+        crate::audit::certificate_issue(cr, &ca_key, &serial, profile_label(cr.spec.profile));
+    if let Err(e) = ctx.audit.record(intent).await {
+        return audit_wait(cr, ctx, &e).await;
+    }
     let sc2 = Arc::clone(sc);
     let started = Instant::now();
     let signed =
@@ -297,11 +306,40 @@ pub(super) async fn sign_and_record(
     // The commit point: creating the record. AlreadyExists means an earlier
     // attempt committed; use what it recorded.
     let record = register::commit_in_partition(&api, &signed, entry, crl_partition, &id).await?;
+    ctx.audit.note(
+        crate::audit::AuditEvent::new("certificate.issued", "succeeded")
+            .object(cr)
+            .ca(&cr.namespace().unwrap_or_default(), &ca.name_any())
+            .serial(record.spec.serial_number.clone())
+            .detail("fingerprint", crate::audit::key::sha256_hex(&signed.der))
+            .detail("issuedCertificate", record.name_any())
+            .dedup(format!(
+                "certificate.issued/{}/{}",
+                cr.uid().unwrap_or_default(),
+                record.spec.serial_number
+            )),
+    );
     if ctx.crash_after_commit {
         tracing::error!("CHOP_TEST_CRASH_AFTER_COMMIT is set: aborting after the commit");
         std::process::abort();
     }
     record_in_status(cr, ca, ctx, &record, Some(sc.chain_pem.clone())).await
+}
+
+/// The trail could not record the signature: `Issued=False AuditUnavailable`
+/// and a Warning Event; nothing was signed; retried soon.
+pub(super) async fn audit_wait(
+    cr: &CertificateRequest,
+    ctx: &Context,
+    e: &Error,
+) -> Result<Action> {
+    let msg = format!("{e}; nothing was signed (CPS 5.4.6)");
+    let cond = Cond::no("Issued", crate::audit::REASON, msg.clone());
+    set_conditions(cr, ctx, &[cond]).await?;
+    ctx.event(cr, true, crate::audit::REASON, msg).await;
+    ctx.metrics
+        .reconcile_error(super::KIND, crate::audit::REASON);
+    Ok(Action::requeue(std::time::Duration::from_secs(5)))
 }
 
 pub(super) async fn record_in_status(

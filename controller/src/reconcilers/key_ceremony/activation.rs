@@ -129,6 +129,7 @@ pub async fn destroy(run: &mut Run<'_>) -> Result<Action> {
     let label = hsm_spec.key_label.clone();
     let started = Instant::now();
     let t = token.clone();
+    hsm::audited(run, "DestroyKey", "ceremony-destroy").await?;
     let done = hsm::blocking(run, move || {
         let spki = match t.public_key(&KeyRef::label(label.clone())) {
             Ok(k) => Some(k),

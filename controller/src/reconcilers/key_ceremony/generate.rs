@@ -112,6 +112,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<Action> {
             })
             .unwrap_or_default();
         let started = Instant::now();
+        hsm::audited(run, "GenerateKey", "ceremony-generate").await?;
         let made = hsm::blocking(run, move || {
             match t.find_key(&KeyRef::label(label.clone())) {
                 Ok(info) if info.id == id => {
@@ -204,6 +205,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<Action> {
             }
             request.policy_oids = policy_oids(&run.ca, &id)?;
             let started = Instant::now();
+            hsm::audited(run, "SelfSign", "root-self-sign").await?;
             let signed = hsm::blocking(run, move || {
                 self_sign_root(signer.as_ref(), &request).and_then(|c| c.to_pem())
             })
@@ -228,6 +230,7 @@ pub async fn run(run: &mut Run<'_>) -> Result<Action> {
         }
         CaType::Subordinate if run.status.csr.is_none() => {
             let started = Instant::now();
+            hsm::audited(run, "SubordinateCsr", "subordinate-csr").await?;
             let made = hsm::blocking(run, move || {
                 ca::issue::subordinate_csr(signer.as_ref(), &subject)
                     .and_then(|der| ca::csr::to_pem("CERTIFICATE REQUEST", &der))

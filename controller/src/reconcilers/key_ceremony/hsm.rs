@@ -89,6 +89,26 @@ pub async fn open_for(
     })
 }
 
+/// Commit the `ceremony.step` record of HSM step `step` (`purpose`: why the
+/// CA key is used, e.g. `ceremony-generate`) before it runs (CPS §5.4.6): an
+/// error (`AuditUnavailable`) means the step does not run and is retried.
+pub async fn audited(run: &Run<'_>, step: &str, purpose: &str) -> Result<()> {
+    let ns = run.namespace();
+    let ev = crate::audit::AuditEvent::new("ceremony.step", "intent")
+        .object(run.kc)
+        .ca(&ns, &run.kc.spec.ca_ref.name)
+        .detail("step", step)
+        .detail("purpose", purpose)
+        .detail("operation", run.kc.spec.operation.as_str())
+        .detail("keyLabel", run.ca.spec.hsm.key_label.clone())
+        .detail("token", run.ca.spec.hsm.token_label.clone())
+        .dedup(format!(
+            "ceremony.step/{}/{step}",
+            kube::ResourceExt::uid(run.kc).unwrap_or_default()
+        ));
+    run.ctx.audit.record(ev).await.map(|_| ())
+}
+
 /// Run a PKCS#11 job on the blocking pool.
 pub async fn blocking<T, F>(run: &Run<'_>, f: F) -> Result<std::result::Result<T, ca::Error>>
 where

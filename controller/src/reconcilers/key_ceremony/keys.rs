@@ -64,6 +64,7 @@ pub async fn backup(run: &mut Run<'_>) -> Result<Action> {
     let label = hsm_spec.key_label.clone();
     let t = token.clone();
     let started = std::time::Instant::now();
+    hsm::audited(run, "Wrap", "ceremony-wrap").await?;
     let out = hsm::blocking(run, move || {
         let info = t.find_key(&KeyRef::label(label.clone()))?;
         let out = ca::ceremony::backup(&t, &label, &uid, threshold, &custodians)?;
@@ -194,6 +195,7 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
             key_label.clone(),
             uid.clone(),
         );
+        hsm::audited(run, "GenerateRecipient", "ceremony-generate").await?;
         let made = hsm::blocking(run, move || {
             // A target token that holds the CA's key label already would get a
             // second key: refused before anything is made.
@@ -301,6 +303,7 @@ pub async fn restore(run: &mut Run<'_>) -> Result<Action> {
     let threshold = u8::try_from(backup_status.threshold).unwrap_or(u8::MAX);
     let (t, l, label) = (token.clone(), recipient.clone(), key_label.clone());
     let started = std::time::Instant::now();
+    hsm::audited(run, "Unwrap", "ceremony-unwrap").await?;
     let restored = hsm::blocking(run, move || {
         let manifest = BackupManifest {
             backup_id: &backup_uid,

@@ -138,6 +138,22 @@ impl Run<'_> {
         write(self.kc, self.ctx, &mut self.status, conds, None).await
     }
 
+    /// Record the end of the ceremony (`ceremony.finished`).
+    fn finished(&self, outcome: &str, reason: &str) {
+        self.ctx.audit.note(
+            crate::audit::AuditEvent::new("ceremony.finished", outcome)
+                .object(self.kc)
+                .ca(&self.namespace(), &self.kc.spec.ca_ref.name)
+                .reason(reason)
+                .user("requestedBy", crate::audit::requested_by(self.kc.meta()))
+                .detail("operation", self.operation())
+                .dedup(format!(
+                    "ceremony.finished/{}",
+                    self.kc.uid().unwrap_or_default()
+                )),
+        );
+    }
+
     /// End the ceremony successfully.
     pub async fn succeed(&mut self, message: String) -> Result<Action> {
         self.status.phase = Some(CeremonyPhase::Succeeded);
@@ -148,6 +164,7 @@ impl Run<'_> {
         self.ctx
             .event(self.kc, false, "CeremonySucceeded", message.clone())
             .await;
+        self.finished("succeeded", "Succeeded");
         tracing::info!(operation = self.operation(), %message, "key ceremony succeeded");
         self.save_with(&[Cond::yes("Succeeded", "Succeeded", message)])
             .await?;
@@ -162,6 +179,7 @@ impl Run<'_> {
             .metrics
             .ceremony_step(self.operation(), "Ceremony", "Failed");
         self.ctx.event(self.kc, true, reason, message.clone()).await;
+        self.finished("failed", reason);
         tracing::warn!(operation = self.operation(), reason, %message, "key ceremony failed");
         self.save_with(&[Cond::no("Succeeded", reason, message)])
             .await?;
@@ -301,6 +319,24 @@ async fn apply(kc: &KeyCeremony, ctx: &Context) -> Result<Action> {
         &previous,
         &now,
     );
+    for a in &eval.records {
+        ctx.audit.note(
+            crate::audit::AuditEvent::new("ceremony.approval", "observed")
+                .object(kc)
+                .ca(&kc.namespace().unwrap_or_default(), &kc.spec.ca_ref.name)
+                .user("approvedBy", Some(&a.user))
+                .reason(if a.counted { "Counted" } else { "NotCounted" })
+                .detail("role", a.role.clone())
+                .detail("specHash", hash.clone())
+                .detail("operation", kc.spec.operation.as_str())
+                .dedup(format!(
+                    "ceremony.approval/{}/{}/{hash}/{}",
+                    kc.uid().unwrap_or_default(),
+                    a.user,
+                    a.counted
+                )),
+        );
+    }
     status.spec_hash = Some(hash);
     status.quorum = Some(QuorumStatus {
         required: quorum::describe(&required),
