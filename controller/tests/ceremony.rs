@@ -297,7 +297,76 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
         outcome(&kc)
     );
     assert_eq!(token_objects(&h), 2, "the key is still there");
+
+    // The audit trail (CPS §5.4) holds the ceremonies with their people: it
+    // verifies against the published audit key, each approval names the user
+    // the API server authenticated, and the key generation's record precedes
+    // the ceremony's outcome.
+    let records = verified_trail(&h).await;
+    let about = |event: &str, name: &str| -> Vec<&crds::audit_segment::AuditRecord> {
+        records
+            .iter()
+            .filter(|r| r.event == event && r.object.as_ref().is_some_and(|o| o.name == name))
+            .collect()
+    };
+    let counted: std::collections::BTreeSet<&str> =
+        about("ceremony.approval", "root-2026-generate")
+            .iter()
+            .filter(|r| r.reason.as_deref() == Some("Counted"))
+            .flat_map(|r| r.users.iter().filter(|u| u.role == "approvedBy"))
+            .map(|u| u.user.as_str())
+            .collect();
+    assert_eq!(
+        counted,
+        ["admin-1", "admin-2", "auditor-1", "witness-1"].into(),
+        "the generate ceremony's counted approvals"
+    );
+    let steps = about("ceremony.step", "root-2026-generate");
+    let generate = steps
+        .iter()
+        .find(|r| r.details.get("purpose").map(String::as_str) == Some("ceremony-generate"))
+        .unwrap_or_else(|| panic!("no ceremony-generate step: {steps:#?}"));
+    assert_eq!(generate.outcome, "intent");
+    let finished = about("ceremony.finished", "root-2026-generate");
+    assert_eq!(finished.len(), 1, "{finished:#?}");
+    assert!(generate.sequence < finished[0].sequence);
+    let destroy = about("ceremony.finished", "root-destroy");
+    assert_eq!(destroy.len(), 1, "{destroy:#?}");
+    assert_eq!(
+        destroy[0].reason.as_deref(),
+        Some("KeyStillNeeded"),
+        "{destroy:#?}"
+    );
     h.env.cleanup().await.unwrap();
+}
+
+/// The audit trail read from the API server, verified with `chop_audit` against
+/// the key the controller published; its records.
+async fn verified_trail(h: &Harness) -> Vec<crds::audit_segment::AuditRecord> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let mut segs = h
+        .api::<crds::AuditSegment>()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items;
+    segs.sort_by_key(|s| s.spec.index);
+    let data = h
+        .api::<ConfigMap>()
+        .get("chop-audit-key")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let spki = chop_audit::key::spki_from_pem(&data["audit-key.pem"]).unwrap();
+    let named: Vec<(String, crds::AuditSegmentSpec)> = segs
+        .iter()
+        .map(|s| (s.metadata.name.clone().unwrap(), s.spec.clone()))
+        .collect();
+    if let Err(p) = chop_audit::verify::verify_named(&named, &spki) {
+        panic!("the trail does not verify: {p}");
+    }
+    segs.into_iter().flat_map(|s| s.spec.records).collect()
 }
 
 #[tokio::test]
