@@ -122,6 +122,17 @@ pub struct SuspensionLabels {
     pub action: String,
 }
 
+/// Labels of `chop_certificate_requests_waiting`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitingLabels {
+    /// The CertificateAuthority's name.
+    pub ca: String,
+    /// Why the requests wait: the reason of their `Issued=False` condition
+    /// (`WaitingForApproval`, `WaitingForAcceptance`, `IssuanceSuspended`,
+    /// `CANotReady`, ...).
+    pub reason: String,
+}
+
 /// Labels of `chop_audit_records_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuditLabels {
@@ -156,6 +167,9 @@ pub struct Metrics {
     audit_pending: Gauge,
     audit_tamper: Counter,
     audit_tree_size: Gauge,
+    requests_waiting: Family<WaitingLabels, Gauge>,
+    /// Which label set each waiting request (by uid) is counted in.
+    waiting: std::sync::Mutex<std::collections::HashMap<String, WaitingLabels>>,
     ready: AtomicBool,
 }
 
@@ -258,6 +272,12 @@ impl Default for Metrics {
             "Certificates put on hold or resumed",
             suspensions.clone(),
         );
+        let requests_waiting = Family::<WaitingLabels, Gauge>::default();
+        registry.register(
+            "certificate_requests_waiting",
+            "CertificateRequests that wait to be issued, by CA and reason (their Issued=False reason)",
+            requests_waiting.clone(),
+        );
         let audit_enabled = Gauge::default();
         registry.register(
             "audit_enabled",
@@ -331,6 +351,8 @@ impl Default for Metrics {
             reconcile_errors,
             issued,
             hsm_duration,
+            requests_waiting,
+            waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
             ready: AtomicBool::new(false),
         }
     }
@@ -429,6 +451,31 @@ impl Metrics {
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
         self.leader.set(i64::from(ready));
+    }
+
+    /// Count the request with `uid` as waiting for CA `ca` with `reason`, or
+    /// (`None`) as not waiting any more: issued, failed, denied, lapsed, deleted.
+    pub fn request_waiting(&self, uid: &str, waiting: Option<(&str, &str)>) {
+        let Ok(mut map) = self.waiting.lock() else {
+            return;
+        };
+        let new = waiting.map(|(ca, reason)| WaitingLabels {
+            ca: ca.to_string(),
+            reason: reason.to_string(),
+        });
+        let old = match &new {
+            Some(l) => map.insert(uid.to_string(), l.clone()),
+            None => map.remove(uid),
+        };
+        if old == new {
+            return;
+        }
+        if let Some(l) = old {
+            self.requests_waiting.get_or_create(&l).dec();
+        }
+        if let Some(l) = new {
+            self.requests_waiting.get_or_create(&l).inc();
+        }
     }
 
     /// Record a CA's issuance switch and its certificate's notAfter (Unix time).
@@ -559,4 +606,41 @@ pub fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let _ = stream.write_all(response.as_bytes());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_request_is_counted_once_where_it_waits_and_not_after() {
+        let m = Metrics::default();
+        m.request_waiting("u1", Some(("root", "WaitingForApproval")));
+        m.request_waiting("u1", Some(("root", "WaitingForApproval")));
+        m.request_waiting("u2", Some(("root", "WaitingForApproval")));
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "chop_certificate_requests_waiting{ca=\"root\",reason=\"WaitingForApproval\"} 2"
+            ),
+            "{text}"
+        );
+        m.request_waiting("u1", Some(("root", "IssuanceSuspended")));
+        m.request_waiting("u2", None);
+        m.request_waiting("u3", None);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "chop_certificate_requests_waiting{ca=\"root\",reason=\"WaitingForApproval\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "chop_certificate_requests_waiting{ca=\"root\",reason=\"IssuanceSuspended\"} 1"
+            ),
+            "{text}"
+        );
+    }
 }

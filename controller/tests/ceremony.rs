@@ -280,6 +280,14 @@ async fn generate_under_quorum_then_activate_issue_and_deactivate() {
     h.approve("bob").await;
     h.wait_condition("bob", "Issued", "False", Some("IssuanceSuspended"))
         .await;
+    // ...counted where operators look (alert ChopRequestsStuck).
+    let waiting = "chop_certificate_requests_waiting{ca=\"root\",reason=\"IssuanceSuspended\"} 1";
+    h.wait("the waiting request in /metrics", 10, || async {
+        http_get(h.metrics_port, "/metrics")
+            .contains(waiting)
+            .then_some(())
+    })
+    .await;
 
     // Destroy is refused while alice's certificate needs the key for CRLs/OCSP.
     create_ceremony(

@@ -223,6 +223,7 @@ fn exported_metrics() -> BTreeSet<String> {
     controller.suspension("root", "held");
     controller.ca_state("root", true, Some(1_900_000_000));
     controller.login_failure("root", "HsmPinIncorrect");
+    controller.request_waiting("uid", Some(("root", "IssuanceSuspended")));
     let controller = controller.encode();
     let mut responder = responder::metrics::Metrics::new();
     let state = responder::state::StateHandle::default();

@@ -96,7 +96,11 @@ pub async fn reconcile(cr: Arc<CertificateRequest>, ctx: Arc<Context>) -> Result
     let action = async {
         match super::fresh(cr.as_ref(), &ctx, "get CertificateRequest").await? {
             Some(current) => apply(&current, &ctx).await,
-            None => Ok(Action::await_change()),
+            None => {
+                ctx.metrics
+                    .request_waiting(&cr.uid().unwrap_or_default(), None);
+                Ok(Action::await_change())
+            }
         }
     }
     .instrument(span)
@@ -126,6 +130,12 @@ async fn apply(cr: &CertificateRequest, ctx: &Context) -> Result<Action> {
     if decided != Gate::Done {
         observe(cr, ctx);
     }
+    let waiting = match &decided {
+        Gate::Wait(reason, ..) => Some((cr.spec.ca_ref.name.as_str(), *reason)),
+        _ => None,
+    };
+    ctx.metrics
+        .request_waiting(&cr.uid().unwrap_or_default(), waiting);
     match decided {
         Gate::Done => Ok(Action::await_change()),
         Gate::Lapse => {
