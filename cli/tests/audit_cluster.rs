@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chop_audit::testing::SoftwareSigner;
@@ -23,38 +21,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 mod audit_common;
+mod run;
 use audit_common::{issuance, trail};
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn chop(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-chop"))
-        .args(args)
-        .args(["-n", ns])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn expect(o: &Out, code: i32, needle: &str) {
-    let all = format!("{}{}", o.stdout, o.stderr);
-    assert!(
-        o.code == code && all.contains(needle),
-        "expected exit {code} and {needle:?}; got exit {}\nstdout:\n{}\nstderr:\n{}",
-        o.code,
-        o.stdout,
-        o.stderr
-    );
-}
+use run::{chop, expect};
 
 async fn create(api: &Api<AuditSegment>, name: &str, spec: &AuditSegmentSpec) {
     api.create(

@@ -5,45 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chop_audit::export::Export;
 use chop_audit::testing::SoftwareSigner;
 use crds::AuditRecord;
 
 mod audit_common;
+mod run;
 use audit_common::trail;
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn chop(args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-chop"))
-        .args(args)
-        // No cluster: a FILE must never need one.
-        .env("KUBECONFIG", "/nonexistent")
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn expect(o: &Out, code: i32, needle: &str) {
-    let all = format!("{}{}", o.stdout, o.stderr);
-    assert!(
-        o.code == code && all.contains(needle),
-        "expected exit {code} and {needle:?}; got exit {}\nstdout:\n{}\nstderr:\n{}",
-        o.code,
-        o.stdout,
-        o.stderr
-    );
-}
+use run::{chop_offline, expect};
 
 fn write(dir: &Path, name: &str, key: &SoftwareSigner, segs: &[crds::AuditSegmentSpec]) -> PathBuf {
     let export = Export::new(
@@ -67,7 +37,7 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     let key = SoftwareSigner::generate();
     let segs = trail(&key, 5);
     let good = write(dir.path(), "good.json", &key, &segs);
-    let o = chop(&["audit", "verify", s(&good)]);
+    let o = chop_offline(&["audit", "verify", s(&good)]);
     expect(&o, 0, "audit trail verified");
     expect(&o, 0, &chop_audit::key::key_id(key.spki_der()));
     expect(&o, 0, "records:   20 (sequence 0 to 19)");
@@ -77,7 +47,7 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     t[1].records[1].users[0].user = "mallory".into();
     let f = write(dir.path(), "edited.json", &key, &t);
     expect(
-        &chop(&["audit", "verify", s(&f)]),
+        &chop_offline(&["audit", "verify", s(&f)]),
         1,
         "AlteredRecord: record 5 (segment 1) was altered",
     );
@@ -87,7 +57,7 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     t.remove(2);
     let f = write(dir.path(), "deleted.json", &key, &t);
     expect(
-        &chop(&["audit", "verify", s(&f)]),
+        &chop_offline(&["audit", "verify", s(&f)]),
         1,
         "MissingSegment: segment 2 is missing",
     );
@@ -97,7 +67,7 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     t.swap(1, 3);
     let f = write(dir.path(), "reordered.json", &key, &t);
     expect(
-        &chop(&["audit", "verify", s(&f)]),
+        &chop_offline(&["audit", "verify", s(&f)]),
         1,
         "ReorderedSegment: segment 3 comes after segment 0",
     );
@@ -109,7 +79,7 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     t.push(replay);
     let f = write(dir.path(), "replayed.json", &key, &t);
     expect(
-        &chop(&["audit", "verify", s(&f)]),
+        &chop_offline(&["audit", "verify", s(&f)]),
         1,
         "BadSignature: segment 5",
     );
@@ -119,25 +89,25 @@ fn verify_passes_an_intact_export_and_names_each_tampering() {
     let mallory = SoftwareSigner::generate();
     let forged = write(dir.path(), "forged.json", &mallory, &trail(&mallory, 5));
     expect(
-        &chop(&["audit", "verify", s(&forged)]),
+        &chop_offline(&["audit", "verify", s(&forged)]),
         0,
         &chop_audit::key::key_id(mallory.spki_der()),
     );
     let pem = dir.path().join("audit-key.pem");
     std::fs::write(&pem, key.pem()).unwrap();
     expect(
-        &chop(&["audit", "verify", s(&forged), "--key", s(&pem)]),
+        &chop_offline(&["audit", "verify", s(&forged), "--key", s(&pem)]),
         1,
         "WrongKey: the trail is signed by audit key",
     );
     let id = chop_audit::key::key_id(key.spki_der());
     expect(
-        &chop(&["audit", "verify", s(&forged), "--key", &id]),
+        &chop_offline(&["audit", "verify", s(&forged), "--key", &id]),
         1,
         "WrongKey",
     );
     expect(
-        &chop(&["audit", "verify", s(&good), "--key", s(&pem)]),
+        &chop_offline(&["audit", "verify", s(&good), "--key", s(&pem)]),
         0,
         "audit trail verified",
     );
@@ -151,14 +121,14 @@ fn verify_since_proves_an_earlier_export_is_still_whole() {
     let q3 = write(dir.path(), "early.json", &key, &segs[..3]);
     let now = write(dir.path(), "now.json", &key, &segs);
     expect(
-        &chop(&["audit", "verify", s(&now), "--since", s(&q3)]),
+        &chop_offline(&["audit", "verify", s(&now), "--since", s(&q3)]),
         0,
         "its 12 records (root",
     );
     // Archived and pruned: the trail now starts at segment 2, still provable.
     let pruned = write(dir.path(), "pruned.json", &key, &segs[2..]);
     expect(
-        &chop(&["audit", "verify", s(&pruned), "--since", s(&q3)]),
+        &chop_offline(&["audit", "verify", s(&pruned), "--since", s(&q3)]),
         0,
         "consistent with",
     );
@@ -166,18 +136,18 @@ fn verify_since_proves_an_earlier_export_is_still_whole() {
     // the earlier export.
     let cut = write(dir.path(), "cut.json", &key, &segs[..2]);
     expect(
-        &chop(&["audit", "verify", s(&cut)]),
+        &chop_offline(&["audit", "verify", s(&cut)]),
         0,
         "cannot be seen from the trail alone",
     );
     expect(
-        &chop(&["audit", "verify", s(&cut), "--since", s(&q3)]),
+        &chop_offline(&["audit", "verify", s(&cut), "--since", s(&q3)]),
         1,
         "Truncated: the trail has 8 records, fewer than the 12",
     );
-    let p = chop(&["audit", "prove", "--consistency", s(&q3), s(&now)]);
+    let p = chop_offline(&["audit", "prove", "--consistency", s(&q3), s(&now)]);
     expect(&p, 0, "consistency proof (RFC 9162 §2.1.4, verified)");
-    let p = chop(&["audit", "prove", "--inclusion", "13", s(&now)]);
+    let p = chop_offline(&["audit", "prove", "--inclusion", "13", s(&now)]);
     expect(&p, 0, "audit path (RFC 9162 §2.1.3, verified)");
 }
 
@@ -188,10 +158,10 @@ fn search_and_sample_read_a_verified_export() {
     let segs = trail(&key, 40);
     let f = write(dir.path(), "q4.json", &key, &segs);
 
-    let o = chop(&["audit", "search", s(&f), "--serial", "10:07"]);
+    let o = chop_offline(&["audit", "search", s(&f), "--serial", "10:07"]);
     expect(&o, 0, "certificate.issued");
     expect(&o, 0, "2 record(s)");
-    let o = chop(&[
+    let o = chop_offline(&[
         "audit",
         "search",
         s(&f),
@@ -207,7 +177,7 @@ fn search_and_sample_read_a_verified_export() {
     assert_eq!(found[0].event, "request.approved");
     assert_eq!(found[0].sequence, 13);
     expect(
-        &chop(&["audit", "search", s(&f), "--since", "last week"]),
+        &chop_offline(&["audit", "search", s(&f), "--since", "last week"]),
         2,
         "is not a time",
     );
@@ -216,15 +186,19 @@ fn search_and_sample_read_a_verified_export() {
     let mut t = segs.clone();
     t[0].records[0].event = "nothing".into();
     let bad = write(dir.path(), "bad.json", &key, &t);
-    expect(&chop(&["audit", "search", s(&bad)]), 1, "does NOT verify");
     expect(
-        &chop(&["audit", "search", s(&bad), "--unverified"]),
+        &chop_offline(&["audit", "search", s(&bad)]),
+        1,
+        "does NOT verify",
+    );
+    expect(
+        &chop_offline(&["audit", "search", s(&bad), "--unverified"]),
         0,
         "160 record(s)",
     );
 
     // 40 certificates issued in 2026Q4: a sample of 2, reproducible from the seed.
-    let o = chop(&["audit", "sample", "--quarter", "2026Q4", s(&f)]);
+    let o = chop_offline(&["audit", "sample", "--quarter", "2026Q4", s(&f)]);
     expect(&o, 0, "population: 40 certificates issued");
     expect(&o, 0, "sample:     2");
     let seed_line = o.stdout.lines().find(|l| l.starts_with("seed:")).unwrap();
@@ -239,7 +213,7 @@ fn search_and_sample_read_a_verified_export() {
     };
     let first = serials(&o.stdout);
     assert_eq!(first.len(), 2);
-    let again = chop(&[
+    let again = chop_offline(&[
         "audit",
         "sample",
         "--quarter",
@@ -250,12 +224,12 @@ fn search_and_sample_read_a_verified_export() {
     ]);
     assert_eq!(serials(&again.stdout), first);
     expect(
-        &chop(&["audit", "sample", "--quarter", "2026Q3", s(&f)]),
+        &chop_offline(&["audit", "sample", "--quarter", "2026Q3", s(&f)]),
         2,
         "no tree head was signed in 2026Q3",
     );
     expect(
-        &chop(&["audit", "sample", "--quarter", "2026-Q4", s(&f)]),
+        &chop_offline(&["audit", "sample", "--quarter", "2026-Q4", s(&f)]),
         2,
         "e.g. 2026Q4",
     );
@@ -267,17 +241,17 @@ fn bad_files_and_arguments_are_usage_errors() {
     let v2 = dir.path().join("v2.json");
     std::fs::write(&v2, r#"{"format":"chop-audit-export/v2","segments":[]}"#).unwrap();
     expect(
-        &chop(&["audit", "verify", s(&v2)]),
+        &chop_offline(&["audit", "verify", s(&v2)]),
         2,
         "unknown export format \"chop-audit-export/v2\"",
     );
     expect(
-        &chop(&["audit", "verify"]),
+        &chop_offline(&["audit", "verify"]),
         2,
         "an export FILE, or --from-cluster",
     );
     expect(
-        &chop(&["audit", "verify", "/nonexistent/x.json"]),
+        &chop_offline(&["audit", "verify", "/nonexistent/x.json"]),
         2,
         "cannot read /nonexistent/x.json",
     );
@@ -285,7 +259,7 @@ fn bad_files_and_arguments_are_usage_errors() {
     let existing = dir.path().join("existing.json");
     std::fs::write(&existing, "keep me").unwrap();
     expect(
-        &chop(&["audit", "export", "-o", s(&existing)]),
+        &chop_offline(&["audit", "export", "-o", s(&existing)]),
         2,
         "never overwrites",
     );

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,28 +20,10 @@ use kube::api::{
 };
 use serde_json::json;
 
+mod run;
+use run::{Out, chop};
+
 const POLICY_LABEL: &str = "chop.dev/e2e-cli-policies";
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run the plugin as the user of `kubeconfig` in namespace `ns`.
-fn chop(kubeconfig: &Path, ns: &str, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-chop"))
-        .args(args)
-        .args(["-n", ns])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn ok(o: Out) -> String {
     assert_eq!(o.code, 0, "stdout:\n{}\nstderr:\n{}", o.stdout, o.stderr);
@@ -87,6 +69,7 @@ async fn install_policies(env: &TestEnv) {
         "policies/request-spec.yaml",
         "policies/controller-state.yaml",
         "policies/key-ceremony.yaml",
+        "policies/suspension-resume.yaml",
     ]
     .map(String::from)
     .to_vec();
@@ -460,6 +443,7 @@ async fn the_plugin_as_officer_auditor_ra_and_administrator() {
     let o = chop(&ra, &ns, &["resume", "hold-alice"]);
     assert_eq!(o.code, 2, "the RA may not resume: {}", o.stdout);
     assert!(o.stderr.contains("Forbidden"), "{}", o.stderr);
+    assert!(o.stderr.contains("officer's decision"), "{}", o.stderr);
     ok(chop(&officer, &ns, &["resume", "hold-alice"]));
     let hold = Api::<Suspension>::namespaced(admin.clone(), &ns)
         .get("hold-alice")
