@@ -1070,6 +1070,54 @@ fn matrix_is_the_documented_one() {
 
 /// The API server's audit log (e2e/audit-policy.yaml) names who approved a
 /// request, and who tried and was refused.
+/// A decommissioned namespace (label `chop.dev/decommissioned=true`, the
+/// deliberate second step of removing a CA: docs/operator.md) may have its trail
+/// pruned before retention ends, by an auditor only; in a live namespace the
+/// same deletion is refused (the matrix's cell).
+#[tokio::test]
+async fn a_decommissioned_namespaces_trail_is_pruned_by_an_auditor_only() {
+    let f = Fixture::new().await;
+    let dry_delete = DeleteParams::default().dry_run();
+    let auditor = f.env.user("auditor-9", &["chop:auditors"]).await.unwrap();
+    let admin_user = f
+        .env
+        .user("chop-admin-9", &["chop:administrators"])
+        .await
+        .unwrap();
+    let by_auditor = f.api(auditor, "AuditSegment", "auditsegments");
+    let by_admin = f.api(admin_user, "AuditSegment", "auditsegments");
+    let kept = by_auditor.delete(KEPT_SEGMENT, &dry_delete).await;
+    assert!(
+        matches!(&kept, Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("not yet past its retention period")),
+        "live namespace: {kept:?}"
+    );
+    Api::<Namespace>::all(f.env.admin())
+        .patch(
+            f.ns(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"chop.dev/decommissioned": "true"}}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the auditor prunes a decommissioned namespace's segment",
+        || async {
+            by_auditor
+                .delete(KEPT_SEGMENT, &dry_delete)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    let refused = by_admin.delete(KEPT_SEGMENT, &dry_delete).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 403
+            && s.message.contains("cannot delete resource \"auditsegments\"")),
+        "administrator (no RBAC delete on segments): {refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn api_audit_log_names_who_approved() {
     let env = TestEnv::with_crds(&crds::all().into_iter().map(|(_, c)| c).collect::<Vec<_>>())
