@@ -634,6 +634,28 @@ pub async fn install_manifests(
     Ok(())
 }
 
+/// Retries `f` every 200 ms until it returns `Ok`, and panics after 30 s with
+/// the last error: RBAC and admission policies reach the API server's
+/// authorizer and admission caches through informers, a moment after they are
+/// written, so a test waits for them before it asserts a refusal or a grant.
+#[allow(clippy::panic)]
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("{what}: still failing after 30s: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,9 +13,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use e2e::TestEnv;
+use e2e::{TestEnv, eventually};
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -66,22 +65,6 @@ fn assert_rejected<T: std::fmt::Debug>(result: Result<T, kube::Error>, code: u16
             );
         }
         other => panic!("expected a rejection containing {phrase:?}, got {other:?}"),
-    }
-}
-
-/// Retries `f` until it returns `Ok`; panics after 30 s with the last error.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after 30s: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
     }
 }
 
