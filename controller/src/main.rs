@@ -372,7 +372,10 @@ async fn main() -> anyhow::Result<()> {
         r = &mut election => {
             bail!("leader election ended before leading: {r:?}");
         }
-        _ = tokio::signal::ctrl_c() => return Ok(()),
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "stopping before leading");
+            return Ok(());
+        }
     }
     tracing::info!("leading: starting controllers");
     metrics.set_ready(true);
@@ -409,15 +412,46 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     tokio::select! {
-        () = controller::run(ctx, args.namespace.as_deref()) => Ok(()),
+        () = controller::run(Arc::clone(&ctx), args.namespace.as_deref()) => Ok(()),
         r = &mut election => {
             metrics.set_ready(false);
             tracing::error!(result = ?r, "leadership lost: exiting");
             std::process::exit(1);
         }
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!("interrupted: exiting");
+        signal = shutdown_signal() => {
+            // Graceful stop (a Deployment's rollout or scale-down sends
+            // SIGTERM): the trail says the leader stopped, and why. A crash
+            // leaves no such record: the next `controller.leading` follows
+            // without a `controller.stop` before it.
+            metrics.set_ready(false);
+            tracing::info!(signal, "stopping");
+            let stop = controller::audit::AuditEvent::new("controller.stop", "observed")
+                .detail("replica", identity.clone())
+                .detail("signal", signal);
+            if let Err(e) = ctx.audit.record_within(stop, STOP_RECORD_TIMEOUT).await {
+                tracing::warn!(error = %e, "the stop could not be recorded in the audit trail");
+            }
             Ok(())
+        }
+    }
+}
+
+/// How long a stopping controller waits for its `controller.stop` record
+/// (well inside a pod's default 30 s termination grace period).
+const STOP_RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
         }
     }
 }

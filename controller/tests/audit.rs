@@ -527,6 +527,47 @@ async fn a_crash_after_a_commit_continues_the_chain() {
     for s in &before {
         assert_eq!(after[s.spec.index as usize].spec, s.spec);
     }
+    // A graceful stop (SIGTERM, as a Deployment sends) is recorded before the
+    // process exits; the crash before it left no stop record.
+    let mut child = h.child.0.take().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller did not stop on SIGTERM\n{}",
+            h.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", h.logs());
+    let lifecycle: Vec<(String, String)> = verified_records(&h)
+        .await
+        .into_iter()
+        .filter(|r| r.event.starts_with("controller."))
+        .map(|r| {
+            (
+                r.event.clone(),
+                r.details.get("signal").cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lifecycle,
+        [
+            ("controller.leading".to_string(), String::new()),
+            ("controller.leading".to_string(), String::new()),
+            ("controller.stop".to_string(), "SIGTERM".to_string()),
+        ],
+        "start, crash (no stop), start, graceful stop"
+    );
 }
 
 #[tokio::test]
