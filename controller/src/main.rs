@@ -405,10 +405,30 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let ctx = Arc::new(ctx);
+    // Test hook: a retention of N seconds, checked every second, so that an
+    // end-to-end test sees segments pass their retention period and pruned
+    // (controller/tests/audit.rs). Never below the CPS minimum otherwise.
+    let (retention, check) = match std::env::var("CHOP_TEST_AUDIT_RETENTION_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(secs) => {
+            tracing::warn!(
+                secs,
+                "CHOP_TEST_AUDIT_RETENTION_SECS: test hook active, audit segments pass retention after {secs}s"
+            );
+            (Duration::from_secs(secs), Duration::from_secs(1))
+        }
+        None => (
+            args.audit.retention,
+            controller::audit::tamper::RETENTION_CHECK,
+        ),
+    };
     tokio::spawn(controller::audit::tamper::run(
         Arc::clone(&ctx),
         args.audit.namespace.clone(),
-        args.audit.retention,
+        retention,
+        check,
     ));
 
     tokio::select! {

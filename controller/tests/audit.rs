@@ -20,7 +20,11 @@
 //!   publishes a Warning Event `AuditTamperDetected` on the segment.
 //! - `a_crash_after_a_commit_continues_the_chain`: the controller aborts right
 //!   after committing a certificate; the restarted controller continues the
-//!   same trail (one `audit.key`, contiguous segments, it verifies).
+//!   same trail (one `audit.key`, contiguous segments, it verifies); then a
+//!   SIGTERM stops it gracefully and `controller.stop` is the last record.
+//! - `segments_past_retention_are_labelled_then_pruned_without_an_alarm`: the
+//!   controller labels segments past retention; pruning them after an export
+//!   raises no tamper alarm and the trail still proves it extends the export.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -593,4 +597,74 @@ async fn deleting_a_segment_is_recorded_as_tampering() {
     assert!(t.details["what"].contains("deleted"), "{t:?}");
     warning_event(&h, "audit-000000000000", "AuditTamperDetected").await;
     assert_eq!(metric(&h, "chop_audit_tamper_detected_total"), Some(1.0));
+}
+
+/// CPS §5.4.3, §5.5.2: segments past their retention period are labelled by the
+/// controller; the auditor exports the trail, prunes what was archived, and the
+/// pruning is not mistaken for tampering; the trail still proves it extends the
+/// export. (Retention shortened to 2 s by the controller's test hook.)
+#[tokio::test]
+async fn segments_past_retention_are_labelled_then_pruned_without_an_alarm() {
+    use crds::audit_segment::RETENTION_EXPIRED_LABEL;
+    let mut h = Harness::new().await;
+    h.extra_env
+        .push(("CHOP_TEST_AUDIT_RETENTION_SECS".into(), "2".into()));
+    h.start(false);
+    h.create_ca().await;
+    wait_records(&h, "the root's record", |r| {
+        r.iter().any(|r| r.event == "ca.certificate")
+    })
+    .await;
+    // The auditor's export (what `kubectl chop audit export` archives).
+    let archived = segments(&h).await;
+    let last = archived.last().unwrap().spec.index;
+    let labelled = |s: &AuditSegment| {
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(RETENTION_EXPIRED_LABEL))
+            .map(String::as_str)
+            == Some("true")
+    };
+    h.wait("the archived segments to pass retention", 30, || async {
+        let now = segments(&h).await;
+        now.iter()
+            .filter(|s| s.spec.index <= last)
+            .all(labelled)
+            .then_some(())
+    })
+    .await;
+    // Prune every archived segment but the last (the chain continues from it).
+    for s in archived.iter().filter(|s| s.spec.index < last) {
+        h.api::<AuditSegment>()
+            .delete(
+                s.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // The CA goes on issuing; its records extend the pruned trail.
+    let csr = h.csr("after-pruning");
+    let serial = issue(&h, "after-pruning", "ref-p", &csr).await;
+    let records = wait_records(&h, "the new certificate's record", |r| {
+        r.iter()
+            .any(|r| r.event == "certificate.issue" && r.serial.as_deref() == Some(&serial))
+    })
+    .await;
+    assert!(
+        !records.iter().any(|r| r.event == "audit.tamper"),
+        "pruning past retention was reported as tampering: {records:#?}"
+    );
+    assert_ne!(metric(&h, "chop_audit_tamper_detected_total"), Some(1.0));
+    let now = segments(&h).await;
+    assert_eq!(now[0].spec.index, last, "pruned segments are gone");
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cm = h.api::<ConfigMap>().get("chop-audit-key").await.unwrap();
+    let spki = chop_audit::key::spki_from_pem(&cm.data.unwrap()["audit-key.pem"]).unwrap();
+    let old: Vec<_> = archived.iter().map(|s| s.spec.clone()).collect();
+    let new: Vec<_> = now.iter().map(|s| s.spec.clone()).collect();
+    if let Err(p) = chop_audit::verify::verify_since(&old, &new, &spki) {
+        panic!("the pruned trail does not prove it extends the export: {p}");
+    }
 }

@@ -30,9 +30,12 @@ use crate::context::Context;
 /// Field manager of the retention label.
 pub const RETENTION_MANAGER: &str = "chop-controller-audit-retention";
 
-/// Watch the trail for tampering and label segments past retention, until the
-/// process ends.
-pub async fn run(ctx: Arc<Context>, namespace: String, retention: Duration) {
+/// How often segments are checked for the end of their retention period.
+pub const RETENTION_CHECK: Duration = Duration::from_secs(3600);
+
+/// Watch the trail for tampering and label segments past `retention` (checked
+/// every `check`, [`RETENTION_CHECK`] outside tests), until the process ends.
+pub async fn run(ctx: Arc<Context>, namespace: String, retention: Duration, check: Duration) {
     if !ctx.audit.enabled() {
         return;
     }
@@ -44,7 +47,7 @@ pub async fn run(ctx: Arc<Context>, namespace: String, retention: Duration) {
                 if let Err(e) = label_expired(&api, retention).await {
                     tracing::warn!(error = %e, "audit retention: could not label segments");
                 }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+                tokio::time::sleep(check).await;
             }
         }
     };

@@ -31,6 +31,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub child: ChildGuard,
+    /// More environment for the controller processes this harness starts.
+    pub extra_env: Vec<(String, String)>,
     pub metrics_port: u16,
     pub starts: u32,
     /// The controller runs as the user `chop-controller`, bound only to the
@@ -140,6 +142,7 @@ impl Harness {
             dir,
             conf,
             child: ChildGuard(None),
+            extra_env: Vec::new(),
             metrics_port,
             starts: 0,
             controller_kubeconfig,
@@ -219,6 +222,7 @@ impl Harness {
         if let Some(hook) = hook {
             cmd.env(hook, "1");
         }
+        cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         cmd.spawn().unwrap()
     }
 
