@@ -61,11 +61,14 @@ cmd_build() {
   tmp=$(mktemp -d "$(dirname "$out")/build.XXXXXX")
   start=$(date +%s)
   log "building kube-apiserver, kubectl ($kv) and etcd into $out (first build takes a while)"
+  # A private Go build cache, removed afterwards: the binaries are what is kept
+  # (the cache is ~3 GiB, and CI's disk is shared with the Rust build).
   (
     cd "$TOOLS_DIR"
-    CGO_ENABLED=0 go build -mod=readonly -p "${GO_BUILD_P:-2}" -trimpath -ldflags "$ld" -o "$tmp/" \
+    GOCACHE=$tmp/gocache CGO_ENABLED=0 go build -mod=readonly -p "${GO_BUILD_P:-2}" -trimpath -ldflags "$ld" -o "$tmp/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3
-  ) || { rm -rf "$tmp"; die "go build failed"; }
+  ) || { chmod -R u+w "$tmp"; rm -rf "$tmp"; die "go build failed"; }
+  chmod -R u+w "$tmp/gocache"; rm -rf "$tmp/gocache"
   mv "$tmp/server" "$tmp/etcd"
   rm -rf "$out"
   chmod 755 "$tmp"

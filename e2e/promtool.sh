@@ -52,10 +52,12 @@ cmd_build() {
   log "building promtool ($v, tags $TAGS) into $(dirname "$out") (first build takes a few minutes)"
   (
     cd "$MOD_DIR"
-    CGO_ENABLED=0 go build -mod=readonly -p "${GO_BUILD_P:-2}" -trimpath -tags "$TAGS" \
+    # A private Go build cache, removed afterwards (disk is shared with the Rust build).
+    GOCACHE=$tmp/gocache CGO_ENABLED=0 go build -mod=readonly -p "${GO_BUILD_P:-2}" -trimpath -tags "$TAGS" \
       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$v" \
       -o "$tmp/promtool" github.com/prometheus/prometheus/cmd/promtool
-  ) || { rm -rf "$tmp"; die "go build failed"; }
+  ) || { chmod -R u+w "$tmp"; rm -rf "$tmp"; die "go build failed"; }
+  chmod -R u+w "$tmp/gocache"; rm -rf "$tmp/gocache"
   rm -rf "$(dirname "$out")"
   chmod 755 "$tmp"
   mv "$tmp" "$(dirname "$out")"

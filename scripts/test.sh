@@ -11,6 +11,11 @@ source scripts/lib.sh
 ensure_packages
 ensure_python_tools
 
+# No incremental compilation: the suite builds once, and incremental data would
+# add gigabytes to a target dir on a disk that CI shares (a fresh test build is
+# ~3.7 GB with the workspace's profile, Cargo.toml).
+export CARGO_INCREMENTAL=0
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
