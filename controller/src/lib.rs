@@ -50,6 +50,7 @@
 //! See [`reconcilers::crl_schedule`] (numbers reserved before signing, ADR 0002
 //! §3) and [`publish`] (chunked ConfigMaps, ADR 0002 §4).
 
+pub mod archive;
 pub mod audit;
 pub mod blocklist;
 pub mod conditions;

@@ -39,6 +39,12 @@
 //! (`CHOP_AUDIT=off`) records nothing: benchmarks only (a loud warning,
 //! `chop_audit_enabled 0`).
 //!
+//! The archive ([`controller::archive`], CPS §4.10.1, §5.5): `--archive-after
+//! 30d` (`CHOP_ARCHIVE_AFTER`; `s`, `m`, `h` or `d`; `off` disables) is how long
+//! after its notAfter a certificate's record leaves the register, recorded
+//! with the certificate in the audit trail first; `--archive-every 1h`
+//! (`CHOP_ARCHIVE_EVERY`) is the time between scans.
+//!
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
 //!
@@ -47,7 +53,10 @@
 //! `CHOP_TEST_CRASH_AFTER_COMMIT=1` right after it created the IssuedCertificate,
 //! before the request's status records it; `CHOP_TEST_CRASH_AFTER_CRL_RESERVE=1`
 //! right after it reserved a CRL number in a CRLSchedule's status (used by the
-//! crash-recovery e2e tests). Never set them in a deployment.
+//! crash-recovery e2e tests); `CHOP_TEST_AUDIT_RETENTION_SECS=N` gives audit
+//! segments a retention of N seconds, checked every second;
+//! `CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS=N` runs the archive's clock N seconds
+//! ahead. Never set them in a deployment.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +79,23 @@ struct Args {
     pkcs11_modules: Vec<String>,
     responder_images: Vec<String>,
     audit: AuditConfig,
+    archive: controller::archive::ArchiveConfig,
+}
+
+/// `30s`, `5m`, `12h` or `30d` as a duration.
+fn parse_duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    let (n, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("{flag} {v:?}: a number with s, m, h or d (30d)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3_600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("{flag} {v:?}: a number with s, m, h or d (30d)"),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 /// `62d` or `1488h` as a duration.
@@ -122,6 +148,8 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut audit_retention = env("CHOP_AUDIT_RETENTION");
     let mut audit_mode = env("CHOP_AUDIT");
     let mut audit_delay = env("CHOP_AUDIT_COMMIT_DELAY_MS");
+    let mut archive_after = env("CHOP_ARCHIVE_AFTER");
+    let mut archive_every = env("CHOP_ARCHIVE_EVERY");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -165,9 +193,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--audit-retention" => audit_retention = Some(value()?),
             "--audit-commit-delay" => audit_delay = Some(value()?),
             "--audit" => audit_mode = Some(value()?),
+            "--archive-after" => archive_after = Some(value()?),
+            "--archive-every" => archive_every = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json] [--audit on|off] [--audit-namespace NS] [--audit-token-label LABEL] [--audit-module PATH] [--audit-pin-file PATH] [--audit-retention 62d] [--audit-commit-delay MS]"
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json] [--audit on|off] [--audit-namespace NS] [--audit-token-label LABEL] [--audit-module PATH] [--audit-pin-file PATH] [--audit-retention 62d] [--audit-commit-delay MS] [--archive-after 30d|off] [--archive-every 1h]"
                 );
                 std::process::exit(0);
             }
@@ -216,9 +246,33 @@ fn parse_args() -> anyhow::Result<Args> {
             None => 0,
         }),
     };
+    let archive = controller::archive::ArchiveConfig {
+        after: match archive_after.as_deref() {
+            Some("off") => None,
+            Some(v) => Some(parse_duration("--archive-after", v)?),
+            None => Some(controller::archive::DEFAULT_AFTER),
+        },
+        every: match archive_every.as_deref() {
+            Some(v) => parse_duration("--archive-every", v)?.max(Duration::from_secs(1)),
+            None => controller::archive::DEFAULT_EVERY,
+        },
+        clock_ahead: match env("CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS") {
+            Some(v) => Duration::from_secs(
+                v.parse()
+                    .with_context(|| format!("CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS {v:?}"))?,
+            ),
+            None => Duration::ZERO,
+        },
+    };
+    if !archive.clock_ahead.is_zero() {
+        tracing::warn!(
+            "CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS: test hook active, the archive's clock runs ahead"
+        );
+    }
     Ok(Args {
         lease_namespace,
         audit,
+        archive,
         namespace,
         lease_name: lease_name.unwrap_or_else(|| "chop-controller".into()),
         metrics_addr: metrics_addr.unwrap_or_else(|| "0.0.0.0:8080".into()),
@@ -424,6 +478,11 @@ async fn main() -> anyhow::Result<()> {
             controller::audit::tamper::RETENTION_CHECK,
         ),
     };
+    tokio::spawn(controller::archive::run(
+        Arc::clone(&ctx),
+        args.namespace.clone(),
+        args.archive,
+    ));
     tokio::spawn(controller::audit::tamper::run(
         Arc::clone(&ctx),
         args.audit.namespace.clone(),

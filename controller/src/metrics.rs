@@ -26,6 +26,7 @@
 //! | `chop_audit_pending_records` | |
 //! | `chop_audit_tamper_detected_total` | |
 //! | `chop_audit_tree_size` | |
+//! | `chop_certificates_archived_total` | `ca` (expired records moved to the audit trail) |
 //!
 //! No label ever carries a subject, a subscriber reference or anything secret
 //! (CPS §9.4): only kinds, CA names, profile names and error reasons.
@@ -167,6 +168,7 @@ pub struct Metrics {
     audit_pending: Gauge,
     audit_tamper: Counter,
     audit_tree_size: Gauge,
+    archived: Family<CaLabels, Counter>,
     requests_waiting: Family<WaitingLabels, Gauge>,
     /// Which label set each waiting request (by uid) is counted in.
     waiting: std::sync::Mutex<std::collections::HashMap<String, WaitingLabels>>,
@@ -326,7 +328,14 @@ impl Default for Metrics {
             "Records in the audit trail (its Merkle tree size)",
             audit_tree_size.clone(),
         );
+        let archived = Family::<CaLabels, Counter>::default();
+        registry.register(
+            "certificates_archived",
+            "Expired certificates recorded in the audit trail and removed from the register",
+            archived.clone(),
+        );
         Metrics {
+            archived,
             registry,
             audit_enabled,
             audit_writable,
@@ -532,6 +541,13 @@ impl Metrics {
                 .inc();
         }
         self.audit_tree_size(spec.tree_size);
+    }
+
+    /// A record of CA `ca` archived.
+    pub fn archived(&self, ca: &str) {
+        self.archived
+            .get_or_create(&CaLabels { ca: ca.to_string() })
+            .inc();
     }
 
     /// A change to the trail the controller did not make.

@@ -482,3 +482,99 @@ async fn the_register_cannot_be_erased_in_one_step() {
     }
     h.env.cleanup().await.unwrap();
 }
+
+/// The one way a record leaves the register (CPS §4.10.1, §5.5): the
+/// controller's archive, after the certificate expired and its grace period
+/// passed, with the certificate committed to the signed audit trail first, by
+/// the controller's own identity through chop-register-protection. A
+/// certificate revoked for keyCompromise stays: it is its key's block-list
+/// entry; a certificate not yet expired (the responder's, 7 days) stays.
+/// (Certificates valid one day; then a controller whose archive clock runs a
+/// day ahead, archiving 1 s after expiry, scanning every second.)
+#[tokio::test]
+async fn expired_records_leave_the_register_only_through_the_archive() {
+    use crds::AuditSegment;
+    let mut h = Harness::new().await;
+    h.install_policies().await;
+    h.start(false);
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "24h"}}))
+        .await;
+    // Requested by the RA, approved by another user (chop-no-self-approval).
+    let ra = h.ra_user("ra-archive").await;
+    let mut serials = Vec::new();
+    for (name, reference) in [("expiring", "ref-e"), ("compromised", "ref-c")] {
+        Api::<crds::CertificateRequest>::namespaced(ra.clone(), h.ns())
+            .create(
+                &PostParams::default(),
+                &request_body(name, "Signature", reference, &h.csr(name), true),
+            )
+            .await
+            .unwrap();
+        h.approve(name).await;
+        let cr = h
+            .wait_condition(name, "Issued", "True", Some("Issued"))
+            .await;
+        serials.push(cr.status.unwrap().serial_number.unwrap());
+    }
+    let (expiring, compromised) = (serials[0].clone(), serials[1].clone());
+    revoke_request(&h, "compromised-key", "compromised", "keyCompromise").await;
+    let before = register(&h, true).await;
+    assert_eq!(before.len(), 3, "responder + 2 subscribers: {before:?}");
+    h.child.stop();
+    h.extra_env.extend([
+        ("CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS".into(), "86460".into()),
+        ("CHOP_ARCHIVE_AFTER".into(), "1s".into()),
+        ("CHOP_ARCHIVE_EVERY".into(), "1s".into()),
+    ]);
+    h.start(false);
+    let expiring_record = record(&h, &expiring).await;
+    let records: Api<IssuedCertificate> = h.api();
+    h.wait("the expired record to leave the register", 60, || {
+        let (records, name) = (records.clone(), issued_name(&expiring));
+        async move { records.get_opt(&name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    // The trail holds the certificate, committed before the deletion.
+    let trail: Vec<_> = h
+        .api::<AuditSegment>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|s| s.spec.records)
+        .collect();
+    let archived: Vec<_> = trail
+        .iter()
+        .filter(|r| r.event == "certificate.archived")
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:#?}");
+    assert_eq!(archived[0].serial.as_deref(), Some(expiring.as_str()));
+    assert_eq!(
+        archived[0].details["certificate"],
+        expiring_record.spec.certificate
+    );
+    assert_eq!(archived[0].details["state"], "Valid");
+    // Scans go on; the compromised key's record and the responder's stay,
+    // finalizer and all.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let after = register(&h, true).await;
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|n| *n != issued_name(&expiring))
+            .collect::<Vec<_>>()
+    );
+    let kept = record(&h, &compromised).await;
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        kept.status.as_ref().and_then(|s| s.reason.as_deref()),
+        Some("keyCompromise")
+    );
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics.contains("chop_certificates_archived_total{ca=\"root\"} 1"),
+        "{metrics}"
+    );
+}

@@ -27,6 +27,15 @@ use crate::metrics::Metrics;
 
 /// The most records in one segment.
 pub const MAX_RECORDS: usize = 1000;
+/// The most bytes of records (as JSON) in one segment: a segment is one object
+/// and the API server stores at most 1.5 MiB per object; an archived
+/// certificate's record carries its PEM (~2 KB), so 1,000 of them would not fit.
+pub const MAX_SEGMENT_BYTES: usize = 768 * 1024;
+
+/// The size a record adds to its segment (its JSON encoding).
+fn record_bytes(q: &Queued) -> usize {
+    serde_json::to_vec(&q.record).map_or(0, |v| v.len())
+}
 /// How long a committed dedup key is remembered.
 const DEDUP_TTL: Duration = Duration::from_secs(3600);
 
@@ -185,20 +194,35 @@ impl Writer {
             });
         }
         let mut paused_since: Option<Instant> = None;
+        // A record received that did not fit the last segment: the next one's first.
+        let mut carry: Option<Queued> = None;
         failures = 0;
         loop {
             if batch.is_empty() {
-                match rx.recv().await {
-                    Some(q) => batch.push(q),
-                    None => return,
-                }
-                if !self.config.commit_delay.is_zero() {
-                    tokio::time::sleep(self.config.commit_delay).await;
+                if let Some(q) = carry.take() {
+                    batch.push(q);
+                } else {
+                    match rx.recv().await {
+                        Some(q) => batch.push(q),
+                        None => return,
+                    }
+                    if !self.config.commit_delay.is_zero() {
+                        tokio::time::sleep(self.config.commit_delay).await;
+                    }
                 }
             }
-            while batch.len() < MAX_RECORDS {
+            let mut bytes: usize = batch.iter().map(record_bytes).sum();
+            while batch.len() < MAX_RECORDS && carry.is_none() {
                 match rx.try_recv() {
-                    Ok(q) => batch.push(q),
+                    Ok(q) => {
+                        let size = record_bytes(&q);
+                        if bytes + size > MAX_SEGMENT_BYTES {
+                            carry = Some(q);
+                        } else {
+                            bytes += size;
+                            batch.push(q);
+                        }
+                    }
                     Err(_) => break,
                 }
             }
