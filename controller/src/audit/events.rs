@@ -1,12 +1,15 @@
 //! Building the records of chop's actions (event classes: docs/audit.md) and
 //! reading who acted from what the API server stamped on the objects.
 //!
-//! Users: the requester is the `chop.dev/requested-by` annotation (written by
-//! the chop-requested-by admission policy from the authenticated user); the
-//! approver, denier and acceptor are the field managers that wrote the
-//! decision (`Approved`/`Denied` condition, `spec.accepted`) as recorded in
-//! `managedFields` (the API server's audit log names the authenticated user of
-//! that write).
+//! Users: each is what the API server stamped from the authenticated user of
+//! the write that acted (admission policies in
+//! manifests/policies/no-self-approval.yaml): the requester (and who revoked
+//! or held) is the `chop.dev/requested-by` annotation, the approver or denier
+//! `status.decidedBy`, the acceptor `chop.dev/accepted-by`, who resumed
+//! `chop.dev/resumed-by`. A field manager (`managedFields`) is a name the
+//! client chooses: where a stamp is missing (a cluster without the policies,
+//! an object decided before them) it is recorded under a role of its own,
+//! `<role>FieldManager`, never as the user.
 
 use crds::CertificateRequest;
 use der::Encode;
@@ -32,6 +35,31 @@ pub fn requested_by(meta: &ObjectMeta) -> Option<&str> {
         .as_ref()?
         .get(crate::reconcilers::certificate_request::ANNOTATION_REQUESTED_BY)
         .map(String::as_str)
+}
+
+/// The annotation `chop.dev/accepted-by` (policy chop-accepted-by).
+pub const ANNOTATION_ACCEPTED_BY: &str = "chop.dev/accepted-by";
+/// The annotation `chop.dev/resumed-by` (policy chop-resumed-by).
+pub const ANNOTATION_RESUMED_BY: &str = "chop.dev/resumed-by";
+
+/// The annotation `key`.
+pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Who acted as `role`: the API server's stamp `stamped` when present, else
+/// the field manager `manager` under the role `<role>FieldManager`, so that a
+/// name the client chose is never taken for an authenticated user.
+pub fn acted_by(
+    ev: AuditEvent,
+    role: &str,
+    stamped: Option<&str>,
+    manager: impl FnOnce() -> Option<String>,
+) -> AuditEvent {
+    match stamped.filter(|s| !s.is_empty()) {
+        Some(user) => ev.user(role, Some(user)),
+        None => ev.user(&format!("{role}FieldManager"), manager().as_deref()),
+    }
 }
 
 /// The field manager that owns the status condition of `type_`.
@@ -93,23 +121,34 @@ pub fn request_users(ev: AuditEvent, cr: &CertificateRequest) -> AuditEvent {
         .unwrap_or_default();
     let auto = crate::conditions::find(conds, "Approved")
         .is_some_and(|c| c.reason == crate::reconcilers::certificate_request::AUTO_APPROVED);
-    let approver = if auto {
-        Some("chop-controller")
-    } else {
-        condition_manager(meta, "Approved")
-    };
+    let decided_by = cr.status.as_ref().and_then(|s| s.decided_by.as_deref());
     let mut ev = ev.user("requestedBy", requested_by(meta));
     if crate::conditions::is_true(conds, "Approved") {
-        ev = ev.user("approvedBy", approver);
+        ev = if auto && decided_by.is_none() {
+            // The controller's own approval, recorded before its write (which
+            // chop-decided-by stamps with the controller's service account).
+            ev.user("approvedBy", Some("chop-controller"))
+        } else {
+            acted_by(ev, "approvedBy", decided_by, || {
+                condition_manager(meta, "Approved").map(str::to_owned)
+            })
+        };
         if auto {
             ev = ev.detail("approval", "AutoApproved");
         }
     }
     if crate::conditions::is_true(conds, "Denied") {
-        ev = ev.user("deniedBy", condition_manager(meta, "Denied"));
+        ev = acted_by(ev, "deniedBy", decided_by, || {
+            condition_manager(meta, "Denied").map(str::to_owned)
+        });
     }
     if cr.spec.accepted {
-        ev = ev.user("acceptedBy", spec_manager(meta, "accepted"));
+        ev = acted_by(
+            ev,
+            "acceptedBy",
+            annotation(meta, ANNOTATION_ACCEPTED_BY),
+            || spec_manager(meta, "accepted").map(str::to_owned),
+        );
     }
     ev
 }
