@@ -188,3 +188,94 @@ pub fn observed<K: Resource<DynamicType = ()>>(event: &str, obj: &K, version: &s
             obj.uid().unwrap_or_default()
         ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// A decided, accepted request whose managedFields name `manager` for the
+    /// decision and the acceptance, with the API server's stamps `stamps`
+    /// (annotations) and `decided_by`.
+    fn request(
+        decision: &str,
+        manager: &str,
+        annotations: serde_json::Value,
+        decided_by: Option<&str>,
+    ) -> CertificateRequest {
+        let mut status = json!({"conditions": [{"type": decision, "status": "True",
+            "reason": "Officer", "message": "", "lastTransitionTime": "2026-12-03T00:00:00Z"}]});
+        if let Some(d) = decided_by {
+            status["decidedBy"] = json!(d);
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+            "metadata": {"name": "r", "namespace": "ns", "annotations": annotations,
+                "managedFields": [
+                    {"manager": manager, "operation": "Update", "apiVersion": "chop.dev/v1alpha1",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:accepted": {}}}},
+                    {"manager": manager, "operation": "Apply", "apiVersion": "chop.dev/v1alpha1",
+                     "subresource": "status", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:status": {"f:conditions": {
+                         format!("k:{{\"type\":\"{decision}\"}}"): {}}}}}]},
+            "spec": {"caRef": {"name": "root"}, "profile": "Signature", "csr": "x",
+                     "subscriber": {"reference": "r", "commonName": "Wang"}, "accepted": true},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn users(ev: &AuditEvent) -> Vec<(&str, &str)> {
+        ev.record
+            .users
+            .iter()
+            .map(|u| (u.role.as_str(), u.user.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_stamps_name_who_acted_never_the_field_manager() {
+        let cr = request(
+            "Approved",
+            "officer-2",
+            json!({"chop.dev/requested-by": "ra", "chop.dev/accepted-by": "ra"}),
+            Some("officer-1"),
+        );
+        let ev = request_users(AuditEvent::new("request.approved", "observed"), &cr);
+        assert_eq!(
+            users(&ev),
+            [
+                ("requestedBy", "ra"),
+                ("approvedBy", "officer-1"),
+                ("acceptedBy", "ra")
+            ]
+        );
+        let cr = request("Denied", "officer-2", json!({}), Some("officer-1"));
+        let ev = request_users(AuditEvent::new("request.denied", "observed"), &cr);
+        assert!(users(&ev).contains(&("deniedBy", "officer-1")));
+    }
+
+    #[test]
+    fn without_a_stamp_the_field_manager_is_recorded_under_its_own_role() {
+        for decision in ["Approved", "Denied"] {
+            let cr = request(decision, "officer-2", json!({}), None);
+            let ev = request_users(AuditEvent::new("request.created", "observed"), &cr);
+            let role = if decision == "Approved" {
+                "approvedBy"
+            } else {
+                "deniedBy"
+            };
+            let found = users(&ev);
+            assert!(
+                found.contains(&(format!("{role}FieldManager").as_str(), "officer-2")),
+                "{found:?}"
+            );
+            assert!(found.contains(&("acceptedByFieldManager", "officer-2")));
+            assert!(
+                !found.iter().any(|(r, _)| *r == role || *r == "acceptedBy"),
+                "{found:?}"
+            );
+        }
+    }
+}
