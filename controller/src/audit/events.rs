@@ -196,8 +196,8 @@ mod tests {
     use serde_json::json;
 
     /// A decided, accepted request whose managedFields name `manager` for the
-    /// decision and the acceptance, with the API server's stamps `stamps`
-    /// (annotations) and `decided_by`.
+    /// decision and the acceptance, with the API server's stamps in
+    /// `annotations` and `decided_by`.
     fn request(
         decision: &str,
         manager: &str,
