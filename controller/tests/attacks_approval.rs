@@ -336,8 +336,12 @@ async fn auto_approval_covers_subscriber_profiles_only() {
     // The subscriber request is auto-approved and issued (the policy works)...
     h.wait_condition("citizen", "Approved", "True", Some("AutoApproved"))
         .await;
-    h.wait_condition("citizen", "Issued", "True", Some("Issued"))
+    let issued = h
+        .wait_condition("citizen", "Issued", "True", Some("Issued"))
         .await;
+    // The API server stamped the controller's own identity as who decided.
+    let decided_by = issued.status.unwrap().decided_by.unwrap();
+    assert!(decided_by.contains("chop-controller"), "{decided_by}");
     // ...the CA and responder requests wait for an officer, with the reason.
     for name in ["rogue-ca", "rogue-ocsp"] {
         let cr = h

@@ -5,7 +5,8 @@
 //!   applicant's acceptance, issuance, a hold and its resumption, revocation, a
 //!   CRL → the trail (read from the API server) verifies with `chop_audit`,
 //!   holds each event with the right users, and each intent record precedes its
-//!   effect.
+//!   effect. Every write names someone else as field manager and forges the
+//!   stamp of who acted: the trail names the authenticated users all the same.
 //! - `fails_closed_while_the_trail_is_unwritable`: the controller loses the
 //!   right to create AuditSegments → an approved request waits with
 //!   `Issued=False AuditUnavailable` (condition, Event, `chop_audit_writable 0`)
@@ -147,74 +148,92 @@ async fn journey() {
         ..PostParams::default()
     };
 
+    // Every write below names someone else as its field manager (a name the
+    // client chooses) and forges the stamp of who acted: the trail must name
+    // the user the API server authenticated all the same.
+    const FORGED: &str = "officer-2";
+    let forged_by = |key: &str| json!({"annotations": {key: FORGED}});
+
     // Request (RA), approval (officer), acceptance (applicant via the RA).
     let csr = h.csr("j");
+    let mut body = request_body("journey", "Signature", "ref-journey", &csr, false);
+    body.metadata.annotations =
+        Some([("chop.dev/requested-by".to_owned(), FORGED.to_owned())].into());
     Api::<CertificateRequest>::namespaced(ra.clone(), &ns)
-        .create(
-            &as_ra("ra-alice"),
-            &request_body("journey", "Signature", "ref-journey", &csr, false),
-        )
+        .create(&as_ra(FORGED), &body)
         .await
         .unwrap();
     let approval = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
-        "status": {"conditions": [{"type": "Approved", "status": "True", "reason": "OfficerApproved",
+        "status": {"decidedBy": FORGED,
+            "conditions": [{"type": "Approved", "status": "True", "reason": "OfficerApproved",
             "message": "identity checked in person", "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
-    Api::<CertificateRequest>::namespaced(officer.clone(), &ns)
+    let approved = Api::<CertificateRequest>::namespaced(officer.clone(), &ns)
         .patch_status(
             "journey",
-            &PatchParams::apply("officer-bob").force(),
+            &PatchParams::apply(FORGED).force(),
             &Patch::Apply(&approval),
         )
         .await
         .unwrap();
+    assert_eq!(
+        approved.status.unwrap().decided_by.as_deref(),
+        Some("officer-bob")
+    );
     Api::<CertificateRequest>::namespaced(ra.clone(), &ns)
         .patch(
             "journey",
             &PatchParams {
-                field_manager: Some("ra-alice".into()),
+                field_manager: Some(FORGED.into()),
                 ..PatchParams::default()
             },
-            &Patch::Merge(json!({"spec": {"accepted": true}})),
+            &Patch::Merge(
+                json!({"metadata": forged_by("chop.dev/accepted-by"), "spec": {"accepted": true}}),
+            ),
         )
         .await
         .unwrap();
     let cr = h
         .wait_condition("journey", "Issued", "True", Some("Issued"))
         .await;
-    let serial = cr.status.unwrap().serial_number.unwrap();
+    let status = cr.status.unwrap();
+    // The controller's status writes since kept the stamp.
+    assert_eq!(status.decided_by.as_deref(), Some("officer-bob"));
+    let serial = status.serial_number.unwrap();
     let issued = record(&h, &serial).await;
 
     // Hold and resume, then revoke (all asked by the RA, lifted by the officer).
     let hold: Suspension = serde_json::from_value(json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Suspension",
-        "metadata": {"name": "hold-1"},
+        "metadata": {"name": "hold-1", "annotations": {"chop.dev/requested-by": FORGED}},
         "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": "journey"}, "requester": "Subscriber"}}))
     .unwrap();
     Api::<Suspension>::namespaced(ra.clone(), &ns)
-        .create(&as_ra("ra-alice"), &hold)
+        .create(&as_ra(FORGED), &hold)
         .await
         .unwrap();
     wait_record(&h, &serial, "Held").await;
-    h.api::<Suspension>()
+    Api::<Suspension>::namespaced(officer.clone(), &ns)
         .patch(
             "hold-1",
             &PatchParams {
-                field_manager: Some("officer-bob".into()),
+                field_manager: Some(FORGED.into()),
                 ..PatchParams::default()
             },
-            &Patch::Merge(json!({"spec": {"resumed": true}})),
+            &Patch::Merge(
+                json!({"metadata": forged_by("chop.dev/resumed-by"), "spec": {"resumed": true}}),
+            ),
         )
         .await
         .unwrap();
     wait_record(&h, &serial, "Valid").await;
     let rev: Revocation = serde_json::from_value(
         json!({"apiVersion": "chop.dev/v1alpha1", "kind": "Revocation",
-        "metadata": {"name": "rev-1"},
+        "metadata": {"name": "rev-1", "annotations": {"chop.dev/requested-by": FORGED}},
         "spec": {"caRef": {"name": "root"}, "certificateRequestRef": {"name": "journey"},
                  "reason": "keyCompromise", "requester": "Subscriber"}}),
     )
     .unwrap();
     Api::<Revocation>::namespaced(ra.clone(), &ns)
-        .create(&as_ra("ra-alice"), &rev)
+        .create(&as_ra(FORGED), &rev)
         .await
         .unwrap();
     wait_record(&h, &serial, "Revoked").await;
@@ -292,9 +311,10 @@ async fn journey() {
     let published = one(&records, "crl.published", "root-crl");
     assert_eq!(published.crl_number, crl.crl_number);
     assert!(revoke.sequence < crl.sequence && crl.sequence < published.sequence);
-    // No PIN anywhere in the trail.
+    // No PIN anywhere in the trail, and nothing of the forged names.
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains(PIN));
+    assert!(!text.contains(FORGED), "a forged name is in the trail");
 }
 
 #[tokio::test]

@@ -174,4 +174,12 @@ pub struct CertificateRequestStatus {
     /// Current status of the certificate: `Valid`, `Held`, `Revoked` or `Expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_status: Option<String>,
+    /// Who approved or denied the request, as the API server authenticated them:
+    /// written by the admission policy `chop-decided-by` from the user of the
+    /// status write that set `Approved` or `Denied` (the chop-controller's own
+    /// service account for an auto-approval), whatever the client sent.
+    /// Immutable afterwards (policy `chop-acted-by`); the audit trail's
+    /// `approvedBy`/`deniedBy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }

@@ -134,8 +134,10 @@ enum Expect {
     P(&'static str, &'static str),
     /// 422 from the CRD's validation, whose message holds the phrase.
     V(&'static str),
+    /// 422 from the named admission policy, whose message holds the phrase.
+    I(&'static str, &'static str),
 }
-use Expect::{P, R, V, Y};
+use Expect::{I, P, R, V, Y};
 
 /// A row of the matrix: what is tried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +153,8 @@ enum Op {
     ApproveRequest,
     DenyRequest,
     AcceptRequest,
+    StampDecidedBy,
+    StampAcceptedBy,
     DeleteRequest,
     ResumeSuspension,
     SwitchIssuance,
@@ -172,6 +176,7 @@ const IF: &str = "chop-issuance-field";
 const AS: &str = "chop-audit-segment";
 const SR: &str = "chop-suspension-resume";
 const NOT_HELD: &str = "does not hold the trusted role";
+const AB: &str = "chop-acted-by";
 
 /// The matrix. Columns: Administrator, Officer, Auditor, Operator, Controller,
 /// RA system, unbound user, chop-controller service account ([`ACTORS`]).
@@ -199,6 +204,10 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
         [R, Y, R, R, R, R, R, Y]),
     (Op::AcceptRequest, "set `spec.accepted` of a CertificateRequest",
         [R, R, R, R, R, Y, R, R]),
+    (Op::StampDecidedBy, "set `status.decidedBy` (who decided) without deciding",
+        [R, I(AB, "with the decision only"), R, R, R, R, R, I(AB, "with the decision only")]),
+    (Op::StampAcceptedBy, "set the `chop.dev/accepted-by` annotation without accepting",
+        [R, R, R, R, R, I(AB, "with spec.accepted only"), R, R]),
     (Op::DeleteRequest, "delete a CertificateRequest",
         [R, R, R, R, R, R, R, R]),
     (Op::ResumeSuspension, "lift a Suspension (`spec.resumed`)",
@@ -641,6 +650,24 @@ impl Fixture {
                 )
                 .await
                 .map(drop),
+            Op::StampDecidedBy => requests
+                .patch_status(
+                    REQUEST,
+                    &dry_patch(),
+                    &Patch::Merge(json!({"status": {"decidedBy": user}})),
+                )
+                .await
+                .map(drop),
+            Op::StampAcceptedBy => requests
+                .patch(
+                    REQUEST,
+                    &dry_patch(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"chop.dev/accepted-by": "x"}}}),
+                    ),
+                )
+                .await
+                .map(drop),
             Op::DeleteRequest => requests.delete(REQUEST, &dry_delete).await.map(drop),
             Op::ResumeSuspension => self
                 .api(client.clone(), "Suspension", "suspensions")
@@ -731,7 +758,8 @@ fn rbac_words(op: Op) -> (&'static str, &'static str) {
         Op::CreateCrlSchedule => ("create", "crlschedules"),
         Op::CreateGenerateCeremony | Op::CreateActivateCeremony => ("create", "keyceremonies"),
         Op::ApproveRequest | Op::DenyRequest => ("patch", "certificaterequests/status"),
-        Op::AcceptRequest => ("patch", "certificaterequests"),
+        Op::AcceptRequest | Op::StampAcceptedBy => ("patch", "certificaterequests"),
+        Op::StampDecidedBy => ("patch", "certificaterequests/status"),
         Op::DeleteRequest => ("delete", "certificaterequests"),
         Op::ResumeSuspension => ("patch", "suspensions"),
         Op::DeleteCeremony => ("delete", "keyceremonies"),
@@ -776,6 +804,13 @@ fn check(op: Op, user: &str, expect: Expect, result: &Result<(), kube::Error>) -
                 && status.message.contains(phrase)
         }
         V(phrase) => status.code == 422 && status.message.contains(phrase),
+        I(policy, phrase) => {
+            status.code == 422
+                && status
+                    .message
+                    .contains(&format!("ValidatingAdmissionPolicy '{policy}'"))
+                && status.message.contains(phrase)
+        }
     };
     (!ok).then_some(answer)
 }
@@ -1018,6 +1053,7 @@ fn render() -> String {
                 R => "RBAC".to_owned(),
                 P(policy, _) => format!("`{}`", policy.trim_start_matches("chop-")),
                 V(_) => "422 CRD".to_owned(),
+                I(policy, _) => format!("422 `{}`", policy.trim_start_matches("chop-")),
             };
             write!(out, " {cell} |").unwrap();
         }

@@ -31,6 +31,8 @@ use serde_json::{Value, json};
 const TEST_LABEL: &str = "chop.dev/e2e-roles";
 const FIELD_MANAGER: &str = "chop-e2e-roles";
 const REQUESTED_BY: &str = "chop.dev/requested-by";
+const ACCEPTED_BY: &str = "chop.dev/accepted-by";
+const RESUMED_BY: &str = "chop.dev/resumed-by";
 const PROBE: &str = "probe";
 
 /// Group → ClusterRole, bound in every test namespace.
@@ -363,6 +365,33 @@ impl Fixture {
                     PROBE,
                     &dry_patch(),
                     &Patch::Merge(json!({"metadata": {"annotations": {REQUESTED_BY: "x"}}})),
+                )
+                .await
+        })
+        .await;
+        // chop-decided-by stamps a decision (a dry run: the probe stays undecided).
+        let officer = self.requests(self.user("officer-1", &["chop:officers"]).await);
+        eventually("chop-decided-by stamps status.decidedBy", || async {
+            let decided = officer
+                .patch_status(
+                    PROBE,
+                    &dry_patch(),
+                    &conditions(&[condition("Approved", "True")]),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            match decided.data["status"]["decidedBy"].as_str() {
+                Some("officer-1") => Ok(()),
+                other => Err(format!("decidedBy {other:?}")),
+            }
+        })
+        .await;
+        until_rejected("chop-acted-by", "is immutable", || async {
+            admin
+                .patch_status(
+                    PROBE,
+                    &dry_patch(),
+                    &Patch::Merge(json!({"status": {"decidedBy": "x"}})),
                 )
                 .await
         })
@@ -1236,4 +1265,219 @@ async fn each_role_applies_what_it_creates_server_side() {
         .await
         .unwrap_or_else(|e| panic!("the officer resumes the RA's hold: {e}"));
     assert_eq!(resumed.data["spec"]["resumed"], json!(true));
+}
+
+/// Issue 10: the trail's approvedBy, deniedBy, acceptedBy, revokedBy, heldBy
+/// and resumedBy are what the API server authenticated, stamped in the very
+/// write that decided (policies chop-requested-by, chop-decided-by,
+/// chop-accepted-by, chop-resumed-by), whatever field manager or stamp the
+/// client sends; nobody (another officer, the RA, a cluster admin) sets a stamp
+/// outside that write or changes it afterwards (chop-acted-by).
+#[tokio::test]
+async fn decisions_are_stamped_with_the_authenticated_user() {
+    const FORGED: &str = "officer-2";
+    let f = Fixture::new().await;
+    let pp = PostParams::default();
+    let mp = PatchParams::default();
+    // A field manager is the client's choice: it names someone else.
+    let forged = PatchParams {
+        field_manager: Some(FORGED.into()),
+        ..PatchParams::default()
+    };
+    let ra_client = f
+        .user("ra-system", &["chop:registration-authorities"])
+        .await;
+    let forged_post = PostParams {
+        field_manager: Some(FORGED.into()),
+        ..PostParams::default()
+    };
+    let ra = f.requests(ra_client.clone());
+    let officer = f.requests(f.user("officer-1", &["chop:officers"]).await);
+    let officer2 = f.requests(f.user(FORGED, &["chop:officers"]).await);
+    let admin = f.requests(f.env.admin());
+    for name in ["wang", "lee", "zhao"] {
+        ra.create(&pp, &request(name)).await.unwrap();
+    }
+
+    // The decision, under a forged field manager and a forged decidedBy.
+    for (name, kind) in [("wang", "Approved"), ("lee", "Denied")] {
+        let decided = officer
+            .patch_status(
+                name,
+                &forged,
+                &Patch::Merge(json!({"status": {"decidedBy": FORGED,
+                    "conditions": [condition(kind, "True")]}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(decided.data["status"]["decidedBy"], "officer-1", "{kind}");
+    }
+    // Afterwards nobody changes or removes it.
+    for (who, api) in [("another officer", &officer2), ("the admin", &admin)] {
+        for value in [json!(FORGED), Value::Null] {
+            let err = api_error(
+                api.patch_status(
+                    "wang",
+                    &mp,
+                    &Patch::Merge(json!({"status": {"decidedBy": value}})),
+                )
+                .await,
+            );
+            assert_eq!(err.code, 422, "{who}: {err:?}");
+            assert!(
+                err.message.contains("chop-acted-by")
+                    && err
+                        .message
+                        .contains("written with the decision only and is immutable"),
+                "{who}: {}",
+                err.message
+            );
+        }
+    }
+    // Nor does anyone set it without deciding.
+    assert_rejected(
+        officer
+            .patch_status(
+                "zhao",
+                &mp,
+                &Patch::Merge(json!({"status": {"decidedBy": "officer-1"}})),
+            )
+            .await,
+        422,
+        "written with the decision only",
+    );
+    let stamp = |o: &DynamicObject, key: &str| {
+        o.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key).cloned())
+    };
+    assert_eq!(
+        officer.get("wang").await.unwrap().data["status"]["decidedBy"],
+        "officer-1"
+    );
+
+    // The acceptance: stamped as the RA, not as the forged name.
+    let annotate = |key: &str, value: Value| json!({"metadata": {"annotations": {key: value}}});
+    assert_rejected(
+        ra.patch(
+            "zhao",
+            &mp,
+            &Patch::Merge(annotate(ACCEPTED_BY, json!("ra-system"))),
+        )
+        .await,
+        422,
+        "written with spec.accepted only",
+    );
+    let mut accept = annotate(ACCEPTED_BY, json!(FORGED));
+    accept["spec"] = json!({"accepted": true});
+    let accepted = ra
+        .patch("wang", &forged, &Patch::Merge(accept))
+        .await
+        .unwrap();
+    assert_eq!(stamp(&accepted, ACCEPTED_BY).as_deref(), Some("ra-system"));
+    for api in [&ra, &admin] {
+        for value in [json!(FORGED), Value::Null] {
+            assert_rejected(
+                api.patch("wang", &mp, &Patch::Merge(annotate(ACCEPTED_BY, value)))
+                    .await,
+                422,
+                "written with spec.accepted only and is immutable",
+            );
+        }
+    }
+
+    // A hold and a revocation, created by the RA under a forged name.
+    let holds: Api<DynamicObject> = Api::namespaced_with(
+        ra_client.clone(),
+        f.ns(),
+        &resource("Suspension", "suspensions"),
+    );
+    let revocations: Api<DynamicObject> =
+        Api::namespaced_with(ra_client, f.ns(), &resource("Revocation", "revocations"));
+    let made = |kind: &str, extra: Value| -> DynamicObject {
+        let mut spec = json!({"caRef": {"name": "moica"}, "certificateRequestRef": {"name": "wang"},
+                              "requester": "Subscriber"});
+        if kind == "Revocation" {
+            spec["reason"] = json!("keyCompromise");
+        }
+        let mut annotations = json!({REQUESTED_BY: FORGED});
+        if let Value::Object(m) = extra {
+            annotations.as_object_mut().unwrap().extend(m);
+        }
+        serde_json::from_value(json!({"apiVersion": "chop.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": "by-ra", "annotations": annotations}, "spec": spec}))
+        .unwrap()
+    };
+    // (Who resumes is set only by the write that resumes.)
+    assert_rejected(
+        holds
+            .create(
+                &forged_post,
+                &made("Suspension", json!({RESUMED_BY: "ra-system"})),
+            )
+            .await,
+        422,
+        "written with spec.resumed only",
+    );
+    let hold = holds
+        .create(&forged_post, &made("Suspension", Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(stamp(&hold, REQUESTED_BY).as_deref(), Some("ra-system"));
+    let rev = revocations
+        .create(&forged_post, &made("Revocation", Value::Null))
+        .await
+        .unwrap();
+    assert_eq!(stamp(&rev, REQUESTED_BY).as_deref(), Some("ra-system"));
+    let admin_holds: Api<DynamicObject> = Api::namespaced_with(
+        f.env.admin(),
+        f.ns(),
+        &resource("Suspension", "suspensions"),
+    );
+    let admin_revocations: Api<DynamicObject> = Api::namespaced_with(
+        f.env.admin(),
+        f.ns(),
+        &resource("Revocation", "revocations"),
+    );
+    for api in [&admin_holds, &admin_revocations] {
+        assert_rejected(
+            api.patch(
+                "by-ra",
+                &mp,
+                &Patch::Merge(annotate(REQUESTED_BY, json!(FORGED))),
+            )
+            .await,
+            422,
+            "is immutable",
+        );
+    }
+
+    // The officer lifts the hold under a forged name: stamped as the officer.
+    let officer_holds: Api<DynamicObject> = Api::namespaced_with(
+        f.user("officer-1", &["chop:officers"]).await,
+        f.ns(),
+        &resource("Suspension", "suspensions"),
+    );
+    let mut resume = annotate(RESUMED_BY, json!(FORGED));
+    resume["spec"] = json!({"resumed": true});
+    let resumed = officer_holds
+        .patch("by-ra", &forged, &Patch::Merge(resume))
+        .await
+        .unwrap();
+    assert_eq!(stamp(&resumed, RESUMED_BY).as_deref(), Some("officer-1"));
+    assert_eq!(stamp(&resumed, REQUESTED_BY).as_deref(), Some("ra-system"));
+    for api in [&officer_holds, &admin_holds] {
+        assert_rejected(
+            api.patch(
+                "by-ra",
+                &mp,
+                &Patch::Merge(annotate(RESUMED_BY, json!(FORGED))),
+            )
+            .await,
+            422,
+            "written with spec.resumed only and is immutable",
+        );
+    }
+    f.cleanup().await;
 }

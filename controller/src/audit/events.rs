@@ -1,12 +1,15 @@
 //! Building the records of chop's actions (event classes: docs/audit.md) and
 //! reading who acted from what the API server stamped on the objects.
 //!
-//! Users: the requester is the `chop.dev/requested-by` annotation (written by
-//! the chop-requested-by admission policy from the authenticated user); the
-//! approver, denier and acceptor are the field managers that wrote the
-//! decision (`Approved`/`Denied` condition, `spec.accepted`) as recorded in
-//! `managedFields` (the API server's audit log names the authenticated user of
-//! that write).
+//! Users: each is what the API server stamped from the authenticated user of
+//! the write that acted (admission policies in
+//! manifests/policies/no-self-approval.yaml): the requester (and who revoked
+//! or held) is the `chop.dev/requested-by` annotation, the approver or denier
+//! `status.decidedBy`, the acceptor `chop.dev/accepted-by`, who resumed
+//! `chop.dev/resumed-by`. A field manager (`managedFields`) is a name the
+//! client chooses: where a stamp is missing (a cluster without the policies,
+//! an object decided before them) it is recorded under a role of its own,
+//! `<role>FieldManager`, never as the user.
 
 use crds::CertificateRequest;
 use der::Encode;
@@ -32,6 +35,31 @@ pub fn requested_by(meta: &ObjectMeta) -> Option<&str> {
         .as_ref()?
         .get(crate::reconcilers::certificate_request::ANNOTATION_REQUESTED_BY)
         .map(String::as_str)
+}
+
+/// The annotation `chop.dev/accepted-by` (policy chop-accepted-by).
+pub const ANNOTATION_ACCEPTED_BY: &str = "chop.dev/accepted-by";
+/// The annotation `chop.dev/resumed-by` (policy chop-resumed-by).
+pub const ANNOTATION_RESUMED_BY: &str = "chop.dev/resumed-by";
+
+/// The annotation `key`.
+pub fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Who acted as `role`: the API server's stamp `stamped` when present, else
+/// the field manager `manager` under the role `<role>FieldManager`, so that a
+/// name the client chose is never taken for an authenticated user.
+pub fn acted_by(
+    ev: AuditEvent,
+    role: &str,
+    stamped: Option<&str>,
+    manager: impl FnOnce() -> Option<String>,
+) -> AuditEvent {
+    match stamped.filter(|s| !s.is_empty()) {
+        Some(user) => ev.user(role, Some(user)),
+        None => ev.user(&format!("{role}FieldManager"), manager().as_deref()),
+    }
 }
 
 /// The field manager that owns the status condition of `type_`.
@@ -93,23 +121,34 @@ pub fn request_users(ev: AuditEvent, cr: &CertificateRequest) -> AuditEvent {
         .unwrap_or_default();
     let auto = crate::conditions::find(conds, "Approved")
         .is_some_and(|c| c.reason == crate::reconcilers::certificate_request::AUTO_APPROVED);
-    let approver = if auto {
-        Some("chop-controller")
-    } else {
-        condition_manager(meta, "Approved")
-    };
+    let decided_by = cr.status.as_ref().and_then(|s| s.decided_by.as_deref());
     let mut ev = ev.user("requestedBy", requested_by(meta));
     if crate::conditions::is_true(conds, "Approved") {
-        ev = ev.user("approvedBy", approver);
+        ev = if auto && decided_by.is_none() {
+            // The controller's own approval, recorded before its write (which
+            // chop-decided-by stamps with the controller's service account).
+            ev.user("approvedBy", Some("chop-controller"))
+        } else {
+            acted_by(ev, "approvedBy", decided_by, || {
+                condition_manager(meta, "Approved").map(str::to_owned)
+            })
+        };
         if auto {
             ev = ev.detail("approval", "AutoApproved");
         }
     }
     if crate::conditions::is_true(conds, "Denied") {
-        ev = ev.user("deniedBy", condition_manager(meta, "Denied"));
+        ev = acted_by(ev, "deniedBy", decided_by, || {
+            condition_manager(meta, "Denied").map(str::to_owned)
+        });
     }
     if cr.spec.accepted {
-        ev = ev.user("acceptedBy", spec_manager(meta, "accepted"));
+        ev = acted_by(
+            ev,
+            "acceptedBy",
+            annotation(meta, ANNOTATION_ACCEPTED_BY),
+            || spec_manager(meta, "accepted").map(str::to_owned),
+        );
     }
     ev
 }
@@ -148,4 +187,95 @@ pub fn observed<K: Resource<DynamicType = ()>>(event: &str, obj: &K, version: &s
             "{event}/{}/{version}",
             obj.uid().unwrap_or_default()
         ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// A decided, accepted request whose managedFields name `manager` for the
+    /// decision and the acceptance, with the API server's stamps in
+    /// `annotations` and `decided_by`.
+    fn request(
+        decision: &str,
+        manager: &str,
+        annotations: serde_json::Value,
+        decided_by: Option<&str>,
+    ) -> CertificateRequest {
+        let mut status = json!({"conditions": [{"type": decision, "status": "True",
+            "reason": "Officer", "message": "", "lastTransitionTime": "2026-12-03T00:00:00Z"}]});
+        if let Some(d) = decided_by {
+            status["decidedBy"] = json!(d);
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+            "metadata": {"name": "r", "namespace": "ns", "annotations": annotations,
+                "managedFields": [
+                    {"manager": manager, "operation": "Update", "apiVersion": "chop.dev/v1alpha1",
+                     "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:accepted": {}}}},
+                    {"manager": manager, "operation": "Apply", "apiVersion": "chop.dev/v1alpha1",
+                     "subresource": "status", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:status": {"f:conditions": {
+                         format!("k:{{\"type\":\"{decision}\"}}"): {}}}}}]},
+            "spec": {"caRef": {"name": "root"}, "profile": "Signature", "csr": "x",
+                     "subscriber": {"reference": "r", "commonName": "Wang"}, "accepted": true},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn users(ev: &AuditEvent) -> Vec<(&str, &str)> {
+        ev.record
+            .users
+            .iter()
+            .map(|u| (u.role.as_str(), u.user.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_stamps_name_who_acted_never_the_field_manager() {
+        let cr = request(
+            "Approved",
+            "officer-2",
+            json!({"chop.dev/requested-by": "ra", "chop.dev/accepted-by": "ra"}),
+            Some("officer-1"),
+        );
+        let ev = request_users(AuditEvent::new("request.approved", "observed"), &cr);
+        assert_eq!(
+            users(&ev),
+            [
+                ("requestedBy", "ra"),
+                ("approvedBy", "officer-1"),
+                ("acceptedBy", "ra")
+            ]
+        );
+        let cr = request("Denied", "officer-2", json!({}), Some("officer-1"));
+        let ev = request_users(AuditEvent::new("request.denied", "observed"), &cr);
+        assert!(users(&ev).contains(&("deniedBy", "officer-1")));
+    }
+
+    #[test]
+    fn without_a_stamp_the_field_manager_is_recorded_under_its_own_role() {
+        for decision in ["Approved", "Denied"] {
+            let cr = request(decision, "officer-2", json!({}), None);
+            let ev = request_users(AuditEvent::new("request.created", "observed"), &cr);
+            let role = if decision == "Approved" {
+                "approvedBy"
+            } else {
+                "deniedBy"
+            };
+            let found = users(&ev);
+            assert!(
+                found.contains(&(format!("{role}FieldManager").as_str(), "officer-2")),
+                "{found:?}"
+            );
+            assert!(found.contains(&("acceptedByFieldManager", "officer-2")));
+            assert!(
+                !found.iter().any(|(r, _)| *r == role || *r == "acceptedBy"),
+                "{found:?}"
+            );
+        }
+    }
 }

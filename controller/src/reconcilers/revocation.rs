@@ -195,16 +195,17 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
             .detail("serials", serials.join(","))
             .detail("revokedAt", revoked_at.0.to_string())
             .detail("requester", format!("{:?}", rev.spec.requester))
-            .user(
-                "revokedBy",
-                crate::audit::requested_by(rev.meta())
-                    .or_else(|| crate::audit::spec_manager(rev.meta(), "reason")),
-            )
             .dedup(format!(
                 "revocation.apply/{}/{}",
                 rev.uid().unwrap_or_default(),
                 r.spec.serial_number
             ));
+        let ev = crate::audit::acted_by(
+            ev,
+            "revokedBy",
+            crate::audit::requested_by(rev.meta()),
+            || crate::audit::spec_manager(rev.meta(), "reason").map(str::to_owned),
+        );
         ctx.audit.record(ev)
     });
     if let Some(e) = futures::future::join_all(intents)

@@ -486,23 +486,27 @@ fn hold_event(s: &Suspension, record: &IssuedCertificate, event: &str) -> crate:
     } else {
         "resumedBy"
     };
-    let who = if event == "suspension.hold" {
-        crate::audit::requested_by(s.meta())
-            .or_else(|| crate::audit::spec_manager(s.meta(), "caRef"))
+    let (who, field) = if event == "suspension.hold" {
+        (crate::audit::requested_by(s.meta()), "caRef")
     } else {
-        crate::audit::spec_manager(s.meta(), "resumed")
+        (
+            crate::audit::annotation(s.meta(), crate::audit::ANNOTATION_RESUMED_BY),
+            "resumed",
+        )
     };
-    crate::audit::AuditEvent::new(event, "intent")
+    let ev = crate::audit::AuditEvent::new(event, "intent")
         .object(s)
         .ca(&ns, &s.spec.ca_ref.name)
         .serial(record.spec.serial_number.clone())
-        .user(role, who)
         .detail("requester", format!("{:?}", s.spec.requester))
         .dedup(format!(
             "{event}/{}/{}",
             s.uid().unwrap_or_default(),
             record.spec.serial_number
-        ))
+        ));
+    crate::audit::acted_by(ev, role, who, || {
+        crate::audit::spec_manager(s.meta(), field).map(str::to_owned)
+    })
 }
 
 /// The trail could not record the change: condition `type_` False

@@ -504,6 +504,25 @@ impl Harness {
             }
         })
         .await;
+        // chop-decided-by stamps who decides (a dry run: the probe stays undecided).
+        let decide = json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+            "status": {"conditions": [{"type": "Approved", "status": "True", "reason": "Probe",
+              "message": "", "lastTransitionTime": jiff::Timestamp::now().to_string()}]}});
+        self.wait("chop-decided-by in force", 60, || {
+            let (api, decide) = (api.clone(), decide.clone());
+            async move {
+                let pp = PatchParams {
+                    dry_run: true,
+                    ..PatchParams::apply("officer").force()
+                };
+                let made = api
+                    .patch_status("policy-probe", &pp, &Patch::Apply(&decide))
+                    .await
+                    .ok()?;
+                (made.status?.decided_by? == "admin").then_some(())
+            }
+        })
+        .await;
     }
 
     /// A client for user `name`, bound in this namespace to the ClusterRole

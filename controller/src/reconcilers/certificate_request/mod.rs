@@ -372,6 +372,10 @@ async fn write_status(
     }
     status.conditions = own;
     status.observed_generation = generation;
+    // Who decided is the API server's stamp (policy chop-decided-by), not the
+    // controller's to own: an applied field the controller later left out would
+    // be removed, which chop-acted-by refuses.
+    status.decided_by = None;
     let written = super::apply_status(
         &ctx.client,
         cr,
