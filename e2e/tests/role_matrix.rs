@@ -200,7 +200,7 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
     (Op::AcceptRequest, "set `spec.accepted` of a CertificateRequest",
         [R, R, R, R, R, Y, R, R]),
     (Op::DeleteRequest, "delete a CertificateRequest",
-        [R, R, R, R, R, R, R, R]),
+        [R, R, R, R, R, R, R, Y]),
     (Op::ResumeSuspension, "lift a Suspension (`spec.resumed`)",
         [R, Y, R, R, R, P(SR, "officer's decision"), R, P(SR, "officer's decision")]),
     (Op::SwitchIssuance, "change a CA's `spec.issuance` (start/stop issuance)",
