@@ -156,12 +156,12 @@ pub async fn run(
     store: Store<Guarded<CertificateRequest>>,
     retention: Duration,
 ) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
     let tick = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
     tracing::info!(retention = ?retention, "collecting finished CertificateRequests");
     loop {
+        // A store still listing holds fewer requests: a pass then collects
+        // fewer, never a wrong one (each deletion has preconditions).
+        tokio::time::sleep(tick).await;
         let now = SystemTime::now();
         let due: Vec<(CertificateRequest, Finished)> = store
             .state()
@@ -173,12 +173,12 @@ pub async fn run(
             .take(MAX_PER_PASS)
             .map(|(cr, f)| (cr.clone(), f))
             .collect();
+        tracing::debug!(due = due.len(), "finished requests past retention");
         for (cr, f) in due {
             if let Err(e) = collect(&ctx, &cr, &f).await {
                 tracing::warn!(request = %object_id(&cr), error = %e, "could not collect a finished request; retrying next pass");
             }
         }
-        tokio::time::sleep(tick).await;
     }
 }
 
