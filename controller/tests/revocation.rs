@@ -19,8 +19,8 @@
 //!   3s`, an issued and a denied request are deleted (`request.deleted` in the
 //!   audit trail, the metric, the record labelled `chop.dev/request`), requests
 //!   waiting for approval or acceptance stay; a Revocation and a Suspension
-//!   naming a collected request by `certificateRequestRef` still find its
-//!   certificate; a request created again under a collected name, still
+//!   naming a collected request by `certificateRequestRef`, and a renewal by
+//!   `renewalOf`, still find its certificate; a request created again under a collected name, still
 //!   waiting, is never deleted and does not inherit the old certificate's status.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -415,9 +415,12 @@ async fn collected_requests_are_still_found_by_name() {
     let mut h = Harness::new().await;
     h.args = vec!["--request-retention".into(), "3s".into()];
     h.start(false);
-    h.create_ca().await;
+    // 30-day certificates: inside the renewal window from the start.
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "720h"}}))
+        .await;
     let alice = issue(&h, "alice", "ra-0001", &h.csr("alice")).await;
     let bob = issue(&h, "bob", "ra-0002", &h.csr("bob")).await;
+    let erin = issue(&h, "erin", "ra-0005", &h.csr("erin")).await;
     let csr = h.csr("carol");
     // Still in the workflow: waiting for an officer, and approved but waiting
     // for the applicant's acceptance (CPS §4.4).
@@ -433,7 +436,7 @@ async fn collected_requests_are_still_found_by_name() {
         .await;
 
     let requests = h.api::<CertificateRequest>();
-    for name in ["alice", "bob", "dave"] {
+    for name in ["alice", "bob", "dave", "erin"] {
         let api = requests.clone();
         h.wait(&format!("{name} collected"), 60, || {
             let api = api.clone();
@@ -490,14 +493,19 @@ async fn collected_requests_are_still_found_by_name() {
                 .find(|r| r.object.as_ref().is_some_and(|o| o.name == "alice"))?;
             assert_eq!(alice_rec.serial.as_deref(), Some(alice.as_str()));
             assert_eq!(alice_rec.reason.as_deref(), Some("Issued"));
-            (of("alice") == 1 && of("bob") == 1 && of("dave") == 1 && recs.len() == 3).then_some(())
+            (of("alice") == 1
+                && of("bob") == 1
+                && of("dave") == 1
+                && of("erin") == 1
+                && recs.len() == 4)
+                .then_some(())
         }
     })
     .await;
     let metrics = http_get(h.metrics_port, "/metrics");
     assert!(
         metrics
-            .contains("chop_certificate_requests_deleted_total{ca=\"root\",outcome=\"Issued\"} 2")
+            .contains("chop_certificate_requests_deleted_total{ca=\"root\",outcome=\"Issued\"} 3")
             && metrics.contains(
                 "chop_certificate_requests_deleted_total{ca=\"root\",outcome=\"Denied\"} 1"
             ),
@@ -517,6 +525,37 @@ async fn collected_requests_are_still_found_by_name() {
     suspend(&h, "bob-hold", "bob").await;
     wait_suspension(&h, "bob-hold", "Held", "True", "Held").await;
     wait_record(&h, &bob, "Held").await;
+
+    // A renewal of a collected request finds the original in the register.
+    create::<CertificateRequest>(
+        &h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+               "metadata": {"name": "erin-renewal"},
+               "spec": {"caRef": {"name": "root"}, "profile": "Signature",
+                        "renewalOf": {"name": "erin"}, "accepted": true}}),
+    )
+    .await;
+    h.approve("erin-renewal").await;
+    let records = h.api::<IssuedCertificate>();
+    let renewed = h
+        .wait("the renewal of erin in the register", 60, || {
+            let records = records.clone();
+            async move {
+                let l = records
+                    .list(&ListParams::default().labels("chop.dev/request=erin-renewal"))
+                    .await
+                    .ok()?
+                    .items;
+                l.into_iter().next()
+            }
+        })
+        .await;
+    assert_eq!(renewed.spec.renewal_of.as_ref().unwrap().name, "erin");
+    assert_ne!(renewed.spec.serial_number, erin);
+    assert_eq!(
+        record(&h, &erin).await.metadata.annotations.unwrap()["chop.dev/renewed-by"],
+        "erin-renewal"
+    );
 
     // "alice" again: a new request under the collected name, waiting for an
     // officer. It is not collected, and the old certificate's status is not
