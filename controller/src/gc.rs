@@ -343,6 +343,17 @@ mod tests {
             false,
         );
         assert_eq!(finished(&settled).unwrap().outcome, "Denied");
+        // A subordinate CA's own request goes with its CA, never here.
+        assert!(collectable(&issued));
+        let mut sub = issued.clone();
+        sub.metadata.labels = Some(
+            [(
+                crate::reconcilers::subordinate::LABEL_SUBORDINATE.to_string(),
+                "sub".to_string(),
+            )]
+            .into(),
+        );
+        assert!(!collectable(&sub));
     }
 
     #[test]
