@@ -175,8 +175,16 @@ pub async fn run(
             .collect();
         tracing::debug!(due = due.len(), "finished requests past retention");
         for (cr, f) in due {
-            if let Err(e) = collect(&ctx, &cr, &f).await {
-                tracing::warn!(request = %object_id(&cr), error = %e, "could not collect a finished request; retrying next pass");
+            match collect(&ctx, &cr, &f).await {
+                Ok(()) => {}
+                // No record, no deletion: wait for the trail, not per request.
+                Err(e @ Error::AuditUnavailable { .. }) => {
+                    tracing::warn!(error = %e, "audit trail unavailable: finished requests are kept for now");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(request = %object_id(&cr), error = %e, "could not collect a finished request; retrying next pass");
+                }
             }
         }
     }
