@@ -9,7 +9,8 @@
 //! message and the role that grants the right.
 //!
 //! One file per command group: [`request`] (approve, deny, accept),
-//! [`revocation`] (revoke, suspend, resume), [`status`], [`conformance`],
+//! [`revocation`] (revoke, suspend, resume), [`status`], [`find`] (a
+//! certificate in the register, also after its request was deleted), [`conformance`],
 //! [`ceremony`], [`audit`] (the auditor's commands over the signed audit trail,
 //! which read an export file offline or the cluster). Non-goals: no caching, no retries beyond what makes a command
 //! idempotent, no client-side policy (the server's refusal is the answer).
@@ -18,6 +19,7 @@ pub mod audit;
 pub mod ceremony;
 pub mod conformance;
 pub mod duration;
+pub mod find;
 pub mod request;
 pub mod revocation;
 pub mod status;
@@ -153,6 +155,10 @@ const EXAMPLES: &str = "Examples:
   # revoke a request's certificate (idempotent: safe to run twice)
   kubectl chop revoke --request alice-sig --reason keyCompromise -n moica
 
+  # find a certificate in the register (also after its request was deleted)
+  kubectl chop find --request alice-sig -n moica
+  kubectl chop find --serial 1A:2B:3C -n moica
+
   # how is the CA doing, and does its configuration meet the CPS?
   kubectl chop status moica -n moica
   kubectl chop conformance moica -n moica
@@ -282,6 +288,23 @@ Example:
         /// The CertificateAuthority.
         ca: String,
     },
+    /// Find a certificate in the register by serial, subscriber, request name or key fingerprint.
+    #[command(
+        after_help = "Needs read access to chop resources (any chop role). Reads the CA's \
+register (IssuedCertificates), which keeps every certificate after chop-controller deleted \
+its finished CertificateRequest (--request-retention, default 7 days): --request NAME still \
+finds it. Prints CA, serial, status (Valid, Held, Revoked), notAfter, request, the \
+CA-assigned subscriber identifier, profile and the record's name (`kubectl get issued \
+RECORD -o yaml` shows the certificate); never the subject's name (CPS §9.4). Exit status \
+2 when nothing matches.
+
+Examples:
+  kubectl chop find --request alice-sig -n moica
+  kubectl chop find --serial 1A:2B:3C -n moica          # as `openssl x509 -serial` prints it
+  kubectl chop find --subscriber M1234567890123 --ca moica
+  kubectl chop find --key-fingerprint 3f1c...e9 -n moica  # every certificate of that key pair"
+    )]
+    Find(find::FindArgs),
     /// Check a CA and its CRLSchedule against the CPS limits; exit status 1 if any is not met.
     #[command(
         after_help = "Needs read access to chop resources (any chop role). Each CPS \
@@ -376,6 +399,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         Command::Suspend(args) => revocation::suspend(&ctx, args, out).await,
         Command::Resume { suspension } => revocation::resume(&ctx, &suspension, out).await,
         Command::Status { ca } => status::status(&ctx, &ca, out).await,
+        Command::Find(args) => find::find(&ctx, &args, out).await,
         Command::Conformance { ca } => conformance::conformance(&ctx, &ca, out).await,
         Command::Ceremony(c) => ceremony::run(&ctx, c, out).await,
         Command::Completion { .. } | Command::Audit(_) => Ok(()),

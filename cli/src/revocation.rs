@@ -131,15 +131,46 @@ async fn target(
 ) -> Result<Target, Error> {
     if let Some(request) = request {
         let api: Api<CertificateRequest> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-        let cr = api.get(&request).await.map_err(|e| {
-            get_error(
-                e,
-                "CertificateRequest",
-                &request,
-                &ctx.namespace,
-                crate::READ_HINT,
+        let cr = api
+            .get_opt(&request)
+            .await
+            .map_err(|e| crate::api_error(e, crate::READ_HINT))?;
+        let Some(cr) = cr else {
+            // Deleted (chop-controller collects finished requests): the
+            // register still knows which CA issued a certificate for it.
+            let found = crate::find::records(
+                ctx,
+                &crate::find::FindArgs {
+                    serial: None,
+                    subscriber: None,
+                    request: Some(request.clone()),
+                    key_fingerprint: None,
+                    ca: ca.clone(),
+                },
             )
-        })?;
+            .await?;
+            let mut cas: Vec<String> = found.iter().map(|r| r.spec.ca_ref.name.clone()).collect();
+            cas.dedup();
+            return match cas.as_slice() {
+                [only] => Ok(Target {
+                    ca: only.clone(),
+                    request: Some(request),
+                    serial: None,
+                }),
+                [] => Err(Error::NotFound {
+                    kind: "CertificateRequest",
+                    name: request,
+                    namespace: ctx.namespace.clone(),
+                    hint: "no request of that name, and no certificate of the register was issued for one \
+                           (kubectl chop find --request NAME); name the certificate with --serial HEX --ca CA"
+                        .to_owned(),
+                }),
+                _ => Err(Error::Invalid(format!(
+                    "certificaterequest/{request} is gone and certificates of several CAs ({}) were issued for requests of that name; add --ca CA",
+                    cas.join(", ")
+                ))),
+            };
+        };
         if let Some(ca) = ca
             && ca != cr.spec.ca_ref.name
         {

@@ -549,6 +549,82 @@ async fn the_plugin_as_officer_auditor_ra_and_administrator() {
         o.stderr
     );
 
+    // find: a certificate whose request chop-controller already deleted
+    // (--request-retention) is found in the register by request name, serial,
+    // subscriber id and key fingerprint; it prints no subject name (§9.4).
+    let fp = "ab".repeat(32);
+    let rec: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "chop.dev/v1alpha1", "kind": "IssuedCertificate",
+        "metadata": {"name": "root-1c",
+                     "labels": {"chop.dev/ca": "root", "chop.dev/status": "Revoked",
+                                "chop.dev/subscriber-id": "S0001", "chop.dev/request": "carol",
+                                "chop.dev/key-fingerprint": &fp[..63], "chop.dev/profile": "Signature"}},
+        "spec": {"caRef": {"name": "root"}, "serialNumber": "1C", "subject": "C=TW,CN=陳小華",
+                 "profile": "Signature", "notBefore": now_minus(60), "notAfter": "2030-01-01T00:00:00Z",
+                 "keyFingerprint": fp, "subscriberId": "S0001", "requestRef": {"name": "carol"},
+                 "certificate": "-"},
+        "status": {"state": "Revoked"}
+    }))
+    .unwrap();
+    records.create(&PostParams::default(), &rec).await.unwrap();
+    let fp_upper = fp.to_uppercase();
+    for by in [
+        vec!["--request", "carol"],
+        vec!["--serial", "00:1c"],
+        vec!["--serial", "1C", "--ca", "root"],
+        vec!["--subscriber", "S0001"],
+        vec!["--key-fingerprint", &fp_upper],
+    ] {
+        let mut args = vec!["find"];
+        args.extend(&by);
+        let text = ok(chop(&auditor, &ns, &args));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{by:?}:\n{text}");
+        assert!(
+            lines[0].starts_with("CA") && lines[0].contains("SUBSCRIBER"),
+            "{text}"
+        );
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "root",
+                "1C",
+                "Revoked",
+                "2030-01-01T00:00:00Z",
+                "carol",
+                "S0001",
+                "Signature",
+                "root-1c"
+            ],
+            "{by:?}:\n{text}"
+        );
+        assert!(!text.contains("陳小華"), "{text}");
+    }
+    let o = chop(&auditor, &ns, &["find", "--request", "nobody"]);
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("not found"), "{}", o.stderr);
+    let o = chop(&auditor, &ns, &["find", "--serial", "xyz"]);
+    assert_eq!(o.code, 2, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("not a hexadecimal serial"),
+        "{}",
+        o.stderr
+    );
+    // ...and revoked by the name of the deleted request: the register names its CA.
+    let text = ok(chop(
+        &officer,
+        &ns,
+        &["revoke", "--request", "carol", "--reason", "superseded"],
+    ));
+    assert!(text.contains("revocation/rev-carol created"), "{text}");
+    let rev = revocations.get("rev-carol").await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&rev.spec).unwrap(),
+        json!({"caRef": {"name": "root"}, "certificateRequestRef": {"name": "carol"},
+               "reason": "superseded", "requester": "Subscriber"})
+    );
+
     // completion.
     let text = ok(chop(&auditor, &ns, &["completion", "bash"]));
     assert!(

@@ -69,6 +69,9 @@ pub struct Context {
     pub responder_images: Vec<String>,
     /// The audit trail ([`crate::audit`]); off unless `main` starts a writer.
     pub audit: crate::audit::Audit,
+    /// `--request-retention`: finished CertificateRequests are deleted this
+    /// long after they finished ([`crate::gc`]); `None` keeps them.
+    pub request_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Context {
@@ -112,6 +115,7 @@ impl Context {
             modules: ModuleAllowList::default(),
             responder_images: vec![crate::reconcilers::responder::DEFAULT_IMAGE.to_string()],
             audit: crate::audit::Audit::off(),
+            request_retention: None,
         }
     }
 

@@ -29,7 +29,8 @@
 //! IssuedCertificates, Revocations, Suspensions; `patch` their `status`;
 //! `create` IssuedCertificates; `list` IssuedCertificates by label selector and
 //! `patch` them (labels and annotations: `chop.dev/status`,
-//! `chop.dev/revoked-by`, `chop.dev/held-by`); `patch` Suspensions (finalizer);
+//! `chop.dev/revoked-by`, `chop.dev/held-by`, `chop.dev/request`); `delete`
+//! finished CertificateRequests after `--request-retention` ([`gc`]); `patch` Suspensions (finalizer);
 //! `create/patch` events.k8s.io Events; `get/create/update` Leases; `approve`
 //! on `signers` (auto-approval, checked by the chop-approval admission policy).
 //! A renewal claims its original with the annotation `chop.dev/renewed-by` on
@@ -56,6 +57,7 @@ pub mod blocklist;
 pub mod conditions;
 pub mod context;
 pub mod error;
+pub mod gc;
 pub mod leader;
 pub mod malformed;
 pub mod metrics;
@@ -163,6 +165,10 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         });
     let cr_controller = Controller::new(crs, watcher::Config::default());
     let store = cr_controller.store();
+    // Finished requests are collected from the same watch cache (gc.rs).
+    let gc = ctx
+        .request_retention
+        .map(|r| tokio::spawn(gc::run(Arc::clone(&ctx), store.clone(), r)));
     // The CAs in memory: requests read their CA from here instead of from the
     // API server. A CA change that can unblock a request (spec, Ready, its
     // certificate) re-examines that CA's requests still without a certificate;
@@ -212,4 +218,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         reconcilers::crl_schedule::run(Arc::clone(&ctx), namespace),
         reconcilers::key_ceremony::run(Arc::clone(&ctx), namespace),
     );
+    if let Some(gc) = gc {
+        gc.abort();
+    }
 }

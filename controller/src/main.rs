@@ -45,6 +45,12 @@
 //! with the certificate in the audit trail first; `--archive-every 1h`
 //! (`CHOP_ARCHIVE_EVERY`) is the time between scans.
 //!
+//! Finished CertificateRequests (issued, denied, failed, lapsed) are deleted
+//! `--request-retention DURATION` (`CHOP_REQUEST_RETENTION`; days `7d`, or
+//! `168h`, `90m`, `30s`; default 7d; `off` or `0` keeps them) after they
+//! finished ([`controller::gc`]); the register and the audit trail keep
+//! what matters.
+//!
 //! Only the leader runs the controllers; when leadership is lost the process
 //! exits (status 1) so a new term always starts from a fresh process.
 //!
@@ -79,6 +85,7 @@ struct Args {
     pkcs11_modules: Vec<String>,
     responder_images: Vec<String>,
     audit: AuditConfig,
+    request_retention: Option<Duration>,
     archive: controller::archive::ArchiveConfig,
 }
 
@@ -150,6 +157,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut audit_delay = env("CHOP_AUDIT_COMMIT_DELAY_MS");
     let mut archive_after = env("CHOP_ARCHIVE_AFTER");
     let mut archive_every = env("CHOP_ARCHIVE_EVERY");
+    let mut request_retention = env("CHOP_REQUEST_RETENTION");
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -195,9 +203,10 @@ fn parse_args() -> anyhow::Result<Args> {
             "--audit" => audit_mode = Some(value()?),
             "--archive-after" => archive_after = Some(value()?),
             "--archive-every" => archive_every = Some(value()?),
+            "--request-retention" => request_retention = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json] [--audit on|off] [--audit-namespace NS] [--audit-token-label LABEL] [--audit-module PATH] [--audit-pin-file PATH] [--audit-retention 62d] [--audit-commit-delay MS] [--archive-after 30d|off] [--archive-every 1h]"
+                    "chop-controller [--namespace NS] [--lease-namespace NS] [--lease-name NAME] [--metrics-addr ADDR] [--pkcs11-module PATH]... [--responder-image IMAGE]... [--log-format text|json] [--audit on|off] [--audit-namespace NS] [--audit-token-label LABEL] [--audit-module PATH] [--audit-pin-file PATH] [--audit-retention 62d] [--audit-commit-delay MS] [--archive-after 30d|off] [--archive-every 1h] [--request-retention 7d|168h|off]"
                 );
                 std::process::exit(0);
             }
@@ -269,7 +278,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "CHOP_TEST_ARCHIVE_CLOCK_AHEAD_SECS: test hook active, the archive's clock runs ahead"
         );
     }
+    let request_retention = match request_retention {
+        Some(v) => controller::gc::parse_retention(&v).map_err(anyhow::Error::msg)?,
+        None => Some(controller::gc::DEFAULT_RETENTION),
+    };
     Ok(Args {
+        request_retention,
         lease_namespace,
         audit,
         archive,
@@ -449,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
     );
     ctx.modules = ModuleAllowList::new(&args.pkcs11_modules);
     ctx.responder_images = args.responder_images.clone();
+    ctx.request_retention = args.request_retention;
     ctx.crash_after_reserve = std::env::var("CHOP_TEST_CRASH_AFTER_RESERVE").as_deref() == Ok("1");
     ctx.crash_after_commit = std::env::var("CHOP_TEST_CRASH_AFTER_COMMIT").as_deref() == Ok("1");
     ctx.crash_after_crl_reserve =

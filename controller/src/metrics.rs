@@ -13,6 +13,7 @@
 //! | `chop_crl_next_update_timestamp_seconds` | `ca` |
 //! | `chop_revocations_total` | `ca`, `reason` (certificates newly revoked) |
 //! | `chop_suspensions_total` | `ca`, `action` (`held`, `resumed`) |
+//! | `chop_certificate_requests_deleted_total` | `ca`, `outcome` (`Issued`, `Denied`, `Failed`, `Lapsed`): finished requests garbage-collected |
 //! | `chop_key_ceremony_steps_total` | `operation`, `step`, `outcome` |
 //! | `chop_controller_leader` | (1 on the replica that leads) |
 //! | `chop_ca_issuance_enabled` | `ca` (1 Enabled, 0 Suspended) |
@@ -123,6 +124,15 @@ pub struct SuspensionLabels {
     pub action: String,
 }
 
+/// Labels of `chop_certificate_requests_deleted_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeletedLabels {
+    /// The CertificateAuthority's name.
+    pub ca: String,
+    /// How the request finished: `Issued`, `Denied`, `Failed` or `Lapsed`.
+    pub outcome: String,
+}
+
 /// Labels of `chop_certificate_requests_waiting`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WaitingLabels {
@@ -170,6 +180,7 @@ pub struct Metrics {
     audit_tree_size: Gauge,
     archived: Family<CaLabels, Counter>,
     requests_waiting: Family<WaitingLabels, Gauge>,
+    requests_deleted: Family<DeletedLabels, Counter>,
     /// Which label set each waiting request (by uid) is counted in.
     waiting: std::sync::Mutex<std::collections::HashMap<String, WaitingLabels>>,
     ready: AtomicBool,
@@ -280,6 +291,12 @@ impl Default for Metrics {
             "CertificateRequests that wait to be issued, by CA and reason (their Issued=False reason)",
             requests_waiting.clone(),
         );
+        let requests_deleted = Family::<DeletedLabels, Counter>::default();
+        registry.register(
+            "certificate_requests_deleted",
+            "Finished CertificateRequests garbage-collected after --request-retention, by CA and outcome",
+            requests_deleted.clone(),
+        );
         let audit_enabled = Gauge::default();
         registry.register(
             "audit_enabled",
@@ -361,6 +378,7 @@ impl Default for Metrics {
             issued,
             hsm_duration,
             requests_waiting,
+            requests_deleted,
             waiting: std::sync::Mutex::new(std::collections::HashMap::new()),
             ready: AtomicBool::new(false),
         }
@@ -394,6 +412,16 @@ impl Metrics {
             .get_or_create(&CeremonyLabels {
                 operation: operation.to_string(),
                 step: step.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Count a finished request garbage-collected.
+    pub fn request_deleted(&self, ca: &str, outcome: &str) {
+        self.requests_deleted
+            .get_or_create(&DeletedLabels {
+                ca: ca.to_string(),
                 outcome: outcome.to_string(),
             })
             .inc();

@@ -9,7 +9,8 @@ use ca::name::DistinguishedName;
 use ca::serial::Serial;
 use crds::common::LocalObjectReference;
 use crds::issued_certificate::{
-    LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_PROFILE, LABEL_STATUS, LABEL_SUBSCRIBER_ID,
+    LABEL_CA, LABEL_KEY_FINGERPRINT, LABEL_PROFILE, LABEL_REQUEST, LABEL_STATUS,
+    LABEL_SUBSCRIBER_ID, request_label_value,
 };
 use crds::{IssuedCertificate, IssuedCertificateSpec, IssuedCertificateStatus};
 use der::Encode;
@@ -99,6 +100,9 @@ pub async fn commit_in_partition(
     ]);
     if let Some(sid) = &entry.subscriber_id {
         labels.insert(LABEL_SUBSCRIBER_ID.to_string(), sid.clone());
+    }
+    if let Some(req) = &entry.request_ref {
+        labels.insert(LABEL_REQUEST.to_string(), request_label_value(&req.name));
     }
     let name = record_name(&entry.ca, &signed.serial);
     let record = IssuedCertificate {
@@ -203,6 +207,10 @@ pub enum Target {
     NotIssued,
     /// No record of that serial number at that CA (or the serial is not hex).
     UnknownSerial,
+    /// The named CertificateRequest is gone (garbage-collected) and the CA's
+    /// register holds several certificates issued for requests of that name
+    /// (the name was used again): these records; name one by serial.
+    Ambiguous(Vec<String>),
 }
 
 /// Find the record of the certificate named by `request` (its status'
@@ -222,7 +230,9 @@ pub async fn resolve(
                 .await
                 .map_err(Error::kube("get CertificateRequest"))?
             else {
-                return Ok(Target::RequestNotFound);
+                // Gone, e.g. garbage-collected (crate::gc): the register
+                // remembers which certificate it was issued for.
+                return by_request(client, ns, ca, &r.name).await;
             };
             if cr.spec.ca_ref.name != ca {
                 return Ok(Target::UnknownSerial);
@@ -252,6 +262,47 @@ pub async fn resolve(
         Some(r) if r.spec.ca_ref.name == ca => Ok(Target::Found(Box::new(r))),
         _ => Ok(Target::UnknownSerial),
     }
+}
+
+/// The record CA `ca` issued for a CertificateRequest named `request` that no
+/// longer exists: by the `chop.dev/request` label, confirmed by `spec.requestRef`.
+async fn by_request(client: &kube::Client, ns: &str, ca: &str, request: &str) -> Result<Target> {
+    let mut found = records_of_request(client, ns, ca, request).await?;
+    Ok(match found.len() {
+        0 => Target::RequestNotFound,
+        1 => Target::Found(Box::new(found.remove(0))),
+        _ => Target::Ambiguous(found.iter().map(ResourceExt::name_any).collect()),
+    })
+}
+
+/// Every record of CA `ca` issued for a CertificateRequest named `request`
+/// (one LIST by label, [`LABEL_REQUEST`]; the whole name compared with
+/// `spec.requestRef`).
+pub async fn records_of_request(
+    client: &kube::Client,
+    ns: &str,
+    ca: &str,
+    request: &str,
+) -> Result<Vec<IssuedCertificate>> {
+    let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+    let selector = format!(
+        "{LABEL_CA}={ca},{LABEL_REQUEST}={}",
+        request_label_value(request)
+    );
+    let mut records = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list IssuedCertificates"))?
+        .items;
+    records.retain(|r| {
+        r.spec.ca_ref.name == ca
+            && r.spec
+                .request_ref
+                .as_ref()
+                .is_some_and(|q| q.name == request)
+    });
+    records.sort_by(|a, b| a.spec.serial_number.cmp(&b.spec.serial_number));
+    Ok(records)
 }
 
 /// Every record of CA `ca` whose key-fingerprint label equals `record`'s (the
@@ -454,24 +505,53 @@ pub async fn annotate_at_version(
 /// Mirror the record's state into `certificateStatus` of the CertificateRequest
 /// it was issued for, if that still exists (merge patch: the request's
 /// reconciler never writes this field, so its server-side applies keep it).
+/// Only a request whose status names this record's serial, at the
+/// resourceVersion read: a request garbage-collected ([`crate::gc`]) and
+/// created again under the same name is another request and keeps its own
+/// status.
 pub async fn reflect_on_request(client: &kube::Client, record: &IssuedCertificate, state: &str) {
     let (Some(ns), Some(req)) = (record.namespace(), record.spec.request_ref.as_ref()) else {
         return;
     };
     let api: Api<crds::CertificateRequest> = Api::namespaced(client.clone(), &ns);
-    let patch = serde_json::json!({ "status": { "certificateStatus": state } });
     let params = PatchParams {
         field_manager: Some(crate::context::FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
-    match api
-        .patch_status(&req.name, &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => {
-            tracing::warn!(error = %e, request = %req.name, "could not mirror the certificate status on its request");
+    for _ in 0..3 {
+        let cr = match api.get_opt(&req.name).await {
+            Ok(Some(cr)) => cr,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, request = %req.name, "could not read the request to mirror the certificate status");
+                return;
+            }
+        };
+        let ours = cr.spec.ca_ref == record.spec.ca_ref
+            && cr
+                .status
+                .as_ref()
+                .and_then(|s| s.serial_number.as_deref())
+                .is_some_and(|s| s.eq_ignore_ascii_case(&record.spec.serial_number));
+        if !ours {
+            return;
+        }
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": cr.metadata.resource_version },
+            "status": { "certificateStatus": state },
+        });
+        match api
+            .patch_status(&req.name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            // Written in between: read again.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(error = %e, request = %req.name, "could not mirror the certificate status on its request");
+                return;
+            }
         }
     }
 }

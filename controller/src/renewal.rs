@@ -106,6 +106,13 @@ pub async fn find(
                 "RenewalTargetNotIssued",
                 format!("renewalOf: CertificateRequest {of:?} has no certificate"),
             )),
+            Target::Ambiguous(records) => Err(refuse(
+                "RenewalTargetAmbiguous",
+                format!(
+                    "renewalOf: CertificateRequest {of:?} is gone and CertificateAuthority {ca:?} issued several certificates for requests of that name ({}); ask the RA which one to renew",
+                    records.join(", ")
+                ),
+            )),
             Target::UnknownSerial => Err(refuse(
                 "RenewalTargetNotFound",
                 format!(

@@ -15,6 +15,13 @@
 //!   records carry exactly that time.
 //! - `simultaneous_revocations_of_one_key_stay_consistent`: two Revocations of
 //!   one key at once; each record carries one Revocation's time and reason.
+//! - `collected_requests_are_still_found_by_name`: with `--request-retention
+//!   3s`, an issued and a denied request are deleted (`request.deleted` in the
+//!   audit trail, the metric, the record labelled `chop.dev/request`), requests
+//!   waiting for approval or acceptance stay; a Revocation and a Suspension
+//!   naming a collected request by `certificateRequestRef`, and a renewal by
+//!   `renewalOf`, still find its certificate; a request created again under a collected name, still
+//!   waiting, is never deleted and does not inherit the old certificate's status.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -400,4 +407,175 @@ async fn simultaneous_revocations_of_one_key_stay_consistent() {
         assert!(ws.newly_revoked.contains(s));
         assert!(loser.status.as_ref().unwrap().already_revoked.contains(s));
     }
+}
+
+#[tokio::test]
+async fn collected_requests_are_still_found_by_name() {
+    use crds::{AuditSegment, IssuedCertificate};
+    let mut h = Harness::new().await;
+    h.args = vec!["--request-retention".into(), "3s".into()];
+    h.start(false);
+    // 30-day certificates: inside the renewal window from the start.
+    h.create_ca_with(json!({"profiles": {"subscriberValidity": "720h"}}))
+        .await;
+    let alice = issue(&h, "alice", "ra-0001", &h.csr("alice")).await;
+    let bob = issue(&h, "bob", "ra-0002", &h.csr("bob")).await;
+    let erin = issue(&h, "erin", "ra-0005", &h.csr("erin")).await;
+    let csr = h.csr("carol");
+    // Still in the workflow: waiting for an officer, and approved but waiting
+    // for the applicant's acceptance (CPS §4.4).
+    h.create_request("carol-waiting", "Signature", "ra-0003", &csr, true)
+        .await;
+    h.create_request("carol-unaccepted", "Signature", "ra-0003", &csr, false)
+        .await;
+    h.approve("carol-unaccepted").await;
+    h.create_request("dave", "Signature", "ra-0004", &csr, true)
+        .await;
+    h.officer_sets("dave", "Denied", "OfficerDenied").await;
+    h.wait_condition("dave", "Issued", "False", Some("Denied"))
+        .await;
+
+    let requests = h.api::<CertificateRequest>();
+    for name in ["alice", "bob", "dave", "erin"] {
+        let api = requests.clone();
+        h.wait(&format!("{name} collected"), 60, || {
+            let api = api.clone();
+            async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
+        })
+        .await;
+    }
+    // Past their retention too, the unfinished ones are kept.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for name in ["carol-waiting", "carol-unaccepted"] {
+        assert!(
+            requests.get_opt(name).await.unwrap().is_some(),
+            "{name} was collected\n{}",
+            h.logs()
+        );
+    }
+    // The register kept the certificate and which request it was for.
+    let rec = record(&h, &alice).await;
+    assert_eq!(rec.spec.request_ref.as_ref().unwrap().name, "alice");
+    assert_eq!(
+        rec.metadata.labels.as_ref().unwrap()["chop.dev/request"],
+        "alice"
+    );
+    let by_label = h
+        .api::<IssuedCertificate>()
+        .list(&ListParams::default().labels("chop.dev/ca=root,chop.dev/request=bob"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(by_label.len(), 1);
+    assert_eq!(by_label[0].spec.serial_number, bob);
+    // The audit trail says so, once per request; the metric counts them.
+    let segments = h.api::<AuditSegment>();
+    h.wait("request.deleted records", 30, || {
+        let segments = segments.clone();
+        let alice = alice.clone();
+        async move {
+            let recs: Vec<_> = segments
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .flat_map(|s| s.spec.records)
+                .filter(|r| r.event == "request.deleted")
+                .collect();
+            let of = |n: &str| {
+                recs.iter()
+                    .filter(|r| r.object.as_ref().is_some_and(|o| o.name == n))
+                    .count()
+            };
+            let alice_rec = recs
+                .iter()
+                .find(|r| r.object.as_ref().is_some_and(|o| o.name == "alice"))?;
+            assert_eq!(alice_rec.serial.as_deref(), Some(alice.as_str()));
+            assert_eq!(alice_rec.reason.as_deref(), Some("Issued"));
+            (of("alice") == 1
+                && of("bob") == 1
+                && of("dave") == 1
+                && of("erin") == 1
+                && recs.len() == 4)
+                .then_some(())
+        }
+    })
+    .await;
+    let metrics = http_get(h.metrics_port, "/metrics");
+    assert!(
+        metrics
+            .contains("chop_certificate_requests_deleted_total{ca=\"root\",outcome=\"Issued\"} 3")
+            && metrics.contains(
+                "chop_certificate_requests_deleted_total{ca=\"root\",outcome=\"Denied\"} 1"
+            ),
+        "{metrics}"
+    );
+
+    // Revoke and hold by the name of a collected request.
+    revoke(
+        &h,
+        "alice-leaves",
+        json!({"certificateRequestRef": {"name": "alice"}}),
+        "cessationOfOperation",
+    )
+    .await;
+    wait_revocation(&h, "alice-leaves", "True", "Revoked").await;
+    wait_record(&h, &alice, "Revoked").await;
+    suspend(&h, "bob-hold", "bob").await;
+    wait_suspension(&h, "bob-hold", "Held", "True", "Held").await;
+    wait_record(&h, &bob, "Held").await;
+
+    // A renewal of a collected request finds the original in the register.
+    create::<CertificateRequest>(
+        &h,
+        json!({"apiVersion": "chop.dev/v1alpha1", "kind": "CertificateRequest",
+               "metadata": {"name": "erin-renewal"},
+               "spec": {"caRef": {"name": "root"}, "profile": "Signature",
+                        "renewalOf": {"name": "erin"}, "accepted": true}}),
+    )
+    .await;
+    h.approve("erin-renewal").await;
+    let records = h.api::<IssuedCertificate>();
+    let renewed = h
+        .wait("the renewal of erin in the register", 60, || {
+            let records = records.clone();
+            async move {
+                let l = records
+                    .list(&ListParams::default().labels("chop.dev/request=erin-renewal"))
+                    .await
+                    .ok()?
+                    .items;
+                l.into_iter().next()
+            }
+        })
+        .await;
+    assert_eq!(renewed.spec.renewal_of.as_ref().unwrap().name, "erin");
+    assert_ne!(renewed.spec.serial_number, erin);
+    assert_eq!(
+        record(&h, &erin).await.metadata.annotations.unwrap()["chop.dev/renewed-by"],
+        "erin-renewal"
+    );
+
+    // "alice" again: a new request under the collected name, waiting for an
+    // officer. It is not collected, and the old certificate's status is not
+    // mirrored onto it.
+    h.create_request("alice", "Signature", "ra-0001", &csr, true)
+        .await;
+    h.wait_condition("alice", "Issued", "False", Some("WaitingForApproval"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = requests.get("alice").await.unwrap();
+    assert_eq!(again.status.unwrap().certificate_status, None);
+    // A resume goes to the certificate the hold took.
+    h.api::<Suspension>()
+        .patch(
+            "bob-hold",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resumed": true}})),
+        )
+        .await
+        .unwrap();
+    wait_record(&h, &bob, "Valid").await;
+    assert_eq!(state(&record(&h, &alice).await).1, "Revoked");
 }

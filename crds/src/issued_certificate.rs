@@ -18,6 +18,22 @@ pub const LABEL_SUBSCRIBER_ID: &str = "chop.dev/subscriber-id";
 /// `Signature`, `OCSPResponder`), so subscriber certificates can be listed
 /// apart from the CA's own delegated responder certificates.
 pub const LABEL_PROFILE: &str = "chop.dev/profile";
+/// Label holding the name of the CertificateRequest the certificate was issued
+/// for ([`request_label_value`]: the name cut to a label's 63 characters), so the
+/// certificate is found by request name (`-l chop.dev/request=NAME`) after the
+/// request was garbage-collected. `spec.requestRef` holds the whole name: a
+/// reader of a cut name compares it.
+pub const LABEL_REQUEST: &str = "chop.dev/request";
+
+/// The [`LABEL_REQUEST`] value for request `name`: the name itself when it fits
+/// a label value (63 characters), else its first 63 characters without trailing
+/// `-` or `.` (several long names may share it; `spec.requestRef` tells them apart).
+pub fn request_label_value(name: &str) -> String {
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
 /// Label mirroring the certificate's state (`status.state`): `Valid`, `Held` or
 /// `Revoked`, for label selectors and metadata-only watches. Always written in
 /// the same PATCH as `status.state`.
@@ -182,6 +198,14 @@ pub fn crd()
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn request_names_fit_a_label_value() {
+        assert_eq!(request_label_value("alice-sig"), "alice-sig");
+        let long = format!("{}-.{}", "a".repeat(61), "b".repeat(100));
+        assert_eq!(request_label_value(&long), "a".repeat(61));
+        assert!(request_label_value(&"c".repeat(253)).len() == 63);
+    }
 
     #[test]
     fn states_parse_strictly_and_absent_is_valid() {

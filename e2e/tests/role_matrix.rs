@@ -209,7 +209,7 @@ const MATRIX: &[(Op, &str, [Expect; 8])] = &[
     (Op::StampAcceptedBy, "set the `chop.dev/accepted-by` annotation without accepting",
         [R, R, R, R, R, I(AB, "with spec.accepted only"), R, R]),
     (Op::DeleteRequest, "delete a CertificateRequest",
-        [R, R, R, R, R, R, R, R]),
+        [R, R, R, R, R, R, R, Y]),
     (Op::ResumeSuspension, "lift a Suspension (`spec.resumed`)",
         [R, Y, R, R, R, P(SR, "officer's decision"), R, P(SR, "officer's decision")]),
     (Op::SwitchIssuance, "change a CA's `spec.issuance` (start/stop issuance)",

@@ -110,9 +110,10 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
     if conditions::is_true(&status.conditions, "Applied") {
         return Ok(Action::await_change());
     }
-    if conditions::find(&status.conditions, "Applied")
-        .is_some_and(|c| c.reason == "UnknownSerial" && c.observed_generation == generation)
-    {
+    if conditions::find(&status.conditions, "Applied").is_some_and(|c| {
+        matches!(c.reason.as_str(), "UnknownSerial" | "AmbiguousRequest")
+            && c.observed_generation == generation
+    }) {
         return Ok(Action::await_change());
     }
     let ca = rev.spec.ca_ref.name.clone();
@@ -144,6 +145,16 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
             );
             write_status(rev, ctx, status, &cond).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Target::Ambiguous(records) => {
+            let msg = format!(
+                "the CertificateRequest named by certificateRequestRef is gone and CertificateAuthority {ca:?} issued several certificates for requests of that name ({}); name the certificate by serialNumber instead",
+                records.join(", ")
+            );
+            let cond = Cond::no("Applied", "AmbiguousRequest", msg.clone());
+            write_status(rev, ctx, status, &cond).await?;
+            ctx.event(rev, true, "AmbiguousRequest", msg).await;
+            return Ok(Action::await_change());
         }
         Target::UnknownSerial => {
             let msg = format!("CertificateAuthority {ca:?} has no record of that certificate");

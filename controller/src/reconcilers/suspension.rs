@@ -163,7 +163,7 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
         c.status == conditions::FALSE
             && matches!(
                 c.reason.as_str(),
-                "UnknownSerial" | "AlreadyHeld" | "Revoked" | "Expired"
+                "UnknownSerial" | "AmbiguousRequest" | "AlreadyHeld" | "Revoked" | "Expired"
             )
             && c.observed_generation == generation
     }) {
@@ -188,6 +188,23 @@ async fn hold(s: &Suspension, ctx: &Context) -> Result<Action> {
             );
             write_status(s, ctx, status, &[cond]).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+        Target::Ambiguous(records) => {
+            let msg = format!(
+                "the CertificateRequest named by certificateRequestRef is gone and CertificateAuthority {:?} issued several certificates for requests of that name ({}); name the certificate by serialNumber instead",
+                s.spec.ca_ref.name,
+                records.join(", ")
+            );
+            status.state = Some("Failed".into());
+            write_status(
+                s,
+                ctx,
+                status,
+                &[Cond::no("Held", "AmbiguousRequest", msg.clone())],
+            )
+            .await?;
+            ctx.event(s, true, "AmbiguousRequest", msg).await;
+            return Ok(Action::await_change());
         }
         Target::UnknownSerial => {
             let msg = format!(
@@ -358,7 +375,23 @@ async fn resume(s: &Suspension, ctx: &Context, deleting: bool) -> Result<Action>
     if state_is(&status, "Resumed") && !deleting {
         return Ok(Action::await_change());
     }
-    let record = match target(s, ctx).await? {
+    // The certificate the hold took (its serial in status), not what the
+    // request name means now: a request garbage-collected and created again
+    // under the same name is another request.
+    let held = match status.serial_number.as_deref() {
+        Some(serial) => {
+            register::resolve(
+                &ctx.client,
+                &s.namespace().unwrap_or_default(),
+                &s.spec.ca_ref.name,
+                None,
+                Some(serial),
+            )
+            .await?
+        }
+        None => target(s, ctx).await?,
+    };
+    let record = match held {
         Target::Found(r) => Some(r),
         _ => None,
     };

@@ -39,6 +39,9 @@ pub struct Harness {
     /// shipped `manifests/rbac/chop-controller.yaml` ClusterRole: a missing rule
     /// there fails these tests.
     pub controller_kubeconfig: PathBuf,
+    /// Extra command-line flags of every controller started from now on
+    /// (e.g. `--request-retention 3s`).
+    pub args: Vec<String>,
 }
 
 /// Install the controller's ClusterRole from `manifests/` and bind it, in `ns`,
@@ -146,6 +149,7 @@ impl Harness {
             metrics_port,
             starts: 0,
             controller_kubeconfig,
+            args: Vec::new(),
         }
     }
 
@@ -208,6 +212,7 @@ impl Harness {
         let mut cmd = Command::new(bin);
         cmd.args(["--namespace", self.ns(), "--metrics-addr"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(&self.args)
             .env("KUBECONFIG", &self.controller_kubeconfig)
             .env("SOFTHSM2_CONF", &self.conf)
             .env("POD_NAME", pod)
