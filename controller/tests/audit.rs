@@ -259,6 +259,8 @@ async fn journey() {
     let changed = one(&records, "ca.changed", "root");
     assert_eq!(changed.details["generation"], "1");
     assert_eq!(changed.details["issuance"], "Enabled");
+    // Created by the plane's admin: the stamp of chop-changed-by.
+    assert_eq!(user_of(changed, "changedBy"), Some("admin"), "{changed:?}");
     // The root's self-signature, recorded before it was made.
     let root = one(&records, "ca.certificate", "root");
     assert_eq!(root.details["purpose"], "root-self-sign");

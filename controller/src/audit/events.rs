@@ -62,6 +62,21 @@ pub fn acted_by(
     }
 }
 
+/// The annotation `chop.dev/changed-by` (policy chop-changed-by): who last
+/// changed a CertificateAuthority's or CRLSchedule's spec.
+pub const ANNOTATION_CHANGED_BY: &str = "chop.dev/changed-by";
+
+/// `changedBy` of a configuration change: the `chop.dev/changed-by` stamp,
+/// else the last spec writer's field manager as `changedByFieldManager`.
+pub fn changed_by(ev: AuditEvent, meta: &ObjectMeta) -> AuditEvent {
+    acted_by(
+        ev,
+        "changedBy",
+        annotation(meta, ANNOTATION_CHANGED_BY),
+        || last_spec_manager(meta).map(str::to_owned),
+    )
+}
+
 /// The field manager that owns the status condition of `type_`.
 pub fn condition_manager<'a>(meta: &'a ObjectMeta, type_: &str) -> Option<&'a str> {
     let key = format!("k:{{\"type\":\"{type_}\"}}");
@@ -277,5 +292,23 @@ mod tests {
                 "{found:?}"
             );
         }
+    }
+
+    #[test]
+    fn configuration_changes_name_the_stamped_user() {
+        let meta: ObjectMeta = serde_json::from_value(json!({
+            "name": "moica",
+            "annotations": {"chop.dev/changed-by": "admin-amy"},
+            "managedFields": [{"manager": "admin-bob", "operation": "Apply",
+                               "time": "2026-12-03T10:00:00Z",
+                               "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:validity": {}}}}]
+        }))
+        .unwrap();
+        let ev = changed_by(AuditEvent::new("ca.changed", "observed"), &meta);
+        assert_eq!(users(&ev), [("changedBy", "admin-amy")]);
+        let mut unstamped = meta.clone();
+        unstamped.annotations = None;
+        let ev = changed_by(AuditEvent::new("ca.changed", "observed"), &unstamped);
+        assert_eq!(users(&ev), [("changedByFieldManager", "admin-bob")]);
     }
 }

@@ -172,6 +172,11 @@ impl AuditEvent {
         self
     }
 
+    /// `f` applied to this event (to add users in a builder chain).
+    pub fn map_users(self, f: impl FnOnce(Self) -> Self) -> Self {
+        f(self)
+    }
+
     /// The deduplication key.
     pub fn dedup(mut self, key: impl Into<String>) -> Self {
         self.dedup = Some(key.into());

@@ -138,14 +138,12 @@ async fn apply(ca: &CertificateAuthority, ctx: &Context) -> Result<Action> {
     if status.observed_generation != ca.meta().generation {
         let spec = serde_json::to_vec(&ca.spec).unwrap_or_default();
         let g = ca.meta().generation.unwrap_or_default().to_string();
-        ctx.audit.note(
-            crate::audit::observed("ca.changed", ca, &g)
-                .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
-                .detail("generation", g.clone())
-                .detail("specHash", crate::audit::key::sha256_hex(&spec))
-                .detail("issuance", format!("{:?}", ca.spec.issuance))
-                .user("changedBy", crate::audit::last_spec_manager(ca.meta())),
-        );
+        let ev = crate::audit::observed("ca.changed", ca, &g)
+            .ca(&ca.namespace().unwrap_or_default(), &ca.name_any())
+            .detail("generation", g.clone())
+            .detail("specHash", crate::audit::key::sha256_hex(&spec))
+            .detail("issuance", format!("{:?}", ca.spec.issuance));
+        ctx.audit.note(crate::audit::changed_by(ev, ca.meta()));
     }
 
     // Fast path: this CA (uid, generation, certificate) already has a signing

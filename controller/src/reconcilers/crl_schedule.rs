@@ -490,7 +490,7 @@ async fn apply(s: &CRLSchedule, ctx: &Context) -> Result<Action> {
                 .ca(&ns, &ca_name)
                 .detail("generation", g.clone())
                 .detail("specHash", crate::audit::key::sha256_hex(&spec))
-                .user("changedBy", crate::audit::last_spec_manager(s.meta())),
+                .map_users(|ev| crate::audit::changed_by(ev, s.meta())),
         );
     }
     let cas: Api<CertificateAuthority> = Api::namespaced(ctx.client.clone(), &ns);
