@@ -75,7 +75,8 @@ pub struct RegisterConfig {
     pub connections: usize,
     /// Longest wait for a lookup before answering `tryLater` (default 2 s).
     pub timeout: Duration,
-    /// Wait before reconnecting after the connection was lost (default 500 ms).
+    /// Wait before reconnecting after the connection was lost (default 500 ms;
+    /// doubled after each failed attempt, up to 5 s).
     pub reconnect_delay: Duration,
 }
 
@@ -162,6 +163,9 @@ fn cert_status(
 /// Reads of one serial before giving up when notifications keep overtaking them.
 const READS: usize = 3;
 
+/// Longest wait between two connection attempts while the database is down.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
 impl RegisterStatuses {
     /// A source for `config` (not connected: [`RegisterStatuses::follow`]
     /// connects).
@@ -245,13 +249,15 @@ impl RegisterStatuses {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<()> {
         let mut first = true;
+        // Doubles after each failed attempt, up to MAX_RECONNECT_DELAY.
+        let mut delay = self.config.reconnect_delay;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             if !first {
                 tokio::select! {
-                    _ = tokio::time::sleep(self.config.reconnect_delay) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
@@ -259,17 +265,20 @@ impl RegisterStatuses {
             let stream = match postgres::follow(&self.config.url).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot follow the register's changes; retrying");
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot follow the register's changes; retrying");
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY.max(self.config.reconnect_delay));
                     continue;
                 }
             };
             let pool = match PgRegister::connect(&self.config.url, self.config.connections).await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot connect to the register; retrying");
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to the register; retrying");
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY.max(self.config.reconnect_delay));
                     continue;
                 }
             };
+            delay = self.config.reconnect_delay;
             self.pool.store(Arc::new(Some(pool)));
             // Listening since before this point: whatever changed before is
             // read from the database, whatever changes after is notified.
