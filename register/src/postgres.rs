@@ -148,6 +148,43 @@ impl PgRegister {
         &self.clients[i]
     }
 
+    /// Whether a connection of the pool has ended (PostgreSQL restarted, the
+    /// connection was killed): reconnect with [`PgRegister::connect`].
+    pub fn is_closed(&self) -> bool {
+        self.clients.iter().any(Client::is_closed)
+    }
+
+    /// What OCSP answers about one certificate: its [`Status`] and, if revoked
+    /// with one, the invalidity date (RFC 5280 §5.3.2). One indexed point query
+    /// (the primary key of `status`); `None`: not in the register.
+    pub async fn ocsp_status(
+        &self,
+        ca: &str,
+        serial: &Serial,
+    ) -> Result<Option<(Status, Option<SystemTime>)>> {
+        let row = self
+            .client()
+            .query_opt(
+                "SELECT state, reason, revoked_at, not_after, invalidity FROM status
+                  WHERE ca = $1 AND serial = $2",
+                &[&ca, &serial.as_be_bytes()],
+            )
+            .await
+            .map_err(db("read a certificate's status"))?;
+        let Some(row) = row else { return Ok(None) };
+        let state = state_of(row.get(0))?;
+        let revoked = match state {
+            State::Valid => None,
+            _ => Some((reason_of(row.get(1))?, row.get::<_, SystemTime>(2))),
+        };
+        let status = Status {
+            state,
+            revoked,
+            not_after: row.get(3),
+        };
+        Ok(Some((status, row.get::<_, Option<SystemTime>>(4))))
+    }
+
     /// How many certificates CA `ca` has in the register.
     pub async fn count(&self, ca: &str) -> Result<u64> {
         let row = self

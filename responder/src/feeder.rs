@@ -405,7 +405,9 @@ impl DirFeeder {
                 match loaded.index.take() {
                     None => {
                         state.load_statuses(new.values().cloned());
-                        tracing::info!(statuses = new.len(), "statuses loaded");
+                        if !state.is_external() {
+                            tracing::info!(statuses = new.len(), "statuses loaded");
+                        }
                     }
                     Some((_, old)) => {
                         let mut changes: Vec<(Serial, Option<CertStatus>)> = new

@@ -45,6 +45,7 @@ use ca::serial::Serial;
 use crate::budget::SignBudget;
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::metrics::{HttpLabels, Metrics, OcspLabels};
+use crate::register_source::RegisterStatuses;
 use crate::state::{SerialKey, StateHandle, cert_pem};
 
 /// Server settings.
@@ -105,6 +106,9 @@ pub struct App {
     budget_warned_at: AtomicU64,
     /// Budget refusals since that warning.
     budget_refusals: AtomicU64,
+    /// Where statuses are looked up, if not all in the state's table
+    /// (`--register postgres`).
+    pub register: Option<Arc<RegisterStatuses>>,
 }
 
 /// Seconds between two "signing budget exhausted" warnings.
@@ -113,9 +117,32 @@ pub const BUDGET_WARN_EVERY: u64 = 10;
 impl App {
     /// An application over `state`.
     pub fn new(state: StateHandle, config: ServerConfig) -> Arc<Self> {
+        Self::build(state, config, None)
+    }
+
+    /// An application answering with statuses from `register`; `state` must
+    /// be [`StateHandle::with_register`] and followed by
+    /// [`RegisterStatuses::follow`].
+    pub fn with_register(
+        state: StateHandle,
+        config: ServerConfig,
+        register: Arc<RegisterStatuses>,
+    ) -> Arc<Self> {
+        Self::build(state, config, Some(register))
+    }
+
+    fn build(
+        state: StateHandle,
+        config: ServerConfig,
+        register: Option<Arc<RegisterStatuses>>,
+    ) -> Arc<Self> {
         let mut metrics = Metrics::new();
         metrics.register_feed(&state);
+        if let Some(r) = &register {
+            metrics.register_register(r.stats());
+        }
         Arc::new(App {
+            register,
             state,
             cache: ResponseCache::new(config.cache_entries),
             metrics,
@@ -312,7 +339,7 @@ async fn route(
         _ if read_only => {
             let b64 = path.strip_prefix("/ocsp/").unwrap_or(path);
             let inm = req.headers().get(header::IF_NONE_MATCH);
-            ("ocsp", ocsp_get(app, method, b64, inm))
+            ("ocsp", ocsp_get(app, method, b64, inm).await)
         }
         _ => ("other", method_not_allowed("GET, HEAD, POST")),
     }
@@ -421,14 +448,14 @@ async fn ocsp_post(app: &App, req: Request<Incoming>) -> Response<Body> {
             return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
         }
     };
-    ocsp(app, "POST", &body, None, started)
+    ocsp(app, "POST", &body, None, started).await
 }
 
 fn too_large() -> Response<Body> {
     text(StatusCode::PAYLOAD_TOO_LARGE, "OCSP request too large\n")
 }
 
-fn ocsp_get(
+async fn ocsp_get(
     app: &App,
     method: &Method,
     b64: &str,
@@ -441,7 +468,7 @@ fn ocsp_get(
         "GET"
     };
     match parse_get_path(b64) {
-        Ok(der) => ocsp(app, label, &der, if_none_match, started),
+        Ok(der) => ocsp(app, label, &der, if_none_match, started).await,
         Err(_) => {
             let status = ResponseStatus::MalformedRequest;
             finish(
@@ -484,7 +511,11 @@ fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
 /// the answer without nonce, any other the unsigned `unauthorized`. A GET whose
 /// `If-None-Match` names the cached response's ETag gets 304 Not Modified
 /// (RFC 9110 §13.1.2), so a caching proxy can revalidate without the body.
-fn ocsp(
+///
+/// With a register ([`App::with_register`]) the statuses of the request's
+/// serials are looked up first (bounded cache, else the database); a failed
+/// lookup answers `tryLater`, never a guess.
+async fn ocsp(
     app: &App,
     method: &'static str,
     der: &[u8],
@@ -527,7 +558,40 @@ fn ocsp(
     if let Some(hit) = from_cache(app, key.as_deref(), now_secs, if_none_match) {
         return finish(app, method, "successful", hit.0, hit.1, started);
     }
-    if classify(&material.ocsp, &req, table) == Class::Budgeted {
+    // Read the generation before the statuses: a change that lands in between
+    // makes the entry stale, never wrong.
+    let generation = table.generation();
+    let looked = match &app.register {
+        None => None,
+        Some(register) => {
+            let serials: Vec<Serial> = req
+                .certs
+                .iter()
+                .filter(|c| material.ocsp.serves(c))
+                .filter_map(|c| c.serial())
+                .collect();
+            match register.lookup(table, &serials).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::debug!(error = %e, "register lookup failed: tryLater");
+                    let status = ResponseStatus::TryLater;
+                    return finish(
+                        app,
+                        method,
+                        status.label(),
+                        "none",
+                        unsuccessful(status),
+                        started,
+                    );
+                }
+            }
+        }
+    };
+    let statuses: &dyn StatusSource = match &looked {
+        Some(l) => l,
+        None => table,
+    };
+    if classify(&material.ocsp, &req, statuses) == Class::Budgeted {
         if app.budget.try_take(Instant::now()) {
             app.metrics.sign_budget_spent.inc();
         } else {
@@ -537,7 +601,7 @@ fn ocsp(
             // answer, when the request is about one certificate it knows.
             let presignable = req.nonce.is_some() && {
                 req.nonce = None;
-                classify(&material.ocsp, &req, table) == Class::Presignable
+                classify(&material.ocsp, &req, statuses) == Class::Presignable
             };
             app.budget_refused(
                 now_secs,
@@ -570,10 +634,7 @@ fn ocsp(
     if key.is_some() {
         app.metrics.cache_misses.inc();
     }
-    // Read the generation before the statuses: a change that lands in between
-    // makes the entry stale, never wrong.
-    let generation = table.generation();
-    let answer = material.ocsp.respond_parsed(&req, table, now);
+    let answer = material.ocsp.respond_parsed(&req, statuses, now);
     let cert_status = cert_status_label(&answer);
     let status = answer.status.label();
     let resp = if answer.status == ResponseStatus::Successful && answer.cache.cacheable {

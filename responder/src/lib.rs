@@ -54,11 +54,13 @@ pub mod fixture;
 pub mod http;
 pub mod kube_feeder;
 pub mod metrics;
+pub mod register_source;
 pub mod state;
 
 pub use feeder::{DirFeeder, Feeder};
 pub use http::{App, ServerConfig, serve};
 pub use kube_feeder::KubeFeeder;
+pub use register_source::{RegisterConfig, RegisterStatuses};
 pub use state::{CaMaterial, CertificateStore, StateHandle, StatusTable};
 
 /// Everything that can go wrong in the responder library.

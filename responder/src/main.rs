@@ -3,6 +3,7 @@
 //! ```text
 //! chop-responder [serve] --dir DIR [--listen ADDR] [options]
 //! chop-responder [serve] --kube --namespace NS --ca NAME [--listen ADDR] [options]
+//! chop-responder [serve] (--dir DIR | --kube ...) --register postgres --register-url-file FILE [--register-ca NS/NAME] [options]
 //! chop-responder gen-fixture DIR [--leaves N]
 //! ```
 //! See `docs/responder.md`.
@@ -21,8 +22,13 @@ const USAGE: &str = "usage:
                  [--max-body BYTES (10240)] [--threads N (all cores)] [--log-requests]
                  [--sign-budget PER_SEC (100)] [--sign-burst N (200)]
                  [--log-format text|json (text; env CHOP_LOG_FORMAT)]
+                 [--register postgres --register-url-file FILE (or env CHOP_REGISTER_URL)
+                  [--register-ca NS/NAME (--kube: NS/CA; --dir: required)]
+                  [--status-cache N (100000)] [--register-connections N (2)]]
   chop-responder gen-fixture DIR [--leaves N (3)]
 --kube: the Kubernetes client comes from KUBECONFIG / ~/.kube/config / in-cluster.
+--register postgres: statuses from the PostgreSQL register (bounded cache, LISTEN for
+  changes); the CA material still from --dir or --kube.
 Logging: to stderr; RUST_LOG (default info); --log-format json: one JSON object a line.";
 
 /// Where the state comes from.
@@ -31,8 +37,15 @@ enum Source {
     Kube { namespace: String, ca: String },
 }
 
+/// `--register postgres`: where statuses come from instead.
+struct RegisterArgs {
+    config: responder::RegisterConfig,
+    status_cache: usize,
+}
+
 struct ServeArgs {
     source: Source,
+    register: Option<RegisterArgs>,
     listen: String,
     poll: Option<Duration>,
     threads: Option<usize>,
@@ -53,8 +66,11 @@ where
 
 fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
     let (mut dir, mut kube, mut namespace, mut ca) = (None, false, None, None);
+    let (mut register, mut url_file, mut register_ca) = (None::<String>, None::<PathBuf>, None);
+    let (mut status_cache, mut connections) = (100_000usize, 2usize);
     let mut a = ServeArgs {
         source: Source::Dir(PathBuf::new()),
+        register: None,
         listen: "0.0.0.0:8080".into(),
         poll: None,
         threads: None,
@@ -68,6 +84,11 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
             "--namespace" => namespace = Some(value::<String>(&mut args, &flag)?),
             "--ca" => ca = Some(value::<String>(&mut args, &flag)?),
             "--listen" => a.listen = value(&mut args, &flag)?,
+            "--register" => register = Some(value(&mut args, &flag)?),
+            "--register-url-file" => url_file = Some(value(&mut args, &flag)?),
+            "--register-ca" => register_ca = Some(value::<String>(&mut args, &flag)?),
+            "--status-cache" => status_cache = value(&mut args, &flag)?,
+            "--register-connections" => connections = value(&mut args, &flag)?,
             "--poll-ms" => a.poll = Some(Duration::from_millis(value(&mut args, &flag)?)),
             "--cache-entries" => a.server.cache_entries = value(&mut args, &flag)?,
             "--max-age" => a.ocsp.max_age = Duration::from_secs(value(&mut args, &flag)?),
@@ -100,6 +121,44 @@ fn parse_serve(mut args: impl Iterator<Item = String>) -> Result<ServeArgs> {
             ca: ca.with_context(|| format!("--kube needs --ca\n{USAGE}"))?,
         },
         (None, false) => bail!("--dir or --kube is required\n{USAGE}"),
+    };
+    a.register = match register.as_deref() {
+        None => {
+            if url_file.is_some() || register_ca.is_some() {
+                bail!("--register-url-file and --register-ca go with --register postgres\n{USAGE}");
+            }
+            None
+        }
+        Some("postgres") => {
+            let url = match url_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("--register-url-file {}", f.display()))?,
+                None => std::env::var("CHOP_REGISTER_URL").with_context(|| {
+                    format!("--register postgres needs --register-url-file FILE or CHOP_REGISTER_URL\n{USAGE}")
+                })?,
+            };
+            let url = zeroize::Zeroizing::new(url.trim().to_string());
+            if url.is_empty() {
+                bail!("the register URL is empty (--register-url-file / CHOP_REGISTER_URL)");
+            }
+            let ca = match (register_ca, &a.source) {
+                (Some(c), _) => c,
+                (None, Source::Kube { namespace, ca }) => format!("{namespace}/{ca}"),
+                (None, Source::Dir(_)) => {
+                    bail!("--register postgres with --dir needs --register-ca NS/NAME\n{USAGE}")
+                }
+            };
+            if status_cache == 0 {
+                bail!("--status-cache must be at least 1\n{USAGE}");
+            }
+            let mut config = responder::RegisterConfig::new(url.as_str(), ca);
+            config.connections = connections.max(1);
+            Some(RegisterArgs {
+                config,
+                status_cache,
+            })
+        }
+        Some(other) => bail!("--register {other:?}: the only register is postgres\n{USAGE}"),
     };
     Ok(a)
 }
@@ -204,9 +263,21 @@ fn serve(a: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&a.listen)
             .await
             .with_context(|| format!("cannot listen on {}", a.listen))?;
-        let state = StateHandle::new();
-        let app = App::new(state.clone(), a.server);
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let (state, app, follower) = match a.register {
+            None => {
+                let state = StateHandle::new();
+                (state.clone(), App::new(state, a.server), None)
+            }
+            Some(r) => {
+                tracing::info!(ca = %r.config.ca, status_cache = r.status_cache, "statuses from the PostgreSQL register");
+                let state = StateHandle::with_register(r.status_cache);
+                let source = responder::RegisterStatuses::new(r.config);
+                let app = App::with_register(state.clone(), a.server, source.clone());
+                let follower = tokio::spawn(source.follow(state.clone(), rx.clone()));
+                (state, app, Some(follower))
+            }
+        };
         let mut feeder_task = match a.source {
             Source::Dir(dir) => {
                 tracing::info!(listen = %listener.local_addr()?, dir = %dir.display(), "chop-responder starting");
@@ -246,6 +317,9 @@ fn serve(a: ServeArgs) -> Result<()> {
             None => feeder_task.await,
         };
         feeder_result?.context("feeder failed")?;
+        if let Some(f) = follower {
+            f.await?.context("register follower failed")?;
+        }
         tracing::info!("stopped");
         Ok(())
     })

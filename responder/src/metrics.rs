@@ -11,12 +11,16 @@
 //! | `chop_http_requests_total` | counter | `endpoint` (ocsp, repository, health, metrics, other), `code` |
 //! | `chop_http_connections_total` | counter | — (accepted TCP connections) |
 //! | `chop_responder_state_generation` | gauge | — (status generation; increases with every change) |
-//! | `chop_responder_statuses` | gauge | — (serials known) |
+//! | `chop_responder_statuses` | gauge | — (serials known; `--register`: statuses cached) |
 //! | `chop_responder_certificate_not_after_seconds` | gauge | — (responder certificate notAfter, Unix seconds; 0 before load) |
 //! | `chop_responder_ready` | gauge | — (1 when `/readyz` would say ready) |
 //! | `chop_responder_feed_events_total` | counter | — (watch events the feeder applied; Kubernetes feeder) |
 //! | `chop_responder_crl_refused_total` | counter | `reason` (unparsable, issuer, signature, scope, number: CRLs not served, [`crate::crl_check`]) |
 //! | `chop_responder_feed_last_sync_seconds` | gauge | — (end of the feeder's last full list of certificates, Unix seconds; 0 before) |
+//! | `chop_responder_register_cache_hits_total`, `chop_responder_register_queries_total` | counter | — (`--register postgres`: statuses from the bounded cache, from the database) |
+//! | `chop_responder_register_errors_total` | counter | — (lookups failed or timed out: answered tryLater) |
+//! | `chop_responder_register_notifications_total`, `chop_responder_register_disconnects_total` | counter | — (changes of this CA applied; change feed lost) |
+//! | `chop_responder_register_following` | gauge | — (1 while the change feed is followed) |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -206,6 +210,41 @@ impl Metrics {
             "responder_feed_last_sync_seconds",
             "When the feeder last completed a full list of certificates (Unix seconds)",
             feed.last_sync,
+        );
+    }
+
+    /// Export the register source's counters (`--register postgres`).
+    pub fn register_register(&mut self, stats: &crate::register_source::RegisterStats) {
+        let s = stats.clone();
+        self.registry.register(
+            "responder_register_cache_hits",
+            "Statuses answered from the bounded status cache",
+            s.hits,
+        );
+        self.registry.register(
+            "responder_register_queries",
+            "Statuses read from the register by point query",
+            s.queries,
+        );
+        self.registry.register(
+            "responder_register_errors",
+            "Status lookups that failed or timed out (answered tryLater)",
+            s.errors,
+        );
+        self.registry.register(
+            "responder_register_notifications",
+            "Status change notifications of this CA applied",
+            s.notifications,
+        );
+        self.registry.register(
+            "responder_register_disconnects",
+            "Times the register's change feed was lost",
+            s.disconnects,
+        );
+        self.registry.register(
+            "responder_register_following",
+            "1 while the register's change feed is followed",
+            s.following,
         );
     }
 

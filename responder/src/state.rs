@@ -210,6 +210,9 @@ const MAX_CHANGES: usize = 1 << 16;
 #[derive(Default)]
 struct Table {
     statuses: HashMap<SerialKey, CertStatus>,
+    /// Bounded mode: the order serials were cached in (eviction, oldest first;
+    /// may name serials since removed).
+    order: std::collections::VecDeque<SerialKey>,
     /// Generation at which each serial last changed (since `floor`).
     changed: HashMap<SerialKey, u64>,
     /// Responses signed before this generation are all stale.
@@ -221,10 +224,18 @@ struct Table {
 ///
 /// Serials not in the table are [`CertStatus::Unknown`]: never `good` for a
 /// serial that was not issued (CPS §4.9.10(4)).
+///
+/// A *bounded* table ([`StatusTable::bounded`]) is a cache in front of a
+/// register ([`crate::register_source`]): it holds at most `capacity`
+/// statuses (an explicit [`CertStatus::Unknown`] included), filled by
+/// [`StatusTable::fill`] and emptied per serial by [`StatusTable::apply`]
+/// with `None`; a serial not in it is *not looked up yet*, not unknown.
 #[derive(Default)]
 pub struct StatusTable {
     table: RwLock<Table>,
     generation: AtomicU64,
+    /// Most statuses kept (0: unbounded, the whole CA in memory).
+    capacity: usize,
 }
 
 impl fmt::Debug for StatusTable {
@@ -241,6 +252,50 @@ impl StatusTable {
     /// [`StatusTable::is_fresh`] later.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// A table of at most `capacity` (≥ 1) statuses: a cache, see above.
+    pub fn bounded(capacity: usize) -> Self {
+        StatusTable {
+            capacity: capacity.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The bound, if any.
+    pub fn capacity(&self) -> Option<usize> {
+        (self.capacity > 0).then_some(self.capacity)
+    }
+
+    /// The cached status of `serial`, if cached (bounded tables).
+    pub fn cached(&self, serial: &SerialKey) -> Option<CertStatus> {
+        self.read().statuses.get(serial).copied()
+    }
+
+    /// Cache `status` of `serial`, read from the register after
+    /// [`StatusTable::generation`] returned `read_at`, unless the serial (or
+    /// everything) changed since: a notification that arrived while the read
+    /// was in flight wins over the read. Evicts the oldest entries beyond the
+    /// bound. Returns whether it was cached.
+    pub fn fill(&self, serial: SerialKey, status: CertStatus, read_at: u64) -> bool {
+        let mut t = self.write();
+        if read_at < t.floor || t.changed.get(&serial).is_some_and(|g| *g > read_at) {
+            return false;
+        }
+        let cap = self.capacity.max(1);
+        if !t.statuses.contains_key(&serial) {
+            // `order` may name serials removed since (a notification): bound it
+            // too, so it never grows past twice the capacity.
+            while t.statuses.len() >= cap || t.order.len() >= 2 * cap {
+                let Some(old) = t.order.pop_front() else {
+                    break;
+                };
+                t.statuses.remove(&old);
+            }
+            t.order.push_back(serial);
+        }
+        t.statuses.insert(serial, status);
+        true
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
@@ -298,6 +353,7 @@ impl StatusTable {
             .collect();
         let mut t = self.write();
         t.statuses = map;
+        t.order.clear();
         self.invalidate_locked(&mut t);
     }
 
@@ -351,6 +407,9 @@ struct Shared {
     table: StatusTable,
     statuses_loaded: AtomicBool,
     feed: FeedStats,
+    /// Statuses come from a register ([`crate::register_source`]), not from
+    /// the feeder: the feeder's status calls are ignored.
+    external: bool,
 }
 
 /// Labels of `chop_responder_crl_refused_total`.
@@ -415,6 +474,34 @@ impl StateHandle {
         Self::default()
     }
 
+    /// Empty state whose statuses come from a register
+    /// ([`crate::register_source::RegisterStatuses`]) through a bounded cache of
+    /// `capacity` statuses. The feeder installs the material only: its status
+    /// calls ([`load_statuses`](Self::load_statuses), [`set_status`](Self::set_status),
+    /// [`forget`](Self::forget), [`apply`](Self::apply)) do nothing. Ready
+    /// while the register's change feed is followed ([`set_following`](Self::set_following)).
+    pub fn with_register(capacity: usize) -> Self {
+        StateHandle(Arc::new(Shared {
+            table: StatusTable::bounded(capacity),
+            external: true,
+            ..Shared::default()
+        }))
+    }
+
+    /// Whether statuses come from a register ([`with_register`](Self::with_register)).
+    pub fn is_external(&self) -> bool {
+        self.0.external
+    }
+
+    /// Register mode: the change feed is followed (`true`: answers may be
+    /// given) or lost (`false`: `tryLater` until it is followed again). Either
+    /// way every cached status and response is dropped: a change missed while
+    /// not following must never leave a stale answer.
+    pub fn set_following(&self, following: bool) {
+        self.0.table.replace(std::iter::empty());
+        self.0.statuses_loaded.store(following, Ordering::Release);
+    }
+
     /// Install new CA material (certificates, responder key, CRLs, issued
     /// certificates). Cached responses signed with the old material are dropped.
     pub fn install(&self, material: CaMaterial) {
@@ -434,6 +521,9 @@ impl StateHandle {
     where
         I: IntoIterator<Item = (Serial, CertStatus)>,
     {
+        if self.0.external {
+            return;
+        }
         self.0.table.replace(statuses);
         self.0.statuses_loaded.store(true, Ordering::Release);
     }
@@ -441,12 +531,12 @@ impl StateHandle {
     /// Set one certificate's status (issued → `Good`, revoked or held →
     /// `Revoked`, resumed → `Good`).
     pub fn set_status(&self, serial: &Serial, status: CertStatus) {
-        self.0.table.apply([(serial.clone(), Some(status))]);
+        self.apply([(serial.clone(), Some(status))]);
     }
 
     /// Forget a certificate (it answers `unknown` from now on).
     pub fn forget(&self, serial: &Serial) {
-        self.0.table.apply([(serial.clone(), None)]);
+        self.apply([(serial.clone(), None)]);
     }
 
     /// Apply a batch of per-certificate changes atomically; returns how many.
@@ -454,6 +544,9 @@ impl StateHandle {
     where
         I: IntoIterator<Item = (Serial, Option<CertStatus>)>,
     {
+        if self.0.external {
+            return 0;
+        }
         self.0.table.apply(changes)
     }
 

@@ -16,11 +16,15 @@ use base64::Engine;
 use ca::ocsp::OcspConfig;
 use ca::revocation::{CertStatus, Reason};
 use ca::serial::Serial;
+use chop_register::api::{Change, Commit, NewCertificate, Register, Reservation, Transition};
+use chop_register::postgres::PgRegister;
 use common::Reply;
 use der::Decode;
 use responder::feeder::{IndexFile, RevokedRecord};
 use responder::fixture::{Fixture, get_path};
-use responder::{App, DirFeeder, Feeder, ServerConfig, StateHandle};
+use responder::{
+    App, DirFeeder, Feeder, RegisterConfig, RegisterStatuses, ServerConfig, StateHandle,
+};
 use tokio::sync::watch;
 use x509_ocsp::{BasicOcspResponse, OcspResponse};
 
@@ -37,6 +41,8 @@ struct Server {
     rt: tokio::runtime::Runtime,
     task: Option<tokio::task::JoinHandle<responder::Result<()>>>,
     dir: tempfile::TempDir,
+    /// `--register postgres`: the change follower.
+    follower: Option<tokio::task::JoinHandle<responder::Result<()>>>,
 }
 
 impl Server {
@@ -50,6 +56,39 @@ impl Server {
     }
 
     fn with_state(state: StateHandle, config: ServerConfig) -> Server {
+        Self::with_app(state, |state| App::new(state, config), None)
+    }
+
+    /// A server whose statuses come from the PostgreSQL register (CA `ca`),
+    /// with a status cache of `status_cache` entries; the material from the
+    /// fixture. Waits until the change feed is followed.
+    fn with_register(ca: &str, status_cache: usize, config: ServerConfig) -> Server {
+        let state = StateHandle::with_register(status_cache);
+        state.install(fixture().material(OcspConfig::default()).unwrap());
+        let mut rc = RegisterConfig::new(pg_url(), ca);
+        // Longer than a restart of PostgreSQL takes to accept writes again:
+        // the revocation below lands while nobody listens.
+        rc.reconnect_delay = Duration::from_secs(3);
+        let source = RegisterStatuses::new(rc);
+        let for_app = source.clone();
+        let s = Self::with_app(
+            state.clone(),
+            |state| App::with_register(state, config, for_app),
+            Some(source),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !s.state.statuses_loaded() {
+            assert!(Instant::now() < deadline, "the register is not followed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn with_app(
+        state: StateHandle,
+        app: impl FnOnce(StateHandle) -> std::sync::Arc<App>,
+        register: Option<std::sync::Arc<RegisterStatuses>>,
+    ) -> Server {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -62,7 +101,8 @@ impl Server {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, rx) = watch::channel(false);
-        let app = App::new(state.clone(), config);
+        let app = app(state.clone());
+        let follower = register.map(|r| rt.spawn(r.follow(state.clone(), rx.clone())));
         let task = rt.spawn(responder::serve(listener, app, rx));
         Server {
             addr,
@@ -71,6 +111,7 @@ impl Server {
             rt,
             task: Some(task),
             dir,
+            follower,
         }
     }
 
@@ -126,6 +167,12 @@ impl Server {
             .rt
             .block_on(async { tokio::time::timeout(Duration::from_secs(15), task).await });
         r.expect("server stops on shutdown").unwrap().unwrap();
+        if let Some(f) = self.follower.take() {
+            let r = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(15), f).await });
+            r.expect("follower stops on shutdown").unwrap().unwrap();
+        }
     }
 }
 
@@ -811,5 +858,310 @@ fn try_later_until_statuses_are_loaded() {
     assert_eq!(metric(&s, "chop_ocsp_sign_budget_spent_total"), 0.0);
     s.state.load_statuses(fixture().statuses());
     assert_eq!(answer(&s.get(&path).body), "good");
+    s.stop();
+}
+
+// ---- Issue 12: statuses from the PostgreSQL register (`--register postgres`).
+// Like the register's contract tests: CHOP_PG_URL is required (scripts/test.sh
+// runs the suite under `e2e/postgres.sh run`, which sets it and CHOP_PG_DIR).
+
+fn pg_url() -> String {
+    std::env::var("CHOP_PG_URL").expect(
+        "CHOP_PG_URL is not set: run under `bash e2e/postgres.sh run -- cargo test -p chop-responder --test server`",
+    )
+}
+
+/// The register tests share one PostgreSQL, and one of them restarts it.
+static PG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pg_lock() -> std::sync::MutexGuard<'static, ()> {
+    PG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A CA name no other test uses.
+fn pg_ca(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("responder/{test}-{nanos}")
+}
+
+/// One runtime for the tests' own register connections (a connection's task
+/// dies with the runtime that spawned it).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+    .block_on(f)
+}
+
+/// The register (migrated), and CA `ca` given `certs` (serial, DER) through its
+/// API: reserve, then commit.
+async fn pg_register(ca: &str, certs: &[(Serial, Vec<u8>)]) -> PgRegister {
+    chop_register::postgres::migrate(&pg_url()).await.unwrap();
+    let r = PgRegister::connect(&pg_url(), 4).await.unwrap();
+    let commits = certs.iter().map(|(serial, der)| {
+        let r = r.clone();
+        async move {
+            let request = format!("{ca}/req-{}/uid", serial.to_hex());
+            assert_eq!(
+                r.reserve(ca, serial, &request).await.unwrap(),
+                Reservation::Reserved
+            );
+            let c = NewCertificate {
+                ca: ca.to_string(),
+                serial: serial.clone(),
+                request,
+                subscriber: "sub".into(),
+                key_fingerprint: [7; 32],
+                not_before: SystemTime::now() - Duration::from_secs(60),
+                not_after: SystemTime::now() + Duration::from_secs(86400),
+                partition: None,
+                der: der.clone(),
+            };
+            assert_eq!(r.commit(&c).await.unwrap(), Commit::Created);
+        }
+    });
+    futures::future::join_all(commits).await;
+    r
+}
+
+fn fixture_certs() -> Vec<(Serial, Vec<u8>)> {
+    fixture()
+        .leaves
+        .iter()
+        .map(|l| (l.serial.clone(), l.der.clone()))
+        .collect()
+}
+
+fn change(r: &PgRegister, ca: &str, serial: &Serial, c: Change) -> Transition {
+    block_on(r.change(ca, serial, c)).unwrap()
+}
+
+/// Poll `path` until it answers `want`; every answer on the way must be one of
+/// `allowed`. Returns how long it took.
+fn until(s: &Server, path: &str, want: &str, allowed: &[&str]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = answer(&s.get(path).body);
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            allowed.contains(&got),
+            "answered {got:?} while waiting for {want:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still {got:?} after 20 s, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Certificates committed through the Register API, served from PostgreSQL:
+/// good, revoked through `Register::change` (seen at once, through the
+/// pre-signed cache, verified by OpenSSL with its reason), held and resumed;
+/// a serial the register does not have is `unknown`, never `good`.
+#[test]
+fn register_statuses_follow_revocation_hold_and_resume() {
+    let _pg = pg_lock();
+    let ca = pg_ca("follow");
+    let r = block_on(pg_register(&ca, &fixture_certs()));
+    let s = Server::with_register(&ca, 1000, ServerConfig::default());
+    let (l0, l1) = (leaf_serial(0), leaf_serial(1));
+    let p0 = get_path(&fixture().request(&l0, None).unwrap());
+    let p1 = get_path(&fixture().request(&l1, None).unwrap());
+    assert_eq!(answer(&s.get(&p0).body), "good");
+    assert_eq!(answer(&s.get(&p0).body), "good"); // pre-signed now
+    assert!(
+        s.openssl_ocsp("leaf-0.pem", &["-no_nonce"])
+            .contains("leaf-0.pem: good")
+    );
+    assert!(metric(&s, "chop_ocsp_cache_hits_total") >= 1.0);
+
+    let revoke = Change::Revoke {
+        reason: Reason::KeyCompromise,
+        at: SystemTime::now(),
+        invalidity: None,
+    };
+    assert!(matches!(
+        change(&r, &ca, &l0, revoke),
+        Transition::Applied { .. }
+    ));
+    let took = until(&s, &p0, "revoked", &["good"]);
+    assert!(took < Duration::from_secs(1), "revoked seen after {took:?}");
+    let out = s.openssl_ocsp("leaf-0.pem", &["-no_nonce"]);
+    assert!(out.contains("leaf-0.pem: revoked"), "{out}");
+    assert!(out.contains("Reason: keyCompromise"), "{out}");
+
+    // Held → revoked (certificateHold); resumed → good again.
+    assert_eq!(answer(&s.get(&p1).body), "good");
+    let hold = Change::Hold {
+        at: SystemTime::now(),
+    };
+    assert!(matches!(
+        change(&r, &ca, &l1, hold),
+        Transition::Applied { .. }
+    ));
+    until(&s, &p1, "revoked", &["good"]);
+    let out = s.openssl_ocsp("leaf-1.pem", &["-no_nonce"]);
+    assert!(out.contains("Reason: certificateHold"), "{out}");
+    assert!(matches!(
+        change(&r, &ca, &l1, Change::Resume),
+        Transition::Applied { .. }
+    ));
+    until(&s, &p1, "good", &["revoked"]);
+    // Revoked stays revoked; the other leaves were never touched.
+    assert_eq!(answer(&s.get(&p0).body), "revoked");
+    // Not in the register (another CA's serial space): unknown.
+    assert_eq!(answer(&s.get(&random_serial_path()).body), "unknown");
+    assert!(metric(&s, "chop_responder_register_notifications_total") >= 3.0);
+    assert_eq!(metric(&s, "chop_responder_register_errors_total"), 0.0);
+    s.stop();
+}
+
+/// Many more serials queried than the status cache holds: the cache never
+/// exceeds its bound, and every answer is still right (evicted statuses are
+/// read again, not guessed).
+#[test]
+fn register_status_cache_stays_bounded() {
+    let _pg = pg_lock();
+    let ca = pg_ca("bounded");
+    let serials: Vec<Serial> = (0..300u32)
+        .map(|i| Serial::from_be_bytes(&(0x5000_0000 + i).to_be_bytes()).unwrap())
+        .collect();
+    let certs: Vec<_> = serials
+        .iter()
+        .map(|s| {
+            (
+                s.clone(),
+                format!("certificate {}", s.to_hex()).into_bytes(),
+            )
+        })
+        .collect();
+    let r = block_on(pg_register(&ca, &certs));
+    let revoke = Change::Revoke {
+        reason: Reason::Superseded,
+        at: SystemTime::now(),
+        invalidity: None,
+    };
+    for s in serials.iter().step_by(10) {
+        change(&r, &ca, s, revoke);
+    }
+    let config = ServerConfig {
+        cache_entries: 64,
+        ..ServerConfig::default()
+    };
+    let s = Server::with_register(&ca, 50, config);
+    for round in 0..2 {
+        for (i, serial) in serials.iter().enumerate() {
+            let path = get_path(&fixture().request(serial, None).unwrap());
+            let want = if i % 10 == 0 { "revoked" } else { "good" };
+            assert_eq!(answer(&s.get(&path).body), want, "round {round} serial {i}");
+        }
+        let cached = metric(&s, "chop_responder_statuses");
+        assert!(cached <= 50.0, "{cached} statuses cached, bound 50");
+    }
+    // Round 2 reads every status again, but the 64 responses still pre-signed.
+    assert!(metric(&s, "chop_responder_register_queries_total") >= 600.0 - 64.0);
+    s.stop();
+}
+
+fn pg_ctl(args: &[&str]) {
+    let dir = std::env::var("CHOP_PG_DIR").expect("CHOP_PG_DIR (set by e2e/postgres.sh run)");
+    let data = format!("{dir}/data");
+    let log = format!("{dir}/server.log");
+    let pg_ctl = format!(
+        "{}/pg_ctl",
+        std::env::var("CHOP_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+    );
+    let mut all = vec![pg_ctl.as_str(), "-D", &data, "-l", &log, "-w", "-t", "60"];
+    all.extend_from_slice(args);
+    // PostgreSQL refuses to run as root: e2e/postgres.sh runs it as `postgres`.
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let out = if root {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(&all)
+            .output()
+    } else {
+        Command::new(all[0]).args(&all[1..]).output()
+    }
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// PostgreSQL restarted while serving, as the crash: while it is down the
+/// responder answers tryLater (never a cached "good"); a revocation made after
+/// it came back but before the responder listens again (its notification is
+/// lost) is served as soon as the responder answers again — never the stale
+/// "good" it had pre-signed.
+#[test]
+fn register_restart_never_serves_a_missed_revocation_as_good() {
+    let _pg = pg_lock();
+    let ca = pg_ca("restart");
+    let certs = fixture_certs();
+    block_on(pg_register(&ca, &certs));
+    let s = Server::with_register(&ca, 1000, ServerConfig::default());
+    let serial = leaf_serial(2);
+    let path = get_path(&fixture().request(&serial, None).unwrap());
+    assert_eq!(answer(&s.get(&path).body), "good");
+    assert_eq!(answer(&s.get(&path).body), "good"); // pre-signed
+
+    pg_ctl(&["-m", "fast", "stop"]);
+    until(&s, &path, "tryLater", &["good"]);
+    assert_eq!(answer(&s.get(&path).body), "tryLater");
+    assert_eq!(metric(&s, "chop_responder_register_following"), 0.0);
+    pg_ctl(&["start"]);
+    // Revoke at once: the responder waits 3 s before reconnecting, so nobody
+    // listens for this notification.
+    block_on(async {
+        let r = PgRegister::connect(&pg_url(), 1).await.unwrap();
+        let revoke = Change::Revoke {
+            reason: Reason::KeyCompromise,
+            at: SystemTime::now(),
+            invalidity: None,
+        };
+        assert!(matches!(
+            r.change(&ca, &serial, revoke).await.unwrap(),
+            Transition::Applied { .. }
+        ));
+    });
+    // Normally still tryLater here (the responder is not listening yet); on
+    // a very slow restart it may already listen again, and then it must
+    // answer revoked. Never good.
+    let first = answer(&s.get(&path).body);
+    assert!(["tryLater", "revoked"].contains(&first), "answered {first}");
+    if first != "tryLater" {
+        eprintln!(
+            "the responder listened again before the revocation: the missed-notification path was not exercised"
+        );
+    }
+    until(&s, &path, "revoked", &["tryLater"]);
+    assert_eq!(metric(&s, "chop_responder_register_disconnects_total"), 1.0);
+    assert_eq!(metric(&s, "chop_responder_register_following"), 1.0);
+    // And it follows again: the next change is seen.
+    let other = get_path(&fixture().request(&leaf_serial(3), None).unwrap());
+    assert_eq!(answer(&s.get(&other).body), "good");
+    let r = block_on(PgRegister::connect(&pg_url(), 1)).unwrap();
+    let hold = Change::Hold {
+        at: SystemTime::now(),
+    };
+    assert!(matches!(
+        change(&r, &ca, &leaf_serial(3), hold),
+        Transition::Applied { .. }
+    ));
+    until(&s, &other, "revoked", &["good"]);
     s.stop();
 }
