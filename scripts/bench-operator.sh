@@ -15,11 +15,20 @@
 #      on a fresh plane, printing the medians' ratio (target >= 0.90) and the
 #      trail's records and bytes per certificate.
 #
-# Usage: scripts/bench-operator.sh [--audit-compare] [N]   (N certificates, default 500)
+#   6. with --scale-compare: instead of 2-4, BENCH_ROUNDS (default 2) rounds of
+#      N certificates with an empty register, then BENCH_RECORDS records created
+#      directly, then BENCH_ROUNDS rounds more, on one plane; prints each round,
+#      the medians' ratio (issue 12: >= 0.90) and the API requests per
+#      certificate of each side. The rounds cannot alternate (records are not
+#      removed), so the empty side runs first.
+#
+# Usage: scripts/bench-operator.sh [--audit-compare|--scale-compare] [N]   (N certificates, default 500)
 # Environment (defaults): BENCH_RECORDS=100000, BENCH_REVOCATIONS=50,
 #   BENCH_INFLIGHT=32 (requests not yet issued at a time),
 #   BENCH_APPROVAL=auto (autoApproveUsers; `officer`: an officer's SSA approval),
-#   KEEP=0 (1: keep the work directory with the controller and responder logs).
+#   KEEP=0 (1: keep the work directory with the controller and responder logs),
+#   BENCH_CONTROLLER_BIN (another chop-controller binary to measure, e.g. an
+#   older build for a before/after comparison; default: the one built here).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -31,13 +40,16 @@ COMPARE=0
 if [[ ${1:-} == --audit-compare ]]; then
   COMPARE=1
   shift
+elif [[ ${1:-} == --scale-compare ]]; then
+  export BENCH_SCALE_COMPARE=1
+  shift
 fi
 export BENCH_N=${1:-${BENCH_N:-500}}
 KEEP=${KEEP:-0}
 
 echo "== building chop-controller, chop-responder and the benchmark (release)"
 cargo build --release --locked -q -p chop-controller -p chop-responder --bins --example bench_operator
-export CHOP_CONTROLLER_BIN=$CARGO_TARGET_DIR/release/chop-controller
+export CHOP_CONTROLLER_BIN=${BENCH_CONTROLLER_BIN:-$CARGO_TARGET_DIR/release/chop-controller}
 export CHOP_RESPONDER_BIN=$CARGO_TARGET_DIR/release/chop-responder
 bash e2e/controlplane.sh build >/dev/null 2>&1 || bash e2e/controlplane.sh build
 # kubectl reads kube-apiserver's request counters (API calls per certificate).

@@ -22,7 +22,10 @@
 //! (32), BENCH_REVOCATIONS (50), BENCH_RECORDS (100000), BENCH_APPROVAL
 //! (`auto` or `officer`), BENCH_AUDIT (`on`: the controller writes its audit
 //! trail with the key in token `chop-audit`, same PIN; `off`: `--audit off`),
-//! BENCH_ISSUANCE_ONLY (1: stop after step 2; the audit on/off comparison).
+//! BENCH_ISSUANCE_ONLY (1: stop after step 2; the audit on/off comparison),
+//! BENCH_SCALE_COMPARE (1: instead of steps 2-4, BENCH_ROUNDS (2) rounds of N
+//! certificates with an empty register, then BENCH_RECORDS records, then
+//! BENCH_ROUNDS rounds more; the ratio of the medians, issue 12).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -355,6 +358,115 @@ fn apiserver_requests() -> HashMap<String, f64> {
     out
 }
 
+/// Print the API requests between two [`apiserver_requests`] readings, per
+/// certificate of `n`, by resource and verb; their total per certificate.
+fn print_requests(before: &HashMap<String, f64>, after: HashMap<String, f64>, n: usize) -> f64 {
+    let mut calls: Vec<(String, f64)> = after
+        .into_iter()
+        .map(|(k, v)| {
+            let d = v - before.get(&k).copied().unwrap_or(0.0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let total: f64 = calls.iter().map(|(_, d)| d).sum();
+    if !calls.is_empty() {
+        println!(
+            "   API requests during issuance (chop.dev and Events): {total:.0} = {:.1} per certificate:",
+            total / n as f64
+        );
+        for (k, d) in calls {
+            println!("     {k:<40} {d:>7.0}  {:>5.2}/cert", d / n as f64);
+        }
+    }
+    total / n as f64
+}
+
+/// Median of `v` (not empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The scale comparison (BENCH_SCALE_COMPARE=1): BENCH_ROUNDS rounds of `n`
+/// certificates with the register holding only what they issued, then
+/// `records` IssuedCertificates created directly, then BENCH_ROUNDS rounds
+/// with them; the medians' ratio (issue 12: >= 0.90) and the API requests per
+/// certificate of each side's last round.
+async fn scale_compare(
+    b: &Bench,
+    requests: Api<CertificateRequest>,
+    officer: bool,
+    csrs: &[String],
+    inflight: usize,
+    records: usize,
+) -> Result<()> {
+    let rounds: usize = env_or("BENCH_ROUNDS", 2).max(1);
+    let n = csrs.len();
+    let mut sides: Vec<(String, Vec<f64>, f64)> = Vec::new();
+    for (side, loaded) in [("empty", false), ("loaded", true)] {
+        if loaded {
+            let took = create_records(b, records, 64).await?;
+            println!(
+                "== {records} IssuedCertificates created in {:.1} s ({:.0}/s)",
+                took.as_secs_f64(),
+                records as f64 / took.as_secs_f64()
+            );
+        }
+        let existing = b
+            .api::<IssuedCertificate>()
+            .list_metadata(&ListParams::default().limit(1))
+            .await?;
+        let held =
+            existing.metadata.remaining_item_count.unwrap_or(0) + existing.items.len() as i64;
+        let mut rates = Vec::new();
+        let mut per_cert = 0.0;
+        for round in 1..=rounds {
+            let prefix = format!("{}{round}", &side[..1]);
+            let calls0 = apiserver_requests();
+            let took = issue_round(b, requests.clone(), officer, csrs, inflight, &prefix).await?;
+            let calls1 = apiserver_requests();
+            let rate = n as f64 / took.as_secs_f64();
+            println!(
+                "== {side} register ({held} records before the round), round {round}: {n} certificates in {:.2} s = {rate:.1} certs/s",
+                took.as_secs_f64()
+            );
+            if round == rounds {
+                per_cert = print_requests(&calls0, calls1, n);
+            }
+            rates.push(rate);
+        }
+        sides.push((side.to_string(), rates, per_cert));
+    }
+    let (e, l) = (median(&sides[0].1), median(&sides[1].1));
+    let ratio = l / e;
+    println!(
+        "== scale: {records} records vs none (medians; empty {:?}, loaded {:?}): {l:.1} / {e:.1} certs/s = {ratio:.3}; target >= 0.90 {}; API requests per certificate {:.1} empty, {:.1} loaded",
+        sides[0]
+            .1
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>(),
+        sides[1]
+            .1
+            .iter()
+            .map(|r| format!("{r:.1}"))
+            .collect::<Vec<_>>(),
+        if ratio >= 0.9 { "MET" } else { "NOT MET" },
+        sides[0].2,
+        sides[1].2,
+    );
+    println!("BENCH_SCALE empty={e:.3} loaded={l:.3} ratio={ratio:.3}");
+    Ok(())
+}
+
 /// Signatures per second of `signer` over `message` for `secs`, on `threads`.
 fn sign_rate(signer: &dyn Signer, message: &[u8], threads: usize, secs: f64) -> Result<f64> {
     let start = Instant::now();
@@ -542,6 +654,19 @@ async fn issue_all(
     csrs: &[String],
     inflight: usize,
 ) -> Result<Duration> {
+    issue_round(b, requests, officer, csrs, inflight, "sub").await
+}
+
+/// [`issue_all`] with requests named `<prefix>-NNNNNN` for subscribers
+/// `<prefix>:NNNNNN` (a round of the scale comparison).
+async fn issue_round(
+    b: &Bench,
+    requests: Api<CertificateRequest>,
+    officer: bool,
+    csrs: &[String],
+    inflight: usize,
+    prefix: &str,
+) -> Result<Duration> {
     let waiters: Waiters = Arc::default();
     let watch = watch_issued(b.api(), waiters.clone());
     let approve = PatchParams::apply("officer").force();
@@ -551,10 +676,15 @@ async fn issue_all(
             let (requests, waiters, approve) = (requests.clone(), waiters.clone(), &approve);
             let admin = b.api::<CertificateRequest>();
             async move {
-                let name = format!("sub-{i:06}");
+                let name = format!("{prefix}-{i:06}");
                 let (tx, rx) = oneshot::channel();
                 waiters.lock().unwrap().insert(name.clone(), tx);
-                let body = request(&name, &format!("ra:{i:06}"), csr)?;
+                let reference = if prefix == "sub" {
+                    format!("ra:{i:06}")
+                } else {
+                    format!("{prefix}:{i:06}")
+                };
+                let body = request(&name, &reference, csr)?;
                 requests.create(&PostParams::default(), &body).await?;
                 if officer {
                     let status = json!({
@@ -679,6 +809,7 @@ async fn main() -> Result<()> {
     let officer = std::env::var("BENCH_APPROVAL").is_ok_and(|v| v == "officer");
     let audit = std::env::var("BENCH_AUDIT").map_or(true, |v| v != "off");
     let issuance_only = std::env::var("BENCH_ISSUANCE_ONLY").is_ok_and(|v| v == "1");
+    let scale = std::env::var("BENCH_SCALE_COMPARE").is_ok_and(|v| v == "1");
 
     let crds: Vec<_> = crds::all().into_iter().map(|(_, c)| c).collect();
     let env = e2e::TestEnv::with_crds(&crds).await?;
@@ -793,6 +924,12 @@ async fn main() -> Result<()> {
     } else {
         "autoApproveUsers"
     };
+    if scale {
+        scale_compare(&b, requests, officer, &csrs, inflight, records).await?;
+        controller_breakdown(metrics_port).await;
+        drop(controller);
+        return Ok(());
+    }
     let plane_pids = [
         (
             "kube-apiserver",
@@ -826,25 +963,7 @@ async fn main() -> Result<()> {
         took.as_secs_f64(),
         cpu.join(", ")
     );
-    let mut calls: Vec<(String, f64)> = calls1
-        .into_iter()
-        .map(|(k, v)| {
-            let d = v - calls0.get(&k).copied().unwrap_or(0.0);
-            (k, d)
-        })
-        .filter(|(_, d)| *d > 0.0)
-        .collect();
-    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if !calls.is_empty() {
-        let total: f64 = calls.iter().map(|(_, d)| d).sum();
-        println!(
-            "   API requests during issuance (chop.dev and Events): {total:.0} = {:.1} per certificate:",
-            total / n as f64
-        );
-        for (k, d) in calls {
-            println!("     {k:<40} {d:>7.0}  {:>5.2}/cert", d / n as f64);
-        }
-    }
+    print_requests(&calls0, calls1, n);
     println!(
         "BENCH_RATE audit={} {rate:.3}",
         if audit { "on" } else { "off" }

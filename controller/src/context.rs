@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ca::issue::Issuer;
-use crds::CertificateAuthority;
+use crds::{CRLSchedule, CertificateAuthority};
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
@@ -58,6 +58,7 @@ pub struct Context {
     /// The register's CA and state per record, kept by a watch (see [`crate::run`]).
     pub records: RecordIndex,
     cas: OnceLock<Store<Guarded<CertificateAuthority>>>,
+    schedules: OnceLock<Store<Guarded<CRLSchedule>>>,
     written: Mutex<HashMap<String, String>>,
     failures: Mutex<HashMap<String, u32>>,
     /// Malformed objects already reported: uid → resourceVersion.
@@ -109,6 +110,7 @@ impl Context {
             responders: Mutex::new(HashMap::new()),
             records: RecordIndex::default(),
             cas: OnceLock::new(),
+            schedules: OnceLock::new(),
             written: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             invalid: Mutex::new(HashMap::new()),
@@ -183,6 +185,30 @@ impl Context {
             None => Some(None),
             Some(g) => crate::malformed::valid(g.as_ref()).map(|ca| Some(ca.clone())),
         }
+    }
+
+    /// Use `store` (the CRLSchedule controller's) for [`Context::cached_schedules`].
+    pub fn set_schedules(&self, store: Store<Guarded<CRLSchedule>>) {
+        let _ = self.schedules.set(store);
+    }
+
+    /// The live CRLSchedules of `namespace` from the watch's store, once it
+    /// has listed everything; `None` before, or when one of the namespace's
+    /// schedules is malformed (the API list then decides, and names it).
+    pub fn cached_schedules(&self, namespace: &str) -> Option<Vec<CRLSchedule>> {
+        let store = self.schedules.get()?;
+        futures::FutureExt::now_or_never(store.wait_until_ready())?.ok()?;
+        let mut out = Vec::new();
+        for g in store.state() {
+            if g.meta().namespace.as_deref() != Some(namespace) {
+                continue;
+            }
+            let s = crate::malformed::valid(g.as_ref())?;
+            if s.metadata.deletion_timestamp.is_none() {
+                out.push(s.clone());
+            }
+        }
+        Some(out)
     }
 
     /// Every CertificateAuthority in the watch's store, once it has listed

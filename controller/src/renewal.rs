@@ -265,15 +265,35 @@ pub fn check(
     }
 }
 
-/// The subscriber's records of one profile at CA `ca` (label selector).
+/// The subscriber's records of one profile at CA `ca`: the register's index
+/// names them and each is read by GET (a cost that does not grow with the
+/// register, [`crate::record_index`]); a label-selected list until the index
+/// has completed its first list.
 async fn subscriber_records(
     client: &kube::Client,
+    index: &crate::record_index::RecordIndex,
     ns: &str,
     ca: &str,
     subscriber_id: &str,
     profile_label: &str,
 ) -> Result<Vec<IssuedCertificate>> {
     let api: Api<IssuedCertificate> = Api::namespaced(client.clone(), ns);
+    if let Some(names) = index.of_subscriber(ns, ca, subscriber_id, profile_label) {
+        let mut records = Vec::with_capacity(names.len());
+        for name in names {
+            if let Some(r) = api
+                .get_opt(&name)
+                .await
+                .map_err(Error::kube("get the subscriber's IssuedCertificate"))?
+                && register::label(&r, LABEL_CA) == Some(ca)
+                && register::label(&r, LABEL_SUBSCRIBER_ID) == Some(subscriber_id)
+                && register::label(&r, LABEL_PROFILE) == Some(profile_label)
+            {
+                records.push(r);
+            }
+        }
+        return Ok(records);
+    }
     let selector = format!(
         "{LABEL_CA}={ca},{LABEL_SUBSCRIBER_ID}={subscriber_id},{LABEL_PROFILE}={profile_label}"
     );
@@ -288,7 +308,7 @@ async fn subscriber_records(
 /// subscriber already re-keyed: a certificate of the same profile with another
 /// key, not itself a renewal, issued since the window opened.
 pub async fn rekeyed(
-    client: &kube::Client,
+    ctx: &crate::context::Context,
     ns: &str,
     ca: &str,
     original: &Original,
@@ -298,7 +318,7 @@ pub async fn rekeyed(
     let Some(sid) = &spec.subscriber_id else {
         return Ok(None);
     };
-    let records = subscriber_records(client, ns, ca, sid, &spec.profile).await?;
+    let records = subscriber_records(&ctx.client, &ctx.records, ns, ca, sid, &spec.profile).await?;
     Ok(records
         .iter()
         .find(|r| {
@@ -323,7 +343,7 @@ pub async fn rekeyed(
 /// profile `profile_label` while a renewed certificate of theirs with another
 /// key is valid at `now`.
 pub async fn renewed(
-    client: &kube::Client,
+    ctx: &crate::context::Context,
     ns: &str,
     ca: &str,
     subscriber_id: &str,
@@ -331,7 +351,15 @@ pub async fn renewed(
     key_fingerprint: &str,
     now: SystemTime,
 ) -> Result<Option<Refusal>> {
-    let records = subscriber_records(client, ns, ca, subscriber_id, profile_label).await?;
+    let records = subscriber_records(
+        &ctx.client,
+        &ctx.records,
+        ns,
+        ca,
+        subscriber_id,
+        profile_label,
+    )
+    .await?;
     Ok(records
         .iter()
         .find(|r| {

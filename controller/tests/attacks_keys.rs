@@ -15,7 +15,9 @@
 //!   `KeyCompromised` naming the revoked serial; the same key as a bare public
 //!   key re-encoded (RSA parameters absent, so another SHA-256) is refused as
 //!   `Malformed`; nothing is signed. A key revoked for another reason
-//!   (superseded) is certified again.
+//!   (superseded) is certified again. A restarted controller (whose register
+//!   index did not see the revocation happen) refuses the key as well, from
+//!   its index (no LIST of the register per issuance, issue 12).
 //!
 //! The weak RSA keys are in `tests/data` (built by `tests/data/weak_keys.py`
 //! from primes it computes).
@@ -208,7 +210,7 @@ async fn a_key_revoked_for_key_compromise_is_never_certified_again() {
     // The same key again: the same subscriber under another request name, and
     // another subscriber (whoever holds the key or a copy of its CSR).
     submit("alice-2", "ra-7001", alice.clone()).await;
-    submit("mallory", "ra-7003", alice).await;
+    submit("mallory", "ra-7003", alice.clone()).await;
     // The same key in another encoding of its SubjectPublicKeyInfo (RSA
     // parameters absent instead of NULL), whose SHA-256 differs.
     let out = Command::new("openssl")
@@ -249,6 +251,32 @@ async fn a_key_revoked_for_key_compromise_is_never_certified_again() {
         .collect();
     assert_eq!(alice_records.len(), 1);
     assert_eq!(alice_records[0].spec.serial_number, compromised);
+
+    // A controller that did not apply the revocation itself (a restart, as
+    // after a failover: its register index starts from its first list) refuses
+    // the key too, from that index (issue 12: no LIST per issuance).
+    h.child.stop();
+    let before = h.logs().len();
+    h.start(false);
+    h.wait("the new controller's register index", 60, || {
+        let logs = h.logs();
+        async move {
+            logs[before..]
+                .contains("register index: first list complete")
+                .then_some(())
+        }
+    })
+    .await;
+    submit("alice-3", "ra-7001", alice).await;
+    h.approve("alice-3").await;
+    let message = refused(&h, "alice-3", "KeyCompromised").await;
+    assert!(message.contains(&compromised), "{message}");
+    let logs = h.logs();
+    assert!(
+        logs[before..].contains("the register's index names the key's revoked records"),
+        "the block list did not use the index: {logs}"
+    );
+    assert_eq!(register(&h).await.len(), 3, "nothing more was signed");
 
     h.child.stop();
     let Harness { env, .. } = h;

@@ -153,6 +153,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>) {
         );
     let controller = Controller::new(schedules, watcher::Config::default());
     let store = controller.store();
+    ctx.set_schedules(store.clone());
     let by_ca = move |ns: Option<String>, ca: String| {
         store
             .state()
@@ -450,9 +451,16 @@ fn oldest<'a>(all: &'a [CRLSchedule], ca: &str) -> Option<&'a CRLSchedule> {
 }
 
 /// The partitioning in force for CA `ca` in `ns`: its (oldest) schedule's.
-/// Issuance calls this to choose a new certificate's partition.
+/// Issuance calls this to choose a new certificate's partition, from the
+/// schedules' watch store (no request per certificate; a schedule created or
+/// deleted a moment ago may not be seen yet, the same as an issuance a moment
+/// earlier), or from the API until that store is ready or while a schedule
+/// of the namespace is malformed.
 pub async fn partitioning_for(ctx: &Context, ns: &str, ca: &str) -> Result<Option<Partitioning>> {
-    let all = schedules(ctx, ns, ca).await?;
+    let all = match ctx.cached_schedules(ns) {
+        Some(all) => all,
+        None => schedules(ctx, ns, ca).await?,
+    };
     Ok(oldest(&all, ca).and_then(Partitioning::of))
 }
 

@@ -255,6 +255,9 @@ async fn apply(rev: &Revocation, ctx: &Context) -> Result<Action> {
             })
         })
         .await?;
+        // The block list reads the register's index: it holds this revocation
+        // from now on, before anything reports it (crate::blocklist).
+        ctx.records.observe(&r);
         // A renewal claimed on this record (before or while it was revoked):
         // its certificate has the same key, so it must be revoked too.
         if let Some(by) = register::annotation(&r, ANNOTATION_RENEWED_BY) {

@@ -79,7 +79,7 @@ pub(super) async fn issue(
                     let opens = ca::issue::renewal_window(o.not_after(), rule)
                         .map(|(opens, _)| opens)
                         .map_err(cerr)?;
-                    match renewal::rekeyed(&ctx.client, &ns, &ca.name_any(), &o, opens).await? {
+                    match renewal::rekeyed(ctx, &ns, &ca.name_any(), &o, opens).await? {
                         Some(r) => Err(r),
                         None => Ok(o),
                     }
@@ -134,7 +134,7 @@ pub(super) async fn issue(
         let sid = subscribers::assign(&cms, &ca.name_any(), &s.reference).await?;
         let label = profile_label(cr.spec.profile);
         if let Some(r) = renewal::renewed(
-            &ctx.client,
+            ctx,
             &ns,
             &ca.name_any(),
             &sid,
@@ -391,7 +391,9 @@ async fn refuse_compromised(
 ) -> Result<Option<Action>> {
     let ns = cr.namespace().unwrap_or_default();
     let ca_name = ca.name_any();
-    match crate::blocklist::compromised(&ctx.client, &ns, &ca_name, fingerprint).await? {
+    match crate::blocklist::compromised(&ctx.client, &ctx.records, &ns, &ca_name, fingerprint)
+        .await?
+    {
         Some(serial) => {
             let message = crate::blocklist::message(&ca_name, &serial);
             fail_with(cr, ca, ctx, crate::blocklist::REASON, message)

@@ -306,6 +306,9 @@ pub(super) async fn sign_and_record(
     // The commit point: creating the record. AlreadyExists means an earlier
     // attempt committed; use what it recorded.
     let record = register::commit_in_partition(&api, &signed, entry, crl_partition, &id).await?;
+    // The subscriber's next request (renewal or re-key rules) reads the
+    // register's index: it holds this record from now on.
+    ctx.records.observe(&record);
     ctx.audit.note(
         crate::audit::AuditEvent::new("certificate.issued", "succeeded")
             .object(cr)
