@@ -348,7 +348,10 @@ cmd_run() {
   # kubectl of the same build on PATH: tests run documented commands as written.
   export CHOP_E2E_DIR=$STATE_DIR KUBECONFIG=$STATE_DIR/admin.kubeconfig CHOP_E2E_AUDIT_LOG=$STATE_DIR/audit.log \
     PATH="$(bin_dir):$PATH"
-  "$@"
+  # Without the plane's lock (fd 8): a server the command starts and leaves
+  # running (a test restarting PostgreSQL) must not hold it, or `down` would
+  # wait for that server forever.
+  "$@" 8>&- 9>&-
 }
 
 cmd_status() {
