@@ -527,30 +527,14 @@ async fn ocsp(
         // RFC 6960 §2.3: tryLater while the responder has nothing to answer
         // with — no material, or no statuses yet (every serial would look
         // unknown and draw on the signing budget).
-        let status = ResponseStatus::TryLater;
-        return finish(
-            app,
-            method,
-            status.label(),
-            "none",
-            unsuccessful(status),
-            started,
-        );
+        return refuse(app, method, ResponseStatus::TryLater, started);
     };
     let (now, now_secs) = unix_now();
     let table = app.state.table();
     let req = match parse_request(der, material.ocsp.config().max_certs) {
         Ok(r) => r,
         Err(_) => {
-            let status = ResponseStatus::MalformedRequest;
-            return finish(
-                app,
-                method,
-                status.label(),
-                "none",
-                unsuccessful(status),
-                started,
-            );
+            return refuse(app, method, ResponseStatus::MalformedRequest, started);
         }
     };
     let mut req = req;
@@ -574,15 +558,7 @@ async fn ocsp(
                 Ok(l) => Some(l),
                 Err(e) => {
                     tracing::debug!(error = %e, "register lookup failed: tryLater");
-                    let status = ResponseStatus::TryLater;
-                    return finish(
-                        app,
-                        method,
-                        status.label(),
-                        "none",
-                        unsuccessful(status),
-                        started,
-                    );
+                    return refuse(app, method, ResponseStatus::TryLater, started);
                 }
             }
         }
@@ -615,15 +591,7 @@ async fn ocsp(
                 // RFC 6960 §2.3, RFC 5019 §2.2.3: "unauthorized" when the
                 // responder "is not capable of responding authoritatively";
                 // unsigned.
-                let status = ResponseStatus::Unauthorized;
-                return finish(
-                    app,
-                    method,
-                    status.label(),
-                    "none",
-                    unsuccessful(status),
-                    started,
-                );
+                return refuse(app, method, ResponseStatus::Unauthorized, started);
             }
             key = req.cache_key();
             if let Some(hit) = from_cache(app, key.as_deref(), now_secs, if_none_match) {
@@ -712,6 +680,23 @@ pub fn classify(ocsp: &OcspResponder, req: &OcspRequest<'_>, table: &dyn StatusS
         }
         _ => Class::Budgeted,
     }
+}
+
+/// An unsuccessful answer (RFC 6960 §2.3), counted like every other.
+fn refuse(
+    app: &App,
+    method: &'static str,
+    status: ResponseStatus,
+    started: Instant,
+) -> Response<Body> {
+    finish(
+        app,
+        method,
+        status.label(),
+        "none",
+        unsuccessful(status),
+        started,
+    )
 }
 
 fn finish(
